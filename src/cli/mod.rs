@@ -1,0 +1,194 @@
+//! The command line of DESIGN §2: clap structs, the global options and their
+//! `BOOTLACE_*` variables, and dispatch to one file per command.
+
+mod demo;
+mod identity;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::exit::Exit;
+use crate::identity::SourceSpec;
+use crate::logging::Verbosity;
+
+/// Turns one generic machine image into any server of a fleet, at every boot.
+#[derive(Debug, Parser)]
+#[command(name = "bootlace", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes. Flag beats variable beats config file beats default.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Config file [default: /etc/bootlace/config.toml, if present]
+    #[arg(long, global = true, env = "BOOTLACE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Store URL: s3://BUCKET/PREFIX, file:///DIR, gs://, az:// (store.url)
+    #[arg(long, global = true, env = "BOOTLACE_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// Where releases, reports and the lock live (deploy.state_dir)
+    #[arg(long, global = true, env = "BOOTLACE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Identity source: `imds` or `file:PATH` (identity.source)
+    #[arg(long, global = true, env = "BOOTLACE_IDENTITY", value_name = "SOURCE")]
+    pub identity: Option<SourceSpec>,
+    /// Machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-vv for everything)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Errors only on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The boot flow: identity, deploy, init, report (what the systemd unit runs)
+    Run,
+    /// Print this instance's identity (user-data secrets redacted)
+    Identity,
+    /// Dry run: identity, pointer, cache, init candidates; changes nothing
+    Plan,
+    /// Deploy the pointer's release (or TAG) and make it current
+    Deploy {
+        /// Deploy this tag instead of the pointer's
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// Switch `current` to the previous (or named) local release
+    Rollback {
+        /// The local release to switch to
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// The last run's report; the exit code is the run's
+    Status {
+        /// Wait for a run in progress to finish first
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Operator commands: package, upload, promote, roll back
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// The whole flow on a local store in a fresh temp dir
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Package a directory (or take a .tar.zst/.tar.gz), upload it and its manifest
+    Push {
+        path: PathBuf,
+        #[arg(long)]
+        tag: String,
+        /// Then move this environment's pointer to TAG
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Move an environment's pointer to TAG
+    Promote {
+        tag: String,
+        #[arg(long)]
+        env: String,
+    },
+    /// Move an environment's pointer back to its previous tag (or TAG)
+    Rollback {
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Tags in the store, marking what each pointer names
+    List {
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// A tag's manifest
+    Show { tag: String },
+}
+
+impl GlobalArgs {
+    pub fn verbosity(&self) -> Verbosity {
+        match (self.quiet, self.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            (false, 1) => Verbosity::Verbose,
+            (false, _) => Verbosity::Trace,
+        }
+    }
+
+    /// The config file with flags and variables applied on top.
+    pub fn settings(&self) -> anyhow::Result<Config> {
+        let path = self.config.clone().unwrap_or_else(|| config::DEFAULT_PATH.into());
+        let mut config = Config::load(&path, self.config.is_some())?;
+        if let Some(url) = &self.store {
+            config.store.url = Some(url.clone());
+        }
+        if let Some(dir) = &self.state_dir {
+            config.deploy.state_dir = dir.clone();
+        }
+        if let Some(source) = &self.identity {
+            config.identity.source = source.clone();
+        }
+        Ok(config)
+    }
+}
+
+impl Cli {
+    pub fn run(self) -> anyhow::Result<Exit> {
+        let global = &self.global;
+        match &self.command {
+            Command::Identity => identity::run(global),
+            Command::Demo => demo::run(global),
+            Command::Run => not_yet("run"),
+            Command::Plan => not_yet("plan"),
+            Command::Deploy { .. } => not_yet("deploy"),
+            Command::Rollback { .. } => not_yet("rollback"),
+            Command::Status { .. } => not_yet("status"),
+            Command::Release(command) => not_yet(match command {
+                ReleaseCommand::Push { .. } => "release push",
+                ReleaseCommand::Promote { .. } => "release promote",
+                ReleaseCommand::Rollback { .. } => "release rollback",
+                ReleaseCommand::List { .. } => "release list",
+                ReleaseCommand::Show { .. } => "release show",
+            }),
+        }
+    }
+}
+
+fn not_yet(command: &str) -> anyhow::Result<Exit> {
+    anyhow::bail!("`bootlace {command}` is not implemented yet")
+}
+
+/// A runtime for one command. Single-threaded: bootlace's network work is a handful of
+/// requests, and a boot should not pay for starting worker threads.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Prints `value` as JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,318 @@
+//! The config file (DESIGN §3): TOML, every key optional, unknown keys and bad values
+//! rejected with the key named. Flags and `BOOTLACE_*` variables are merged on top by
+//! [`crate::cli`]; this module only knows the file and the defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::identity::SourceSpec;
+
+/// Where the config file is read from when neither `--config` nor `BOOTLACE_CONFIG`
+/// names one. An absent file here means "all defaults".
+pub const DEFAULT_PATH: &str = "/etc/bootlace/config.toml";
+
+/// A config file that cannot be read or does not hold a valid config (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {key}: {message} (line {line})")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+        line: usize,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub identity: IdentityConfig,
+    pub store: StoreConfig,
+    pub deploy: DeployConfig,
+    pub init: InitConfig,
+    pub report: ReportConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub source: SourceSpec,
+    pub imds_v1_fallback: bool,
+    #[serde(with = "duration")]
+    pub deadline: Duration,
+    pub required: Vec<String>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            source: SourceSpec::Imds,
+            imds_v1_fallback: false,
+            deadline: Duration::from_secs(120),
+            required: ["environment", "role", "context"].map(String::from).to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    #[serde(with = "duration")]
+    pub deadline: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            endpoint: None,
+            region: None,
+            deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeployConfig {
+    pub state_dir: PathBuf,
+    pub pointer: String,
+    pub keep: u32,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/bootlace"),
+            pointer: "{environment}".into(),
+            keep: 5,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InitConfig {
+    pub root: String,
+    pub candidates: Vec<String>,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for InitConfig {
+    fn default() -> Self {
+        Self {
+            root: "{release}/bootstrap".into(),
+            candidates: [
+                "{context}/{environment}/{machine_id}.sh",
+                "{context}/{environment}/bootstrapper.sh",
+                "{context}/bootstrapper.sh",
+            ]
+            .map(String::from)
+            .to_vec(),
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportConfig {
+    pub upload: bool,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        Self { upload: true }
+    }
+}
+
+impl Config {
+    /// Reads the config at `path`. A missing file is an error only when the user named
+    /// it (`explicit`); the default path may be absent.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses config text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |key: String, err: toml::de::Error| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: err.message().trim().to_owned(),
+            line: err.span().map_or(1, |span| line_of(text, span.start)),
+        };
+        let document = toml::Deserializer::parse(text).map_err(|e| invalid("syntax".into(), e))?;
+        let config: Config = serde_path_to_error::deserialize(document)
+            .map_err(|e| invalid(e.path().to_string(), e.into_inner()))?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        for key in &self.identity.required {
+            if !crate::identity::userdata::is_valid_key(key) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key: "identity.required".into(),
+                    message: format!("`{key}` is not a user-data key ([a-z][a-z0-9_]*)"),
+                    line: 1,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Durations written as humans do: "120s", "10m", "1h 30m".
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        humantime::parse_duration(text.trim()).map_err(|_| {
+            format!("invalid duration `{text}`: write a number and a unit, like \"120s\" or \"10m\"")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.identity.deadline, Duration::from_secs(120));
+        assert_eq!(config.identity.source, SourceSpec::Imds);
+        assert!(!config.identity.imds_v1_fallback);
+        assert_eq!(config.store.deadline, Duration::from_secs(60));
+        assert_eq!(config.deploy.state_dir, Path::new("/var/lib/bootlace"));
+        assert_eq!(config.deploy.keep, 5);
+        assert_eq!(config.init.candidates.len(), 3);
+        assert_eq!(config.init.timeout, Duration::from_secs(600));
+        assert!(config.report.upload);
+    }
+
+    #[test]
+    fn the_design_example_parses() {
+        let text = r#"
+[identity]
+source = "file:/etc/bootlace/user-data"
+imds_v1_fallback = true
+deadline = "30s"
+required = ["environment", "role"]
+
+[store]
+url = "s3://my-builds/app"
+endpoint = "http://127.0.0.1:9000"
+region = "us-east-1"
+deadline = "1m"
+
+[deploy]
+state_dir = "/srv/bootlace"
+pointer = "{environment}-{role}"
+keep = 2
+
+[init]
+root = "{release}/init"
+candidates = ["{context}/x.sh"]
+timeout = "90s"
+
+[report]
+upload = false
+"#;
+        let config = parse(text).unwrap();
+        assert_eq!(
+            config.identity.source,
+            SourceSpec::File("/etc/bootlace/user-data".into())
+        );
+        assert_eq!(config.identity.deadline, Duration::from_secs(30));
+        assert_eq!(config.store.deadline, Duration::from_secs(60));
+        assert_eq!(config.init.timeout, Duration::from_secs(90));
+        assert_eq!(config.deploy.keep, 2);
+        assert!(!config.report.upload);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[identity]\ndeadlin = \"5s\"\n").unwrap_err().to_string();
+        assert!(err.contains("deadlin"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key_and_line() {
+        let err = parse("[store]\n\ndeadline = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("store.deadline"), "{err}");
+        assert!(err.contains("invalid duration `soon`"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = parse("[deploy]\nkeep = \"five\"\n").unwrap_err().to_string();
+        assert!(err.contains("deploy.keep"), "{err}");
+    }
+
+    #[test]
+    fn bad_identity_source_names_the_key() {
+        let err = parse("[identity]\nsource = \"dns\"\n").unwrap_err().to_string();
+        assert!(err.contains("identity.source"), "{err}");
+        assert!(err.contains("file:PATH"), "{err}");
+    }
+
+    #[test]
+    fn required_keys_must_be_user_data_keys() {
+        let err = parse("[identity]\nrequired = [\"Env\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("identity.required"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_is_one_line() {
+        let err = parse("[identity\n").unwrap_err().to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_missing_named_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.toml");
+        assert!(Config::load(&path, false).is_ok());
+        assert!(matches!(Config::load(&path, true), Err(ConfigError::Read { .. })));
+    }
+}

@@ -1,0 +1,71 @@
+//! Exit codes (DESIGN §2) and how an error maps to one.
+
+use std::process::ExitCode;
+
+use crate::config::ConfigError;
+use crate::identity::userdata::UserDataError;
+
+/// How a command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Ok = 0,
+    /// The work failed.
+    Failed = 1,
+    /// Bad usage, config or input.
+    BadInput = 2,
+    /// Ran the already-current release because the store was unreachable.
+    Degraded = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// A problem with what the user gave bootlace (a flag, an environment variable, a
+/// file) that has no more specific type.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// The exit code for an error: 2 when anything in its chain is the user's input,
+/// 1 otherwise.
+pub fn classify(err: &anyhow::Error) -> Exit {
+    let bad_input = err
+        .chain()
+        .any(|e| e.is::<BadInput>() || e.is::<ConfigError>() || e.is::<UserDataError>());
+    if bad_input { Exit::BadInput } else { Exit::Failed }
+}
+
+/// The error and its causes on one line, as `error: …` promises.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let text = format!("{err:#}");
+    text.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn bad_input_anywhere_in_the_chain_is_exit_2() {
+        let err = Err::<(), _>(BadInput("no such thing".into()))
+            .context("reading config")
+            .unwrap_err();
+        assert_eq!(classify(&err), Exit::BadInput);
+        assert_eq!(classify(&anyhow::anyhow!("boom")), Exit::Failed);
+    }
+
+    #[test]
+    fn one_line_joins_multiline_messages() {
+        let err = anyhow::anyhow!("first\nsecond\n").context("doing it");
+        assert_eq!(one_line(&err), "doing it: first; second");
+    }
+}

@@ -1,0 +1,210 @@
+//! Who this instance is: `machine_id`, placement, and the user-data keys
+//! (`environment`, `role`, `context`, extras). Sources implement [`IdentitySource`];
+//! [`resolve`] picks one with a single `match` and applies the rules every source shares.
+
+pub mod file;
+pub mod imds;
+pub mod userdata;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::config::IdentityConfig;
+use crate::exit::BadInput;
+use userdata::{Credentials, UserData};
+
+/// Which identity source to use: `imds` or `file:PATH`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum SourceSpec {
+    Imds,
+    File(PathBuf),
+}
+
+impl FromStr for SourceSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once(':') {
+            _ if text == "imds" => Ok(Self::Imds),
+            Some(("file", path)) if !path.is_empty() => Ok(Self::File(path.into())),
+            _ => Err(format!("expected `imds` or `file:PATH`, got `{text}`")),
+        }
+    }
+}
+
+impl TryFrom<String> for SourceSpec {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+/// What a source knows before user-data is parsed.
+#[derive(Debug, Default)]
+pub struct InstanceFacts {
+    pub machine_id: Option<String>,
+    pub region: Option<String>,
+    pub availability_zone: Option<String>,
+    pub instance_type: Option<String>,
+    /// Raw user-data; `None` when the instance has none.
+    pub user_data: Option<Vec<u8>>,
+}
+
+/// A place an instance learns its identity from.
+pub trait IdentitySource {
+    /// Names the source in messages ("IMDS at http://…", "file /etc/…").
+    fn describe(&self) -> String;
+
+    /// Fetches the facts. Errors already say what was tried and why it failed.
+    fn facts(&mut self) -> impl Future<Output = anyhow::Result<InstanceFacts>>;
+
+    /// The machine id when neither the source nor user-data gives one.
+    fn fallback_machine_id(&self) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+/// The resolved identity. Serialises to exactly the JSON of DESIGN §2; the credentials
+/// are skipped (and their type could not be serialised anyway).
+#[derive(Debug, Serialize)]
+pub struct Identity {
+    pub machine_id: String,
+    pub region: Option<String>,
+    pub availability_zone: Option<String>,
+    pub instance_type: Option<String>,
+    pub environment: Option<String>,
+    pub role: Option<String>,
+    pub context: Option<String>,
+    pub extra: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub credentials: Option<Credentials>,
+}
+
+/// Resolves the identity from `source`, within `config.deadline`.
+pub async fn resolve(config: &IdentityConfig, source: &SourceSpec) -> anyhow::Result<Identity> {
+    let deadline = Instant::now() + config.deadline;
+    match source {
+        SourceSpec::Imds => {
+            let mut imds = imds::ImdsSource::from_env(config.imds_v1_fallback, deadline)?;
+            from_source(&mut imds, &config.required).await
+        }
+        SourceSpec::File(path) => from_source(&mut file::FileSource::new(path), &config.required).await,
+    }
+}
+
+async fn from_source(source: &mut impl IdentitySource, required: &[String]) -> anyhow::Result<Identity> {
+    let facts = source.facts().await?;
+    let parsing = || format!("parsing user-data from {}", source.describe());
+    let mut user_data = match &facts.user_data {
+        Some(raw) => userdata::parse(raw).with_context(parsing)?,
+        None => UserData::default(),
+    };
+    user_data
+        .require(required)
+        .with_context(|| match facts.user_data {
+            Some(_) => parsing(),
+            None => format!("{} has no user-data", source.describe()),
+        })?;
+    let from_user_data = user_data.take("machine_id");
+    let machine_id = match (facts.machine_id, from_user_data) {
+        (Some(id), from_user_data) => {
+            if from_user_data.is_some_and(|other| other != id) {
+                tracing::warn!(
+                    "ignoring machine_id in user-data: {} gives the machine id",
+                    source.describe()
+                );
+            }
+            checked_machine_id(id, source)?
+        }
+        (None, Some(id)) => id,
+        (None, None) => match source.fallback_machine_id()? {
+            Some(id) => checked_machine_id(id, source)?,
+            None => {
+                let why = format!(
+                    "{} gives no machine id: add a machine_id= line",
+                    source.describe()
+                );
+                return Err(BadInput(why).into());
+            }
+        },
+    };
+    let credentials = user_data.credentials.take();
+    let environment = user_data.take("environment");
+    let role = user_data.take("role");
+    let context = user_data.take("context");
+    Ok(Identity {
+        machine_id,
+        region: facts.region,
+        availability_zone: facts.availability_zone,
+        instance_type: facts.instance_type,
+        environment,
+        role,
+        context,
+        extra: user_data.into_values(),
+        credentials,
+    })
+}
+
+/// A machine id from outside user-data still becomes a path component: same rule.
+fn checked_machine_id(id: String, source: &impl IdentitySource) -> anyhow::Result<String> {
+    match userdata::check_name(&id) {
+        Ok(()) => Ok(id),
+        Err(why) => anyhow::bail!(
+            "{} gives machine id {id:?}, which is not a valid name: {why}",
+            source.describe()
+        ),
+    }
+}
+
+impl Identity {
+    /// The human form of `bootlace identity`: one `key  value` line each.
+    pub fn to_text(&self) -> String {
+        let none = "-";
+        let mut rows: Vec<(String, &str)> = vec![
+            ("machine_id".into(), &self.machine_id),
+            ("region".into(), self.region.as_deref().unwrap_or(none)),
+            (
+                "availability_zone".into(),
+                self.availability_zone.as_deref().unwrap_or(none),
+            ),
+            (
+                "instance_type".into(),
+                self.instance_type.as_deref().unwrap_or(none),
+            ),
+            ("environment".into(), self.environment.as_deref().unwrap_or(none)),
+            ("role".into(), self.role.as_deref().unwrap_or(none)),
+            ("context".into(), self.context.as_deref().unwrap_or(none)),
+        ];
+        rows.extend(self.extra.iter().map(|(k, v)| (format!("extra.{k}"), v.as_str())));
+        if self.credentials.is_some() {
+            rows.push(("credentials".into(), "from user-data (redacted)"));
+        }
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        rows.iter().map(|(k, v)| format!("{k:width$}  {v}\n")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_spec_parses() {
+        assert_eq!("imds".parse::<SourceSpec>(), Ok(SourceSpec::Imds));
+        assert_eq!(
+            "file:/x/y".parse::<SourceSpec>(),
+            Ok(SourceSpec::File("/x/y".into()))
+        );
+        for bad in ["", "file:", "imds:", "dns", "File:/x"] {
+            assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! bootlace turns one generic machine image into any server of a fleet, at every boot:
+//! it learns who the instance is, deploys the build its environment's pointer names,
+//! runs exactly one init script and records what it did. The same binary is the
+//! operator's release tool.
+//!
+//! Modules, one concern each:
+//! - [`cli`]: the command line (one file per command) and its dispatch;
+//! - [`config`]: the TOML config file, merged with flags and environment variables;
+//! - [`identity`]: who this instance is, from IMDS or a file, and the user-data parser;
+//! - [`retry`]: backoff with jitter until a deadline, shared by every network client;
+//! - [`exit`]: exit codes and how an error maps to one;
+//! - [`logging`]: `tracing` to stderr.
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod identity;
+pub mod logging;
+pub mod retry;
