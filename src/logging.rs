@@ -23,7 +23,7 @@ pub fn init(verbosity: Verbosity) {
         Verbosity::Quiet => (LevelFilter::ERROR, LevelFilter::ERROR),
         Verbosity::Normal => (LevelFilter::INFO, LevelFilter::WARN),
         Verbosity::Verbose => (LevelFilter::DEBUG, LevelFilter::WARN),
-        Verbosity::Trace => (LevelFilter::TRACE, LevelFilter::DEBUG),
+        Verbosity::Trace => (LevelFilter::TRACE, LevelFilter::TRACE),
     };
     let filter = Targets::new().with_target("bootlace", ours).with_default(theirs);
     let fmt = tracing_subscriber::fmt::layer()

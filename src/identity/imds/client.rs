@@ -191,9 +191,11 @@ impl ImdsClient {
 
     fn unreachable(&self, last: String) -> ImdsError {
         ImdsError::Unreachable {
-            // Whole milliseconds: the budget is a config value, not a measurement.
-            budget: humantime::format_duration(Duration::from_millis(self.budget.as_millis().div_ceil(100) as u64 * 100))
-                .to_string(),
+            // Rounded up to a tenth of a second: the budget is a setting, not a measurement.
+            budget: humantime::format_duration(Duration::from_millis(
+                self.budget.as_millis().div_ceil(100) as u64 * 100,
+            ))
+            .to_string(),
             last,
         }
     }

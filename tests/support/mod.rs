@@ -1,0 +1,71 @@
+//! What the black-box tests share: the built binary run as a user would, in an
+//! environment that can only ever reach loopback.
+
+#![allow(dead_code)]
+
+pub mod imds;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A loopback address where nothing listens: the IMDS endpoint of every test that
+/// does not start an emulator, so no credential chain can reach a real one.
+pub const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
+
+/// `bootlace` with a clean, loopback-only environment and no config file.
+pub fn bootlace() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bootlace"));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("AWS_") || name.starts_with("BOOTLACE_") || name.ends_with("_proxy") {
+            command.env_remove(&name);
+        }
+    }
+    command
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", DEAD_ENDPOINT)
+        .env("AWS_ACCESS_KEY_ID", "test-access-key")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
+        .env("AWS_REGION", "us-east-1")
+        .env("BOOTLACE_CONFIG", "/dev/null")
+        .stdin(Stdio::null());
+    command
+}
+
+/// What a finished command left.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// stdout and stderr together, for "never appears anywhere" checks.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    /// Asserts the one-line error contract: exactly one `error: ` line, no panic.
+    pub fn assert_one_error_line(&self) -> &str {
+        assert!(!self.stderr.contains("panicked"), "panic: {}", self.stderr);
+        let errors: Vec<&str> = self.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "expected one error line in: {}", self.stderr);
+        errors[0]
+    }
+}
+
+pub fn run(command: &mut Command) -> Outcome {
+    let output = command.output().expect("running bootlace");
+    Outcome {
+        code: output.status.code().expect("bootlace ended by a signal"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
