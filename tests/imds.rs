@@ -388,3 +388,95 @@ fn logs_are_plain_on_a_pipe_and_stay_off_stdout() {
     assert_eq!(out.code, 0);
     assert!(out.stderr.is_empty(), "-q shows errors only: {}", out.stderr);
 }
+
+/// The emulator itself keeps to the AWS documentation; every test above relies on it.
+#[test]
+fn emulator_follows_the_documented_rules() {
+    let imds = Imds::start(with_user_data(b"role=web\n"));
+    let base = imds.endpoint();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let put = |ttl: Option<&str>| {
+            let mut request = http.put(format!("{base}/latest/api/token"));
+            if let Some(ttl) = ttl {
+                request = request.header("X-aws-ec2-metadata-token-ttl-seconds", ttl);
+            }
+            request.send()
+        };
+        for bad in [None, Some("0"), Some("21601"), Some("soon")] {
+            assert_eq!(put(bad).await.unwrap().status(), 400, "TTL {bad:?}");
+        }
+        let answer = put(Some("21600")).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.headers()["x-aws-ec2-metadata-token-ttl-seconds"], "21600");
+        let token = answer.text().await.unwrap();
+        let get = |path: &str, token: Option<&str>| {
+            let mut request = http.get(format!("{base}/latest/{path}"));
+            if let Some(token) = token {
+                request = request.header("X-aws-ec2-metadata-token", token);
+            }
+            request.send()
+        };
+        assert_eq!(
+            http.get(format!("{base}/latest/api/token"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            405
+        );
+        assert_eq!(get("meta-data/instance-id", None).await.unwrap().status(), 401);
+        assert_eq!(
+            get("meta-data/instance-id", Some("forged"))
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
+        let answer = get("meta-data/instance-id", Some(&token)).await.unwrap();
+        assert_eq!(answer.text().await.unwrap(), imds::INSTANCE_ID);
+        assert_eq!(
+            get("user-data", Some(&token))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+            "role=web\n"
+        );
+        assert_eq!(
+            get("meta-data/nothing-here", Some(&token))
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+        let forwarded = http
+            .put(format!("{base}/latest/api/token"))
+            .header("X-aws-ec2-metadata-token-ttl-seconds", "60")
+            .header("X-Forwarded-For", "203.0.113.1")
+            .send();
+        assert_eq!(forwarded.await.unwrap().status(), 403);
+    });
+
+    let no_user_data = Imds::start(Options {
+        user_data: None,
+        tokens: Tokens::Optional,
+        ..Options::default()
+    });
+    runtime.block_on(async {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let answer = http
+            .get(format!("{}/latest/user-data", no_user_data.endpoint()))
+            .send();
+        assert_eq!(
+            answer.await.unwrap().status(),
+            404,
+            "IMDSv1 allowed, user-data absent"
+        );
+    });
+}
