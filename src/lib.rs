@@ -11,6 +11,7 @@
 //! - [`exit`]: exit codes and how an error maps to one;
 //! - [`logging`]: `tracing` to stderr.
 
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod exit;

@@ -1,0 +1,73 @@
+//! Checking an existing archive before it is pushed: it decodes, every entry passes the
+//! unpack policy, and its sha256 is taken over every byte of the file on the way.
+
+use std::io::{self, Read};
+
+use super::policy::{Checker, Limits, PolicyError, Totals};
+use super::{Compression, Hashing};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("not a {} archive (its first bytes say otherwise)", .0.extension())]
+    WrongFormat(Compression),
+    #[error("does not decode: {0}")]
+    Decode(io::Error),
+    #[error("refused by the unpack policy: {0}")]
+    Policy(#[from] PolicyError),
+}
+
+/// What inspecting an archive found.
+#[derive(Debug)]
+pub struct Inspected {
+    pub sha256: String,
+    pub size: u64,
+    pub totals: Totals,
+}
+
+/// Reads the whole archive from `reader`, decoding and checking every entry.
+pub fn inspect(reader: impl Read, compression: Compression) -> Result<Inspected, InspectError> {
+    let mut hashing = Hashing::new(reader);
+    let mut head = [0u8; 4];
+    let got = read_up_to(&mut hashing, &mut head).map_err(InspectError::Decode)?;
+    if !compression.matches_magic(&head[..got]) {
+        return Err(InspectError::WrongFormat(compression));
+    }
+    let totals = {
+        let chained = (&head[..got]).chain(&mut hashing);
+        let decoder = compression.decoder(chained).map_err(InspectError::Decode)?;
+        check_entries(decoder)?
+    };
+    // Whatever follows the tar end marker still belongs to the archive's bytes.
+    io::copy(&mut hashing, &mut io::sink()).map_err(InspectError::Decode)?;
+    let (_, sha256, size) = hashing.finish();
+    Ok(Inspected { sha256, size, totals })
+}
+
+fn check_entries(decoded: impl Read) -> Result<Totals, InspectError> {
+    let mut archive = tar::Archive::new(decoded);
+    let mut checker = Checker::new(Limits::default());
+    for entry in archive.entries().map_err(InspectError::Decode)? {
+        let mut entry = entry.map_err(InspectError::Decode)?;
+        let header = entry.header();
+        let entry_type = header.entry_type();
+        if entry_type == tar::EntryType::XGlobalHeader {
+            continue;
+        }
+        let link = entry.link_name_bytes().map(|l| l.into_owned());
+        checker.check(&entry.path_bytes(), entry_type, entry.size(), link.as_deref())?;
+        // Reading the data proves the stream decodes to its end.
+        io::copy(&mut entry, &mut io::sink()).map_err(InspectError::Decode)?;
+    }
+    Ok(checker.finish()?)
+}
+
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
