@@ -66,6 +66,8 @@ pub struct StoreConfig {
     pub region: Option<String>,
     #[serde(with = "duration")]
     pub deadline: Duration,
+    /// Refuse S3-compatible servers that ignore `If-None-Match`/`If-Match`.
+    pub require_conditional_writes: bool,
 }
 
 impl Default for StoreConfig {
@@ -75,6 +77,7 @@ impl Default for StoreConfig {
             endpoint: None,
             region: None,
             deadline: Duration::from_secs(60),
+            require_conditional_writes: true,
         }
     }
 }

@@ -17,4 +17,6 @@ pub mod config;
 pub mod exit;
 pub mod identity;
 pub mod logging;
+pub mod release;
 pub mod retry;
+pub mod store;

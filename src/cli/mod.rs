@@ -3,6 +3,7 @@
 
 mod demo;
 mod identity;
+mod release;
 
 use std::path::PathBuf;
 
@@ -153,13 +154,7 @@ impl Cli {
             Command::Deploy { .. } => not_yet("deploy"),
             Command::Rollback { .. } => not_yet("rollback"),
             Command::Status { .. } => not_yet("status"),
-            Command::Release(command) => not_yet(match command {
-                ReleaseCommand::Push { .. } => "release push",
-                ReleaseCommand::Promote { .. } => "release promote",
-                ReleaseCommand::Rollback { .. } => "release rollback",
-                ReleaseCommand::List { .. } => "release list",
-                ReleaseCommand::Show { .. } => "release show",
-            }),
+            Command::Release(command) => release::run(global, command),
         }
     }
 }

@@ -1,0 +1,280 @@
+//! `bootlace release …`: the operator's commands.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+
+use futures::{StreamExt, TryStreamExt};
+use serde_json::json;
+
+use super::{GlobalArgs, ReleaseCommand, print_json, runtime};
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::release::push::{Progress, push};
+use crate::release::{self, Manifest, Moved, Pointer, check_tag, move_pointer, pointer_name};
+use crate::store::{self, Store, layout};
+
+pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit> {
+    let config = global.settings()?;
+    let runtime = runtime()?;
+    let _guard = runtime.enter();
+    let store = store::open(&config.store, None)?;
+    runtime.block_on(async {
+        match command {
+            ReleaseCommand::Push { path, tag, env } => {
+                push_cmd(global, &config, &store, path, tag, env.as_deref()).await
+            }
+            ReleaseCommand::Promote { tag, env } => promote(global, &config, &store, tag, env).await,
+            ReleaseCommand::Rollback { env, to } => {
+                rollback(global, &config, &store, env, to.as_deref()).await
+            }
+            ReleaseCommand::List { env } => list(global, &config, &store, env.as_deref()).await,
+            ReleaseCommand::Show { tag } => show(global, &store, tag).await,
+        }
+    })?;
+    Ok(Exit::Ok)
+}
+
+async fn push_cmd(
+    global: &GlobalArgs,
+    config: &Config,
+    store: &Store,
+    path: &Path,
+    tag: &str,
+    env: Option<&str>,
+) -> anyhow::Result<()> {
+    check_tag(tag)?;
+    let pointer = env
+        .map(|env| pointer_name(&config.deploy.pointer, env))
+        .transpose()?;
+    let bar = progress_bar(global);
+    let pushed = push(store, path, tag, pointer.as_deref(), |event| match event {
+        Progress::Start(total) => {
+            bar.set_length(total);
+            bar.set_position(0);
+        }
+        Progress::Sent(n) => bar.inc(n),
+        Progress::Done => bar.finish_and_clear(),
+    })
+    .await?;
+    let manifest = &pushed.manifest;
+    if global.json {
+        let pointer = pushed
+            .pointer
+            .as_ref()
+            .map(|(name, moved)| pointer_json(name, moved));
+        return print_json(&json!({"manifest": manifest, "uploaded": pushed.uploaded, "pointer": pointer}));
+    }
+    let sent = if pushed.uploaded {
+        "uploaded"
+    } else {
+        "already in the store"
+    };
+    println!(
+        "pushed {tag}: {} ({}, {sent})",
+        store.url_of(&manifest.archive),
+        size(manifest.size)
+    );
+    println!("  sha256 {}", manifest.sha256);
+    println!(
+        "  {} files, {} unpacked",
+        manifest.files,
+        size(manifest.unpacked_bytes)
+    );
+    if let Some((name, moved)) = &pushed.pointer {
+        print_moved(name, moved);
+    }
+    Ok(())
+}
+
+async fn promote(
+    global: &GlobalArgs,
+    config: &Config,
+    store: &Store,
+    tag: &str,
+    env: &str,
+) -> anyhow::Result<()> {
+    check_tag(tag)?;
+    let name = pointer_name(&config.deploy.pointer, env)?;
+    let manifest = Manifest::load_complete(store, tag).await?;
+    let moved = move_pointer(store, &name, &release::who(), |_| {
+        std::future::ready(Ok(manifest.clone()))
+    })
+    .await?;
+    report_moved(global, &name, &moved)
+}
+
+async fn rollback(
+    global: &GlobalArgs,
+    config: &Config,
+    store: &Store,
+    env: &str,
+    to: Option<&str>,
+) -> anyhow::Result<()> {
+    if let Some(tag) = to {
+        check_tag(tag)?;
+    }
+    let name = pointer_name(&config.deploy.pointer, env)?;
+    let url = store.url_of(&layout::pointer(&name));
+    let moved = move_pointer(store, &name, &release::who(), |current| {
+        let url = url.clone();
+        async move {
+            let current = current.ok_or_else(|| anyhow::anyhow!("no pointer {url}: nothing to roll back"))?;
+            let target = match to {
+                Some(tag) => tag.to_owned(),
+                None => match current.history.first() {
+                    Some(previous) => previous.tag.clone(),
+                    None => anyhow::bail!("pointer {url} has no earlier tag to roll back to"),
+                },
+            };
+            Manifest::load_complete(store, &target).await
+        }
+    })
+    .await?;
+    report_moved(global, &name, &moved)
+}
+
+fn report_moved(global: &GlobalArgs, name: &str, moved: &Moved) -> anyhow::Result<()> {
+    if global.json {
+        return print_json(&pointer_json(name, moved));
+    }
+    print_moved(name, moved);
+    Ok(())
+}
+
+fn print_moved(name: &str, moved: &Moved) {
+    let p = &moved.pointer;
+    if moved.changed {
+        let from = p
+            .history
+            .first()
+            .map(|h| format!(" (was {})", h.tag))
+            .unwrap_or_default();
+        println!("pointer {name} -> {} at serial {}{from}", p.tag, p.serial);
+    } else {
+        println!(
+            "pointer {name} already names {} (serial {}); nothing changed",
+            p.tag, p.serial
+        );
+    }
+}
+
+fn pointer_json(name: &str, moved: &Moved) -> serde_json::Value {
+    json!({"name": name, "changed": moved.changed, "retries": moved.retries, "pointer": moved.pointer})
+}
+
+async fn list(global: &GlobalArgs, config: &Config, store: &Store, env: Option<&str>) -> anyhow::Result<()> {
+    let pointer_names: Vec<String> = match env {
+        Some(env) => vec![pointer_name(&config.deploy.pointer, env)?],
+        None => names(store, layout::POINTERS).await?,
+    };
+    let mut pointers = BTreeMap::new();
+    for name in pointer_names {
+        if let Some(pointer) = Pointer::load(store, &name).await? {
+            pointers.insert(name, pointer);
+        }
+    }
+    let tags = names(store, layout::BUILDS).await?;
+    let mut manifests: Vec<Manifest> = futures::stream::iter(tags)
+        .map(|tag| async move { Manifest::load(store, &tag).await })
+        .buffer_unordered(16)
+        .try_filter_map(|m| std::future::ready(Ok(m)))
+        .try_collect()
+        .await?;
+    manifests.sort_by(|a, b| (&b.created_at, &b.tag).cmp(&(&a.created_at, &a.tag)));
+    let marks = |tag: &str| -> Vec<&str> {
+        pointers
+            .iter()
+            .filter(|(_, p)| p.tag == tag)
+            .map(|(n, _)| n.as_str())
+            .collect()
+    };
+    if global.json {
+        let releases: Vec<_> = manifests
+            .iter()
+            .map(|m| {
+                json!({"tag": m.tag, "created_at": m.created_at, "sha256": m.sha256, "size": m.size,
+                            "files": m.files, "pointers": marks(&m.tag)})
+            })
+            .collect();
+        return print_json(&json!({"releases": releases, "pointers": pointers}));
+    }
+    if manifests.is_empty() {
+        println!("no releases in {}", store.url());
+        return Ok(());
+    }
+    let width = manifests.iter().map(|m| m.tag.len()).max().unwrap_or(3).max(3);
+    println!(
+        "{:width$}  {:20}  {:>10}  {:>8}  POINTERS",
+        "TAG", "CREATED", "SIZE", "FILES"
+    );
+    for m in &manifests {
+        let marks = marks(&m.tag)
+            .iter()
+            .map(|n| format!("{n} (serial {})", pointers[*n].serial))
+            .collect::<Vec<_>>();
+        println!(
+            "{:width$}  {:20}  {:>10}  {:>8}  {}",
+            m.tag,
+            m.created_at,
+            size(m.size),
+            m.files,
+            marks.join(", ")
+        );
+    }
+    let dangling: Vec<_> = pointers
+        .iter()
+        .filter(|(_, p)| !manifests.iter().any(|m| m.tag == p.tag))
+        .collect();
+    for (name, p) in dangling {
+        println!("warning: pointer {name} names {}, which has no manifest", p.tag);
+    }
+    Ok(())
+}
+
+async fn show(global: &GlobalArgs, store: &Store, tag: &str) -> anyhow::Result<()> {
+    check_tag(tag)?;
+    let manifest = Manifest::load(store, tag)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no release {tag} in {}", store.url()))?;
+    if global.json {
+        return print_json(&manifest);
+    }
+    let value = serde_json::to_value(&manifest)?;
+    for (key, value) in value.as_object().into_iter().flatten() {
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "-".into(),
+            other => other.to_string(),
+        };
+        println!("{key:16}{text}");
+    }
+    Ok(())
+}
+
+/// The names of bootlace's JSON objects in a layout folder.
+async fn names(store: &Store, dir: &str) -> anyhow::Result<Vec<String>> {
+    let keys = store.list(dir).await?;
+    Ok(keys
+        .iter()
+        .filter_map(|k| layout::name_in(dir, k))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// A progress bar on stderr, drawn only on a terminal and without `-q`.
+fn progress_bar(global: &GlobalArgs) -> indicatif::ProgressBar {
+    if global.quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let style = indicatif::ProgressStyle::with_template(
+        "uploading {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
+    )
+    .expect("a valid template");
+    indicatif::ProgressBar::new(0).with_style(style)
+}
+
+/// Bytes for people: 1.2 MiB.
+fn size(bytes: u64) -> String {
+    indicatif::BinaryBytes(bytes).to_string()
+}

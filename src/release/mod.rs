@@ -1,0 +1,82 @@
+//! The operator's side (DESIGN §2, §4): push a build, move pointers, list and show
+//! releases. The archive and manifest are complete before any pointer names them; the
+//! pointer is the single commit point.
+
+pub mod manifest;
+pub mod pointer;
+pub mod push;
+
+use crate::exit::BadInput;
+
+pub use manifest::Manifest;
+pub use pointer::{Moved, Pointer, move_pointer};
+
+/// Checks a tag: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
+pub fn check_tag(tag: &str) -> Result<(), BadInput> {
+    let mut chars = tag.chars();
+    let valid = tag.len() <= 128
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(BadInput(format!(
+            "tag {tag:?} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,127}}"
+        )))
+    }
+}
+
+/// The pointer name for environment `env` under the `deploy.pointer` template.
+pub fn pointer_name(template: &str, env: &str) -> Result<String, BadInput> {
+    crate::identity::userdata::check_name(env)
+        .map_err(|why| BadInput(format!("environment {env:?} is not a valid name: {why}")))?;
+    let name = template.replace("{environment}", env);
+    if name.contains('{') || name.contains('}') {
+        return Err(BadInput(format!(
+            "deploy.pointer = {template:?} names more than {{environment}}, which is all --env gives"
+        )));
+    }
+    crate::identity::userdata::check_name(&name)
+        .map_err(|why| BadInput(format!("pointer name {name:?} is not a valid name: {why}")))?;
+    Ok(name)
+}
+
+/// Now, as RFC 3339 UTC to the second.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// `user@host`, for `created_by` and `updated_by`.
+pub fn who() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_rule() {
+        for good in ["v1", "2026.11.25-1", "A", "a..b", &"x".repeat(128)] {
+            assert!(check_tag(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".v1", "-v1", "v/1", "v 1", "..", &"x".repeat(129)] {
+            assert!(check_tag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pointer_names() {
+        assert_eq!(pointer_name("{environment}", "prod").unwrap(), "prod");
+        assert_eq!(pointer_name("app-{environment}", "prod").unwrap(), "app-prod");
+        assert!(pointer_name("{environment}-{role}", "prod").is_err());
+        assert!(pointer_name("{environment}", "../x").is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! `release push`: package (or check) a build, upload it content-addressed, create its
+//! manifest, and optionally move a pointer to it.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+
+use crate::archive::inspect::{InspectError, inspect};
+use crate::archive::pack::{PackError, mtime_from_env, pack_dir};
+use crate::archive::{Compression, Hashing};
+use crate::exit::BadInput;
+use crate::store::{Store, layout};
+
+use super::{Manifest, Moved, manifest::FORMAT_VERSION, move_pointer};
+
+/// What a push did.
+#[derive(Debug)]
+pub struct Pushed {
+    pub manifest: Manifest,
+    /// `false` when the store already held the archive.
+    pub uploaded: bool,
+    pub pointer: Option<(String, Moved)>,
+}
+
+/// An archive ready to upload: a packaged temp file or the operator's own file.
+struct Prepared {
+    path: PathBuf,
+    _temp: Option<tempfile::NamedTempFile>,
+    compression: Compression,
+    sha256: String,
+    size: u64,
+    files: u64,
+    unpacked_bytes: u64,
+}
+
+/// Pushes `source` as `tag`, then moves `pointer` to it when given. `progress` sees the
+/// archive's size once, then every chunk sent.
+pub async fn push(
+    store: &Store,
+    source: &Path,
+    tag: &str,
+    pointer: Option<&str>,
+    mut progress: impl FnMut(Progress),
+) -> anyhow::Result<Pushed> {
+    let manifest_key = layout::manifest(tag);
+    if store.size_of(&manifest_key).await?.is_some() {
+        return Err(tag_exists(store, tag));
+    }
+    let owned = source.to_owned();
+    let prepared = tokio::task::spawn_blocking(move || prepare(&owned)).await??;
+    let archive = layout::blob(&prepared.sha256, prepared.compression);
+    let uploaded = if store.size_of(&archive).await? == Some(prepared.size) {
+        tracing::info!("{} is already in the store", archive);
+        false
+    } else {
+        progress(Progress::Start(prepared.size));
+        store
+            .upload(&archive, &prepared.path, |n| progress(Progress::Sent(n)))
+            .await?;
+        progress(Progress::Done);
+        true
+    };
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        tag: tag.to_owned(),
+        archive,
+        compression: prepared.compression,
+        sha256: prepared.sha256,
+        size: prepared.size,
+        files: prepared.files,
+        unpacked_bytes: prepared.unpacked_bytes,
+        created_at: super::now(),
+        created_by: super::who(),
+        source_revision: source_revision(source),
+    };
+    if !store.create(&manifest_key, manifest.to_json().into()).await? {
+        // Either another push won the tag, or our own write landed and its answer was lost.
+        if Manifest::load(store, tag).await?.as_ref() != Some(&manifest) {
+            return Err(tag_exists(store, tag));
+        }
+    }
+    let pointer = match pointer {
+        Some(name) => {
+            let target = manifest.clone();
+            let moved = move_pointer(store, name, &super::who(), |_| {
+                std::future::ready(Ok(target.clone()))
+            })
+            .await?;
+            Some((name.to_owned(), moved))
+        }
+        None => None,
+    };
+    Ok(Pushed {
+        manifest,
+        uploaded,
+        pointer,
+    })
+}
+
+/// Upload progress, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress {
+    Start(u64),
+    Sent(u64),
+    Done,
+}
+
+fn tag_exists(store: &Store, tag: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "tag {tag} already exists in {}: tags are immutable, push under a new tag",
+        store.url()
+    )
+}
+
+/// Packages a directory into a temp file, or checks an existing archive.
+fn prepare(source: &Path) -> anyhow::Result<Prepared> {
+    let meta = std::fs::metadata(source).map_err(|e| BadInput(format!("{}: {e}", source.display())))?;
+    if meta.is_dir() {
+        return package(source);
+    }
+    let name = source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let compression = Compression::from_name(&name).ok_or_else(|| {
+        BadInput(format!(
+            "{}: expected a directory or a .tar.zst/.tar.gz archive",
+            source.display()
+        ))
+    })?;
+    let file = File::open(source).map_err(|e| anyhow::anyhow!("reading {}: {e}", source.display()))?;
+    let inspected = inspect(BufReader::with_capacity(1 << 20, file), compression).map_err(|e| match e {
+        InspectError::Decode(_) | InspectError::WrongFormat(_) | InspectError::Policy(_) => {
+            BadInput(format!("{}: {e}", source.display()))
+        }
+    })?;
+    Ok(Prepared {
+        path: source.to_owned(),
+        _temp: None,
+        compression,
+        sha256: inspected.sha256,
+        size: inspected.size,
+        files: inspected.totals.files,
+        unpacked_bytes: inspected.totals.unpacked_bytes,
+    })
+}
+
+fn package(dir: &Path) -> anyhow::Result<Prepared> {
+    let mtime = mtime_from_env().map_err(|e| BadInput(e.to_string()))?;
+    let temp = tempfile::Builder::new()
+        .prefix("bootlace-push-")
+        .suffix(".tar.zst")
+        .tempfile()?;
+    let out = Hashing::new(BufWriter::with_capacity(1 << 20, temp.reopen()?));
+    let (out, totals) = pack_dir(dir, mtime, out).map_err(|e| match e {
+        PackError::Io { .. } => anyhow::anyhow!("packaging {}: {e}", dir.display()),
+        other => BadInput(format!("packaging {}: {other}", dir.display())).into(),
+    })?;
+    let (writer, sha256, size) = out.finish();
+    writer
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("writing {}: {}", temp.path().display(), e.error()))?;
+    Ok(Prepared {
+        path: temp.path().to_owned(),
+        _temp: Some(temp),
+        compression: Compression::Zstd,
+        sha256,
+        size,
+        files: totals.files,
+        unpacked_bytes: totals.unpacked_bytes,
+    })
+}
+
+/// `git rev-parse HEAD` where the source lives, when it is in a git work tree.
+fn source_revision(source: &Path) -> Option<String> {
+    let dir = if source.is_dir() { source } else { source.parent()? };
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let revision = String::from_utf8(output.stdout).ok()?.trim().to_owned();
+    (output.status.success() && !revision.is_empty()).then_some(revision)
+}

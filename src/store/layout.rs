@@ -1,0 +1,51 @@
+//! bootlace's layout under the store URL's prefix (DESIGN §4), in one place.
+
+use crate::archive::Compression;
+
+pub const BUILDS: &str = "builds/";
+pub const POINTERS: &str = "pointers/";
+const JSON: &str = ".json";
+
+/// `builds/<tag>.json`, the tag's manifest and commit point.
+pub fn manifest(tag: &str) -> String {
+    format!("{BUILDS}{tag}{JSON}")
+}
+
+/// `pointers/<name>.json`.
+pub fn pointer(name: &str) -> String {
+    format!("{POINTERS}{name}{JSON}")
+}
+
+/// `blobs/sha256/<hex>.tar.zst` (or `.tar.gz`): archives, named by their content.
+pub fn blob(sha256: &str, compression: Compression) -> String {
+    format!("blobs/sha256/{sha256}.{}", compression.extension())
+}
+
+/// `reports/<environment>/<role>/<machine_id>.json`.
+pub fn report(environment: &str, role: &str, machine_id: &str) -> String {
+    format!("reports/{environment}/{role}/{machine_id}{JSON}")
+}
+
+/// The name in `dir` that `key` stands for (`builds/v1.json` → `v1`), if it is one of
+/// bootlace's JSON objects directly in that folder.
+pub fn name_in<'a>(dir: &str, key: &'a str) -> Option<&'a str> {
+    let name = key.strip_prefix(dir)?.strip_suffix(JSON)?;
+    (!name.is_empty() && !name.contains('/')).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert_eq!(manifest("v1.2"), "builds/v1.2.json");
+        assert_eq!(pointer("prod"), "pointers/prod.json");
+        assert_eq!(blob("ab12", Compression::Zstd), "blobs/sha256/ab12.tar.zst");
+        assert_eq!(blob("ab12", Compression::Gzip), "blobs/sha256/ab12.tar.gz");
+        assert_eq!(report("prod", "web", "i-1"), "reports/prod/web/i-1.json");
+        assert_eq!(name_in(BUILDS, "builds/v1.json"), Some("v1"));
+        assert_eq!(name_in(BUILDS, "builds/x/v1.json"), None);
+        assert_eq!(name_in(POINTERS, "builds/v1.json"), None);
+    }
+}

@@ -1,0 +1,321 @@
+//! The store: bootlace's layout ([`layout`]) over any object store the `object_store`
+//! crate speaks, with the two guarantees releases rest on — create-only writes
+//! (`If-None-Match: *`) and compare-and-swap (`If-Match`) — and a clear error where a
+//! store cannot give them.
+
+pub mod layout;
+mod open;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, warn};
+
+pub use open::open;
+
+/// Archives are uploaded in parts of this size, a few at a time: memory stays near
+/// `PART_SIZE * UPLOAD_CONCURRENCY` whatever the archive's size.
+const PART_SIZE: usize = 8 << 20;
+const UPLOAD_CONCURRENCY: usize = 4;
+
+/// A failed store call, naming the object: `reading s3://b/app/pointers/prod.json: access denied`.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {url}: {reason}")]
+pub struct StoreError {
+    pub action: &'static str,
+    pub url: String,
+    pub reason: String,
+}
+
+/// An object's bytes and the version a compare-and-swap must name.
+#[derive(Debug)]
+pub struct Versioned {
+    pub bytes: Bytes,
+    pub version: UpdateVersion,
+}
+
+/// How conditional writes are guaranteed on this store.
+#[derive(Debug)]
+enum Guard {
+    /// The server enforces `If-None-Match` and `If-Match` (S3, GCS, Azure).
+    Server,
+    /// The server may ignore preconditions (S3-compatible servers vary): probed once.
+    Probe {
+        required: bool,
+        probed: tokio::sync::OnceCell<bool>,
+    },
+    /// A local directory: a lock file serialises every compare-and-swap.
+    LockFile(PathBuf),
+}
+
+#[derive(Debug)]
+pub struct Store {
+    objects: Arc<dyn ObjectStore>,
+    prefix: String,
+    url: String,
+    guard: Guard,
+}
+
+impl Store {
+    /// The URL of `key`, for messages.
+    pub fn url_of(&self, key: &str) -> String {
+        format!("{}/{key}", self.url)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        ObjectPath::from(format!("{}{key}", self.prefix))
+    }
+
+    fn error(&self, action: &'static str, key: &str, err: &object_store::Error) -> StoreError {
+        StoreError {
+            action,
+            url: self.url_of(key),
+            reason: open::describe(err),
+        }
+    }
+
+    /// The object at `key`, or `None`.
+    pub async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let result = match self.objects.get(&self.path(key)).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(err) => return Err(self.error("reading", key, &err)),
+        };
+        let version = UpdateVersion {
+            e_tag: result.meta.e_tag.clone(),
+            version: result.meta.version.clone(),
+        };
+        let bytes = result.bytes().await.map_err(|e| self.error("reading", key, &e))?;
+        Ok(Some(Versioned { bytes, version }))
+    }
+
+    /// The size of the object at `key`, or `None` when there is none.
+    pub async fn size_of(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self.objects.head(&self.path(key)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(self.error("checking", key, &err)),
+        }
+    }
+
+    /// Keys directly under `dir` (a layout folder such as `builds/`).
+    pub async fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = self.path(dir);
+        let metas: Vec<_> = self
+            .objects
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.error("listing", dir, &e))?;
+        let mut keys: Vec<String> = metas
+            .iter()
+            .filter_map(|meta| {
+                meta.location
+                    .as_ref()
+                    .strip_prefix(&self.prefix)
+                    .map(str::to_owned)
+            })
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Writes `bytes` at `key` only if nothing is there. `Ok(false)` when something is.
+    pub async fn create(&self, key: &str, bytes: Bytes) -> Result<bool, StoreError> {
+        if !self.enforces_preconditions().await? && self.size_of(key).await?.is_some() {
+            return Ok(false);
+        }
+        let options = PutOptions::from(PutMode::Create);
+        match self
+            .objects
+            .put_opts(&self.path(key), PutPayload::from(bytes), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                Ok(false)
+            }
+            Err(err) => Err(self.error("creating", key, &err)),
+        }
+    }
+
+    /// Compare-and-swap: writes `bytes` at `key` only if the object is still at
+    /// `expected` (or still absent, for `None`). `Ok(false)` when it changed.
+    pub async fn swap(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expected: Option<&UpdateVersion>,
+    ) -> Result<bool, StoreError> {
+        let Some(expected) = expected else {
+            return self.create(key, bytes).await;
+        };
+        if let Guard::LockFile(lock) = &self.guard {
+            return self.swap_locked(lock, key, bytes, expected).await;
+        }
+        let enforced = self.enforces_preconditions().await?;
+        let options = PutOptions::from(PutMode::Update(expected.clone()));
+        match self
+            .objects
+            .put_opts(&self.path(key), PutPayload::from(bytes.clone()), options)
+            .await
+        {
+            Ok(_) if enforced => Ok(true),
+            // Unguarded: at least notice when another writer got there in between.
+            Ok(_) => Ok(self.get(key).await?.is_some_and(|now| now.bytes == bytes)),
+            Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
+                Ok(false)
+            }
+            Err(err) => Err(self.error("writing", key, &err)),
+        }
+    }
+
+    /// A compare-and-swap on a local directory, under its lock file.
+    async fn swap_locked(
+        &self,
+        lock: &Path,
+        key: &str,
+        bytes: Bytes,
+        expected: &UpdateVersion,
+    ) -> Result<bool, StoreError> {
+        let locking = |e: std::io::Error| StoreError {
+            action: "locking",
+            url: lock.display().to_string(),
+            reason: e.to_string(),
+        };
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock)
+            .map_err(locking)?;
+        file.lock().map_err(locking)?;
+        let current = match self.objects.head(&self.path(key)).await {
+            Ok(meta) => Some(meta.e_tag),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(err) => return Err(self.error("checking", key, &err)),
+        };
+        if current != Some(expected.e_tag.clone()) {
+            return Ok(false);
+        }
+        self.objects
+            .put(&self.path(key), PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.error("writing", key, &e))?;
+        drop(file);
+        Ok(true)
+    }
+
+    /// Whether the server enforces preconditions; probes once on stores that may not.
+    async fn enforces_preconditions(&self) -> Result<bool, StoreError> {
+        let Guard::Probe { required, probed } = &self.guard else {
+            return Ok(true);
+        };
+        let enforced = *probed.get_or_try_init(|| self.probe()).await?;
+        if !enforced && *required {
+            return Err(StoreError {
+                action: "writing to",
+                url: self.url.clone(),
+                reason: "the server ignores conditional writes (If-None-Match was not enforced), so tags \
+                         could be overwritten and pointer updates lost; set \
+                         store.require_conditional_writes = false to use it anyway"
+                    .into(),
+            });
+        }
+        Ok(enforced)
+    }
+
+    /// Creates one probe object twice with `If-None-Match: *`: the second must fail.
+    async fn probe(&self) -> Result<bool, StoreError> {
+        let key = format!(".bootlace-probe-{:016x}", fastrand::u64(..));
+        let path = self.path(&key);
+        let put = || {
+            self.objects
+                .put_opts(&path, PutPayload::from_static(b"probe"), PutMode::Create.into())
+        };
+        put()
+            .await
+            .map_err(|e| self.error("probing conditional writes at", &key, &e))?;
+        let enforced = match put().await {
+            Ok(_) => false,
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => true,
+            Err(err) => return Err(self.error("probing conditional writes at", &key, &err)),
+        };
+        if let Err(err) = self.objects.delete(&path).await {
+            debug!("leaving probe object {}: {err}", self.url_of(&key));
+        }
+        if !enforced {
+            warn!(
+                "{} ignores conditional writes: concurrent releases are not guarded",
+                self.url
+            );
+        }
+        Ok(enforced)
+    }
+
+    /// Streams the file at `file` to `key` in parts, reporting progress through
+    /// `progress(bytes_sent)`.
+    pub async fn upload(
+        &self,
+        key: &str,
+        file: &Path,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(), StoreError> {
+        let mut writer =
+            object_store::buffered::BufWriter::with_capacity(self.objects.clone(), self.path(key), PART_SIZE)
+                .with_max_concurrency(UPLOAD_CONCURRENCY);
+        let local = |e: std::io::Error| StoreError {
+            action: "reading",
+            url: file.display().to_string(),
+            reason: e.to_string(),
+        };
+        let mut input = tokio::fs::File::open(file).await.map_err(local)?;
+        let mut buffer = vec![0u8; 1 << 20];
+        let sent: Result<(), StoreError> = async {
+            loop {
+                let n = input.read(&mut buffer).await.map_err(local)?;
+                if n == 0 {
+                    break;
+                }
+                writer
+                    .write_all(&buffer[..n])
+                    .await
+                    .map_err(|e| self.io_error("uploading", key, e))?;
+                progress(n as u64);
+            }
+            writer
+                .shutdown()
+                .await
+                .map_err(|e| self.io_error("uploading", key, e))
+        }
+        .await;
+        if sent.is_err() {
+            let _ = writer.abort().await;
+        }
+        sent
+    }
+
+    fn io_error(&self, action: &'static str, key: &str, err: std::io::Error) -> StoreError {
+        let reason = match err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<object_store::Error>())
+        {
+            Some(inner) => open::describe(inner),
+            None => err.to_string(),
+        };
+        StoreError {
+            action,
+            url: self.url_of(key),
+            reason,
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Opening a store from its URL: `file://` (the embedded default), `s3://`, `gs://`,
+//! `az://`. For S3 the endpoint comes from `store.endpoint`, `AWS_ENDPOINT_URL_S3` or
+//! `AWS_ENDPOINT_URL` (plain HTTP only when the endpoint says `http://`), credentials from
+//! the standard chain, then the legacy user-data keys, then the instance role through
+//! the same IMDS endpoint that identity uses.
+
+use std::sync::Arc;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use secrecy::ExposeSecret;
+
+use super::{Guard, Store};
+use crate::config::StoreConfig;
+use crate::exit::BadInput;
+use crate::identity::imds::endpoint as imds_endpoint;
+use crate::identity::userdata::Credentials;
+
+/// Opens the store that `config` names. `credentials` are the legacy user-data keys.
+pub fn open(config: &StoreConfig, credentials: Option<&Credentials>) -> anyhow::Result<Store> {
+    let text = config.url.as_deref().ok_or_else(|| {
+        BadInput("no store configured: set store.url in the config file, --store or BOOTLACE_STORE".into())
+    })?;
+    let url = reqwest::Url::parse(text).map_err(|e| BadInput(format!("store URL {text:?}: {e}")))?;
+    let display = text.trim_end_matches('/').to_owned();
+    let prefix = match url.path().trim_matches('/') {
+        "" => String::new(),
+        path => format!("{path}/"),
+    };
+    let bad = |e: object_store::Error| BadInput(format!("store URL {text:?}: {}", describe(&e)));
+    let (objects, prefix, guard): (Arc<dyn ObjectStore>, String, Guard) = match url.scheme() {
+        "file" => {
+            let root = url
+                .to_file_path()
+                .map_err(|_| BadInput(format!("store URL {text:?}: not a local path")))?;
+            std::fs::create_dir_all(&root)
+                .map_err(|e| anyhow::anyhow!("creating store {}: {e}", root.display()))?;
+            let local = LocalFileSystem::new_with_prefix(&root).map_err(bad)?;
+            (
+                Arc::new(local),
+                String::new(),
+                Guard::LockFile(root.join(".bootlace.lock")),
+            )
+        }
+        "s3" => {
+            let s3 = s3_builder(text, config, credentials)?.build().map_err(bad)?;
+            let guard = Guard::Probe {
+                required: config.require_conditional_writes,
+                probed: tokio::sync::OnceCell::new(),
+            };
+            (Arc::new(s3), prefix, guard)
+        }
+        "gs" => {
+            let builder = GoogleCloudStorageBuilder::from_env().with_url(text);
+            let gcs = builder.with_retry(retry(config)).build().map_err(bad)?;
+            (Arc::new(gcs), prefix, Guard::Server)
+        }
+        "az" | "azure" => {
+            let builder = MicrosoftAzureBuilder::from_env().with_url(text);
+            let azure = builder.with_retry(retry(config)).build().map_err(bad)?;
+            (Arc::new(azure), prefix, Guard::Server)
+        }
+        other => {
+            return Err(BadInput(format!(
+                "store URL {text:?}: unsupported scheme {other}: (use s3, file, gs or az)"
+            ))
+            .into());
+        }
+    };
+    Ok(Store {
+        objects,
+        prefix,
+        url: display,
+        guard,
+    })
+}
+
+fn s3_builder(
+    url: &str,
+    config: &StoreConfig,
+    credentials: Option<&Credentials>,
+) -> anyhow::Result<AmazonS3Builder> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let mut builder = AmazonS3Builder::from_env()
+        .with_url(url)
+        .with_retry(retry(config));
+    let endpoint = config
+        .endpoint
+        .clone()
+        .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+        .or_else(|| env("AWS_ENDPOINT_URL"));
+    if let Some(endpoint) = &endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_config(AmazonS3ConfigKey::S3Endpoint, endpoint)
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    if let Some(region) = &config.region {
+        builder = builder.with_region(region);
+    } else if env("AWS_REGION").is_none() && env("AWS_DEFAULT_REGION").is_none() {
+        builder = builder.with_region("us-east-1");
+    }
+    let env_keys = env("AWS_ACCESS_KEY_ID").is_some();
+    match credentials {
+        Some(keys) if !env_keys => {
+            builder = builder
+                .with_access_key_id(keys.access_key_id.expose_secret())
+                .with_secret_access_key(keys.secret_access_key.expose_secret());
+            if let Some(token) = &keys.session_token {
+                builder = builder.with_token(token.expose_secret());
+            }
+        }
+        _ if env_keys => {}
+        // No keys: the instance role, through the IMDS endpoint identity uses.
+        _ => match imds_endpoint::settings(false, |name| std::env::var(name).ok()) {
+            Ok(imds) => builder = builder.with_metadata_endpoint(imds.endpoint),
+            Err(why) => {
+                return Err(BadInput(format!(
+                    "no S3 credentials: AWS_ACCESS_KEY_ID is not set and the instance role cannot be used ({})",
+                    why.0
+                ))
+                .into());
+            }
+        },
+    }
+    let client = ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(5));
+    Ok(builder.with_client_options(client))
+}
+
+/// Store calls retry with backoff and jitter until `store.deadline`.
+fn retry(config: &StoreConfig) -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: usize::MAX,
+        retry_timeout: config.deadline,
+    }
+}
+
+/// An `object_store` error as a short phrase for `error: <action> <url>: <phrase>`.
+pub fn describe(err: &object_store::Error) -> String {
+    use object_store::Error as E;
+    let code = s3_code(&err.to_string());
+    let with_code = |text: &str| match &code {
+        Some(code) => format!("{text} ({code})"),
+        None => text.to_owned(),
+    };
+    match err {
+        E::NotFound { .. } => "not found".into(),
+        E::PermissionDenied { .. } => with_code("access denied"),
+        E::Unauthenticated { .. } => with_code("not authenticated"),
+        E::AlreadyExists { .. } => "already exists".into(),
+        E::Precondition { .. } => "changed by another writer".into(),
+        E::NotImplemented { operation, .. } => format!("not supported by this store: {operation}"),
+        other => {
+            let text = innermost(other);
+            match code {
+                Some(code) => format!("{code}: {text}"),
+                None => text,
+            }
+        }
+    }
+}
+
+/// The innermost cause's first line, which says the most in the fewest words.
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    let text = cause.to_string();
+    let line = text.lines().next().unwrap_or_default().trim();
+    line.chars().take(300).collect()
+}
+
+/// The `<Code>` of an S3 XML error body quoted in a message.
+fn s3_code(text: &str) -> Option<String> {
+    let start = text.find("<Code>")? + "<Code>".len();
+    let end = start + text[start..].find("</Code>")?;
+    Some(text[start..end].to_owned())
+}
