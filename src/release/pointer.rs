@@ -130,24 +130,15 @@ where
             });
         }
         let next = Pointer::next(previous.as_ref(), &manifest, &super::now(), by);
-        let bytes = next.to_json();
-        if store.swap(&key, bytes.clone(), version.as_ref()).await? {
+        if store.swap(&key, next.to_json(), version.as_ref()).await? {
             return Ok(Moved {
                 pointer: next,
                 changed: true,
                 retries: attempt,
             });
         }
-        // Our own write may have landed with its answer lost: then it is done.
-        if let Some((now, _)) = read(store, name).await?
-            && now.to_json() == bytes
-        {
-            return Ok(Moved {
-                pointer: now,
-                changed: true,
-                retries: attempt,
-            });
-        }
+        // Lost the race (or our own write landed and its answer was lost: the next
+        // round then finds the pointer already at the tag and reports no change).
         debug!(
             "pointer {} changed under us (attempt {}); reading it again",
             store.url_of(&key),

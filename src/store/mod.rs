@@ -14,6 +14,7 @@ use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tracing::{debug, warn};
 
 pub use open::open;
@@ -279,29 +280,33 @@ impl Store {
             reason: e.to_string(),
         };
         let mut input = tokio::fs::File::open(file).await.map_err(local)?;
-        let mut buffer = vec![0u8; 1 << 20];
         let sent: Result<(), StoreError> = async {
             loop {
-                let n = input.read(&mut buffer).await.map_err(local)?;
+                let mut chunk = bytes::BytesMut::zeroed(1 << 20);
+                let n = input.read(&mut chunk).await.map_err(local)?;
                 if n == 0 {
-                    break;
+                    return Ok(());
                 }
+                chunk.truncate(n);
                 writer
-                    .write_all(&buffer[..n])
+                    .put(chunk.freeze())
                     .await
-                    .map_err(|e| self.io_error("uploading", key, e))?;
+                    .map_err(|e| self.error("uploading", key, &e))?;
                 progress(n as u64);
             }
-            writer
-                .shutdown()
-                .await
-                .map_err(|e| self.io_error("uploading", key, e))
         }
         .await;
-        if sent.is_err() {
-            let _ = writer.abort().await;
+        match sent {
+            Ok(()) => writer
+                .shutdown()
+                .await
+                .map_err(|e| self.io_error("uploading", key, e)),
+            Err(err) => {
+                // Not yet shut down, so abort cannot panic; it removes uploaded parts.
+                let _ = writer.abort().await;
+                Err(err)
+            }
         }
-        sent
     }
 
     fn io_error(&self, action: &'static str, key: &str, err: std::io::Error) -> StoreError {

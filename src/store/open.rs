@@ -92,11 +92,14 @@ fn s3_builder(
         .clone()
         .or_else(|| env("AWS_ENDPOINT_URL_S3"))
         .or_else(|| env("AWS_ENDPOINT_URL"));
+    let client = ClientOptions::new()
+        .with_connect_timeout(std::time::Duration::from_secs(5))
+        .with_allow_http(endpoint.as_ref().is_some_and(|e| e.starts_with("http://")));
+    builder = builder.with_client_options(client);
     if let Some(endpoint) = &endpoint {
         builder = builder
             .with_endpoint(endpoint)
-            .with_config(AmazonS3ConfigKey::S3Endpoint, endpoint)
-            .with_allow_http(endpoint.starts_with("http://"));
+            .with_config(AmazonS3ConfigKey::S3Endpoint, endpoint);
     }
     if let Some(region) = &config.region {
         builder = builder.with_region(region);
@@ -126,8 +129,7 @@ fn s3_builder(
             }
         },
     }
-    let client = ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(5));
-    Ok(builder.with_client_options(client))
+    Ok(builder)
 }
 
 /// Store calls retry with backoff and jitter until `store.deadline`.

