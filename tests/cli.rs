@@ -196,16 +196,12 @@ fn every_command_of_the_contract_is_declared() {
 
 #[test]
 fn commands_still_to_come_say_so_with_exit_1() {
-    let commands: [&[&str]; 9] = [
+    let commands: [&[&str]; 5] = [
         &["run"],
         &["plan"],
         &["deploy", "--tag", "v1"],
         &["rollback"],
         &["status", "--wait"],
-        &["release", "push", ".", "--tag", "v1"],
-        &["release", "promote", "v1", "--env", "prod"],
-        &["release", "list"],
-        &["release", "show", "v1"],
     ];
     for args in commands {
         let out = run(bootlace().args(args));
@@ -229,14 +225,22 @@ fn version_prints() {
 }
 
 #[test]
-fn demo_shows_the_identity_step() {
+fn demo_resolves_the_identity_and_pushes_a_release() {
     let out = run(bootlace().arg("demo"));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("i-0123456789abcdef0"), "{}", out.stdout);
     assert!(out.stdout.contains("memcached"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("demo-1") && out.stdout.contains("prod (serial 1)"),
+        "{}",
+        out.stdout
+    );
     let out = run(bootlace().args(["--json", "demo"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(json["role"], "memcached");
-    assert_eq!(json["extra"]["team"], "storage");
+    assert_eq!(json["identity"]["role"], "memcached");
+    assert_eq!(json["identity"]["extra"]["team"], "storage");
+    assert_eq!(json["manifest"]["tag"], "demo-1");
+    assert_eq!(json["manifest"]["files"], 4);
+    assert_eq!(json["pointer"]["tag"], "demo-1");
 }

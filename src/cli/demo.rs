@@ -1,39 +1,111 @@
 //! `bootlace demo`: the flow on a simulated instance in a fresh temp dir, with nothing
-//! but the binary. For now it shows the identity step on the sample user-data shipped in
-//! `examples/`; later steps join as they are built.
+//! but the binary: the sample user-data and release of `examples/` are built in. It
+//! resolves the identity, then packages the sample release and pushes it to a local
+//! `file://` store. Later steps join as they are built.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use super::{GlobalArgs, print_json, runtime};
-use crate::config::IdentityConfig;
+use crate::config::Config;
 use crate::exit::Exit;
 use crate::identity::{self, SourceSpec};
+use crate::release::push::push;
+use crate::store;
 
-const SAMPLE_USER_DATA: &str = include_str!("../../examples/user-data");
+const USER_DATA: &str = include_str!("../../examples/user-data");
+const TAG: &str = "demo-1";
+
+/// The sample release: path, contents, mode.
+const RELEASE: [(&str, &str, u32); 4] = [
+    (
+        "app/hello.txt",
+        include_str!("../../examples/release/app/hello.txt"),
+        0o644,
+    ),
+    (
+        "bootstrap/b/prod/i-0123456789abcdef0.sh",
+        include_str!("../../examples/release/bootstrap/b/prod/i-0123456789abcdef0.sh"),
+        0o755,
+    ),
+    (
+        "bootstrap/b/prod/bootstrapper.sh",
+        include_str!("../../examples/release/bootstrap/b/prod/bootstrapper.sh"),
+        0o755,
+    ),
+    (
+        "bootstrap/b/bootstrapper.sh",
+        include_str!("../../examples/release/bootstrap/b/bootstrapper.sh"),
+        0o755,
+    ),
+];
 
 pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     let dir = tempfile::Builder::new().prefix("bootlace-demo-").tempdir()?;
-    let user_data = dir.path().join("user-data");
-    std::fs::write(&user_data, SAMPLE_USER_DATA)?;
     let say = |line: &str| {
         if !global.json {
             println!("{line}");
         }
     };
     say(&format!("bootlace demo in {}", dir.path().display()));
+
+    let user_data = dir.path().join("user-data");
+    std::fs::write(&user_data, USER_DATA)?;
     say(&format!(
         "\n== identity: a simulated instance reads its user-data from {}",
         user_data.display()
     ));
-    for line in SAMPLE_USER_DATA.lines() {
+    for line in USER_DATA.lines() {
         say(&format!("   | {line}"));
     }
-    let source = SourceSpec::File(user_data);
-    let identity = runtime()?.block_on(identity::resolve(&IdentityConfig::default(), &source))?;
-    if global.json {
-        print_json(&identity)?;
-    } else {
+    let mut config = Config::default();
+    config.identity.source = SourceSpec::File(user_data);
+    config.store.url = Some(format!("file://{}/store", dir.path().display()));
+    let runtime = runtime()?;
+    let identity = runtime.block_on(identity::resolve(&config.identity, &config.identity.source))?;
+    if !global.json {
         say("\n== resolved identity (what `bootlace identity` prints)");
         print!("{}", identity.to_text());
-        say("\ndemo finished: identity resolved");
+    }
+
+    let release = dir.path().join("release");
+    write_release(&release)?;
+    let environment = identity.environment.clone().unwrap_or_else(|| "prod".into());
+    say(&format!(
+        "\n== release: the operator pushes {} as {TAG} and points {environment} at it",
+        release.display()
+    ));
+    say(&format!(
+        "   $ bootlace --store {} release push {} --tag {TAG} --env {environment}",
+        config.store.url.as_deref().unwrap_or_default(),
+        release.display()
+    ));
+    let _entered = runtime.enter();
+    let store = store::open(&config.store, None)?;
+    let pushed = runtime.block_on(push(&store, &release, TAG, Some(&environment), |_| {}))?;
+    say(&format!(
+        "   pushed {TAG}: {} files, sha256 {}",
+        pushed.manifest.files, pushed.manifest.sha256
+    ));
+    say("   $ bootlace release list");
+    if global.json {
+        print_json(
+            &serde_json::json!({"identity": identity, "manifest": pushed.manifest,
+            "pointer": pushed.pointer.map(|(_, moved)| moved.pointer)}),
+        )?;
+    } else {
+        runtime.block_on(super::release::list(global, &config, &store, None))?;
+        say("\ndemo finished: identity resolved, release pushed");
     }
     Ok(Exit::Ok)
+}
+
+fn write_release(root: &Path) -> std::io::Result<()> {
+    for (path, contents, mode) in RELEASE {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().expect("a file in a folder"))?;
+        std::fs::write(&path, contents)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }

@@ -163,7 +163,12 @@ fn pointer_json(name: &str, moved: &Moved) -> serde_json::Value {
     json!({"name": name, "changed": moved.changed, "retries": moved.retries, "pointer": moved.pointer})
 }
 
-async fn list(global: &GlobalArgs, config: &Config, store: &Store, env: Option<&str>) -> anyhow::Result<()> {
+pub(super) async fn list(
+    global: &GlobalArgs,
+    config: &Config,
+    store: &Store,
+    env: Option<&str>,
+) -> anyhow::Result<()> {
     let pointer_names: Vec<String> = match env {
         Some(env) => vec![pointer_name(&config.deploy.pointer, env)?],
         None => names(store, layout::POINTERS).await?,

@@ -144,25 +144,19 @@ fn retry(config: &StoreConfig) -> RetryConfig {
 /// An `object_store` error as a short phrase for `error: <action> <url>: <phrase>`.
 pub fn describe(err: &object_store::Error) -> String {
     use object_store::Error as E;
-    let code = s3_code(&err.to_string());
-    let with_code = |text: &str| match &code {
-        Some(code) => format!("{text} ({code})"),
+    let server = s3_error(&err.to_string());
+    let explained = |text: &str| match &server {
+        Some(why) => format!("{text}: {why}"),
         None => text.to_owned(),
     };
     match err {
         E::NotFound { .. } => "not found".into(),
-        E::PermissionDenied { .. } => with_code("access denied"),
-        E::Unauthenticated { .. } => with_code("not authenticated"),
+        E::PermissionDenied { .. } => explained("access denied"),
+        E::Unauthenticated { .. } => explained("not authenticated"),
         E::AlreadyExists { .. } => "already exists".into(),
         E::Precondition { .. } => "changed by another writer".into(),
         E::NotImplemented { operation, .. } => format!("not supported by this store: {operation}"),
-        other => {
-            let text = innermost(other);
-            match code {
-                Some(code) => format!("{code}: {text}"),
-                None => text,
-            }
-        }
+        other => server.unwrap_or_else(|| innermost(other)),
     }
 }
 
@@ -177,9 +171,35 @@ fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
     line.chars().take(300).collect()
 }
 
-/// The `<Code>` of an S3 XML error body quoted in a message.
-fn s3_code(text: &str) -> Option<String> {
-    let start = text.find("<Code>")? + "<Code>".len();
-    let end = start + text[start..].find("</Code>")?;
-    Some(text[start..end].to_owned())
+/// `Code: Message (status)` from an S3 XML error body quoted in a message.
+fn s3_error(text: &str) -> Option<String> {
+    let between = |open: &str, close: &str| {
+        let start = text.find(open)? + open.len();
+        let end = start + text[start..].find(close)?;
+        Some(text[start..end].trim().to_owned())
+    };
+    let code = between("<Code>", "</Code>")?;
+    let message = between("<Message>", "</Message>")
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    let status = between("status code: ", ":")
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
+    Some(format!("{code}{message}{status}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_error_bodies_become_one_phrase() {
+        let text = "Generic S3 error: Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?>\n\
+                    <Error><Code>SignatureDoesNotMatch</Code><Message>The signature does not match.</Message></Error>";
+        assert_eq!(
+            s3_error(text).unwrap(),
+            "SignatureDoesNotMatch: The signature does not match. (403 Forbidden)"
+        );
+        assert_eq!(s3_error("connection refused"), None);
+    }
 }
