@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::archive::policy::Limits;
 use crate::identity::SourceSpec;
 
 /// Where the config file is read from when neither `--config` nor `BOOTLACE_CONFIG`
@@ -88,16 +89,53 @@ pub struct DeployConfig {
     pub state_dir: PathBuf,
     pub pointer: String,
     pub keep: u32,
+    /// How archives are fetched: one stream, parallel ranges, or chosen per store.
+    pub download: Download,
+    /// Bytes of ranged parts in flight at once.
+    #[serde(with = "size")]
+    pub download_window: u64,
+    pub max_entries: u64,
+    #[serde(with = "size")]
+    pub max_unpacked_bytes: u64,
+    pub max_path_bytes: usize,
 }
 
 impl Default for DeployConfig {
     fn default() -> Self {
+        let limits = Limits::default();
         Self {
             state_dir: PathBuf::from("/var/lib/bootlace"),
             pointer: "{environment}".into(),
             keep: 5,
+            download: Download::Auto,
+            download_window: 64 << 20,
+            max_entries: limits.max_entries,
+            max_unpacked_bytes: limits.max_unpacked_bytes,
+            max_path_bytes: limits.max_path_bytes,
         }
     }
+}
+
+impl DeployConfig {
+    /// The caps an archive must stay within.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_entries: self.max_entries,
+            max_unpacked_bytes: self.max_unpacked_bytes,
+            max_path_bytes: self.max_path_bytes,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Download {
+    /// Parallel ranges from cloud object stores, one stream from custom endpoints and
+    /// local directories.
+    #[default]
+    Auto,
+    Stream,
+    Ranges,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,9 +243,77 @@ pub mod duration {
     }
 }
 
+/// Byte sizes as humans write them: 65536, "64KiB", "64MiB", "1GiB", "1GB".
+pub mod size {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Number(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Written::deserialize(d)? {
+            Written::Number(n) => Ok(n),
+            Written::Text(text) => parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<u64, String> {
+        let trimmed = text.trim();
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        let (number, unit) = trimmed.split_at(split);
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            _ => {
+                return Err(format!(
+                    "invalid size `{text}`: write a number and a unit, like \"64MiB\""
+                ));
+            }
+        };
+        number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(scale))
+            .ok_or_else(|| format!("invalid size `{text}`: write a number and a unit, like \"64MiB\""))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(size::parse("64MiB"), Ok(64 << 20));
+        assert_eq!(size::parse("1 GB"), Ok(1_000_000_000));
+        assert_eq!(size::parse("4096"), Ok(4096));
+        assert!(size::parse("lots").is_err());
+        assert!(size::parse("99999999999GiB").is_err());
+        let config = parse(
+            "[deploy]\ndownload_window = \"16MiB\"\nmax_unpacked_bytes = 1000\ndownload = \"ranges\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.deploy.download_window, 16 << 20);
+        assert_eq!(config.deploy.limits().max_unpacked_bytes, 1000);
+        assert_eq!(config.deploy.download, Download::Ranges);
+        assert!(
+            parse("[deploy]\ndownload = \"fast\"\n")
+                .unwrap_err()
+                .to_string()
+                .contains("deploy.download")
+        );
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))

@@ -3,7 +3,8 @@
 
 use std::io::{self, Read};
 
-use super::policy::{Checker, Limits, PolicyError, Totals};
+use super::entries::{EntryError, walk};
+use super::policy::{Limits, PolicyError, Totals};
 use super::{Compression, Hashing};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,21 +45,15 @@ pub fn inspect(reader: impl Read, compression: Compression) -> Result<Inspected,
 }
 
 fn check_entries(decoded: impl Read) -> Result<Totals, InspectError> {
-    let mut archive = tar::Archive::new(decoded);
-    let mut checker = Checker::new(Limits::default());
-    for entry in archive.entries().map_err(InspectError::Decode)? {
-        let mut entry = entry.map_err(InspectError::Decode)?;
-        let header = entry.header();
-        let entry_type = header.entry_type();
-        if entry_type == tar::EntryType::XGlobalHeader {
-            continue;
-        }
-        let link = entry.link_name_bytes().map(|l| l.into_owned());
-        checker.check(&entry.path_bytes(), entry_type, entry.size(), link.as_deref())?;
-        // Reading the data proves the stream decodes to its end.
-        io::copy(&mut entry, &mut io::sink()).map_err(InspectError::Decode)?;
-    }
-    Ok(checker.finish()?)
+    // Reading the data proves the stream decodes to its end.
+    walk(decoded, Limits::default(), |_, entry| {
+        io::copy(entry, &mut io::sink()).map(drop)
+    })
+    .map_err(|e| match e {
+        EntryError::Policy(policy) => InspectError::Policy(policy),
+        EntryError::Decode(err) | EntryError::Write(err) => InspectError::Decode(err),
+        EntryError::OversizedHeader => InspectError::Decode(io::Error::other(e.to_string())),
+    })
 }
 
 fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

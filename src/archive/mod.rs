@@ -1,6 +1,7 @@
 //! Release archives: deterministic packaging of a tree ([`pack`]), the unpack policy
 //! every entry must pass ([`policy`]), and checking an existing archive ([`inspect`]).
 
+pub mod entries;
 pub mod inspect;
 pub mod pack;
 pub mod policy;
