@@ -14,6 +14,7 @@
 pub mod archive;
 pub mod cli;
 pub mod config;
+pub mod deploy;
 pub mod exit;
 pub mod identity;
 pub mod logging;

@@ -2,6 +2,7 @@
 //! `BOOTLACE_*` variables, and dispatch to one file per command.
 
 mod demo;
+mod deploy;
 mod identity;
 mod release;
 
@@ -151,8 +152,8 @@ impl Cli {
             Command::Demo => demo::run(global),
             Command::Run => not_yet("run"),
             Command::Plan => not_yet("plan"),
-            Command::Deploy { .. } => not_yet("deploy"),
-            Command::Rollback { .. } => not_yet("rollback"),
+            Command::Deploy { tag } => deploy::deploy(global, tag.as_deref()),
+            Command::Rollback { to } => deploy::rollback(global, to.as_deref()),
             Command::Status { .. } => not_yet("status"),
             Command::Release(command) => release::run(global, command),
         }

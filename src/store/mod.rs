@@ -40,6 +40,14 @@ pub struct Versioned {
     pub version: UpdateVersion,
 }
 
+/// What a ranged GET came back with.
+#[derive(Debug)]
+pub enum RangeAnswer {
+    Bytes(Bytes),
+    /// The server sent the whole object (200) instead of the range.
+    Ignored,
+}
+
 /// How conditional writes are guaranteed on this store.
 #[derive(Debug)]
 enum Guard {
@@ -60,6 +68,10 @@ pub struct Store {
     prefix: String,
     url: String,
     guard: Guard,
+    /// Whether parallel ranged GETs are the fast way to read a large object here: yes
+    /// for cloud stores, no for local directories and custom endpoints, where one
+    /// stream is as fast or faster (DESIGN §7).
+    pub prefers_ranges: bool,
 }
 
 impl Store {
@@ -97,6 +109,40 @@ impl Store {
         };
         let bytes = result.bytes().await.map_err(|e| self.error("reading", key, &e))?;
         Ok(Some(Versioned { bytes, version }))
+    }
+
+    /// The object at `key` as a stream of chunks, in order.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
+        use futures::StreamExt;
+        let result = self
+            .objects
+            .get(&self.path(key))
+            .await
+            .map_err(|e| self.error("reading", key, &e))?;
+        let url = self.url_of(key);
+        Ok(result
+            .into_stream()
+            .map(move |chunk| {
+                chunk.map_err(|e| StoreError {
+                    action: "reading",
+                    url: url.clone(),
+                    reason: open::describe(&e),
+                })
+            })
+            .boxed())
+    }
+
+    /// Bytes `range` of the object at `key`. A server that answers a range request with
+    /// the whole object gives [`RangeAnswer::Ignored`].
+    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<RangeAnswer, StoreError> {
+        match self.objects.get_range(&self.path(key), range).await {
+            Ok(bytes) => Ok(RangeAnswer::Bytes(bytes)),
+            Err(err) if err.to_string().contains("non-partial response") => Ok(RangeAnswer::Ignored),
+            Err(err) => Err(self.error("reading", key, &err)),
+        }
     }
 
     /// The size of the object at `key`, or `None` when there is none.

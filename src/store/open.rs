@@ -31,6 +31,15 @@ pub fn open(config: &StoreConfig, credentials: Option<&Credentials>) -> anyhow::
         path => format!("{path}/"),
     };
     let bad = |e: object_store::Error| BadInput(format!("store URL {text:?}: {}", describe(&e)));
+    let custom_endpoint = config.endpoint.is_some()
+        || ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|e| !e.is_empty()));
+    let prefers_ranges = match url.scheme() {
+        "file" => false,
+        "s3" => !custom_endpoint,
+        _ => true,
+    };
     let (objects, prefix, guard): (Arc<dyn ObjectStore>, String, Guard) = match url.scheme() {
         "file" => {
             let root = url
@@ -75,6 +84,7 @@ pub fn open(config: &StoreConfig, credentials: Option<&Credentials>) -> anyhow::
         prefix,
         url: display,
         guard,
+        prefers_ranges,
     })
 }
 

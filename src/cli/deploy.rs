@@ -1,0 +1,100 @@
+//! `bootlace deploy` and `bootlace rollback`: the deploy step alone, and switching
+//! `current` between local releases.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+
+use super::{GlobalArgs, print_json, runtime};
+use crate::deploy::{self, state::StateDir};
+use crate::exit::Exit;
+use crate::identity;
+use crate::store;
+
+pub fn deploy(global: &GlobalArgs, tag: Option<&str>) -> anyhow::Result<Exit> {
+    let config = global.settings()?;
+    if let Some(tag) = tag {
+        crate::release::check_tag(tag)?;
+    }
+    let state = open_state(&config.deploy.state_dir)?;
+    let _lock = state.lock().context("taking the state dir lock")?;
+    let runtime = runtime()?;
+    let _entered = runtime.enter();
+    let deployed = runtime.block_on(async {
+        let identity = match tag {
+            Some(_) => None,
+            None => Some(identity::resolve(&config.identity, &config.identity.source).await?),
+        };
+        let credentials = identity.as_ref().and_then(|i| i.credentials.as_ref());
+        let store = store::open(&config.store, credentials)?;
+        let manifest = match &identity {
+            Some(identity) => deploy::target(&config, identity, &store).await?,
+            None => deploy::target_tag(&store, tag.unwrap_or_default()).await?,
+        };
+        deploy::deploy(&config, &state, &store, &manifest, progress_bar(global)).await
+    })?;
+    if global.json {
+        print_json(&deployed)?;
+    } else if deployed.deployed {
+        println!(
+            "deployed {} ({} files, {}) in {} ms; current -> {}",
+            deployed.tag,
+            deployed.files,
+            indicatif::BinaryBytes(deployed.bytes),
+            deployed.duration_ms,
+            deployed.tag
+        );
+    } else {
+        println!(
+            "{} was already present; current -> {}",
+            deployed.tag, deployed.tag
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+pub fn rollback(global: &GlobalArgs, to: Option<&str>) -> anyhow::Result<Exit> {
+    let config = global.settings()?;
+    if let Some(tag) = to {
+        crate::release::check_tag(tag)?;
+    }
+    let state = open_state(&config.deploy.state_dir)?;
+    let _lock = state.lock().context("taking the state dir lock")?;
+    let current = state.current();
+    let target = match to {
+        Some(tag) if state.has(tag) => tag.to_owned(),
+        Some(tag) => anyhow::bail!("no local release {tag} in {}", state.root().display()),
+        None => state.previous().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no previous release in {} to roll back to",
+                state.root().display()
+            )
+        })?,
+    };
+    state
+        .activate(&target)
+        .with_context(|| format!("making {target} current"))?;
+    if global.json {
+        print_json(&serde_json::json!({"current": target, "previous": current}))?;
+    } else {
+        let was = current.map(|c| format!(" (was {c})")).unwrap_or_default();
+        println!("current -> {target}{was}");
+    }
+    Ok(Exit::Ok)
+}
+
+fn open_state(dir: &std::path::Path) -> anyhow::Result<StateDir> {
+    StateDir::open(dir).with_context(|| format!("opening state dir {}", dir.display()))
+}
+
+/// Bytes and rate on a terminal; nothing elsewhere.
+fn progress_bar(global: &GlobalArgs) -> indicatif::ProgressBar {
+    if global.quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let style = indicatif::ProgressStyle::with_template(
+        "deploying {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
+    )
+    .expect("a valid template");
+    indicatif::ProgressBar::new(0).with_style(style)
+}

@@ -1,0 +1,189 @@
+//! The download half of the deploy pipeline. Bytes arrive in order, by one of two ways,
+//! and flow through a bounded channel into the unpacker on a blocking thread:
+//!
+//! ```text
+//! store ─ one GET stream ───────────────┐
+//!       └ ranged GETs, a window at once ┴─► channel ─► sha256 ─► zstd/gzip ─► tar ─► policy ─► disk
+//! ```
+//!
+//! Nothing is kept but the chunks in flight: no temporary copy of the archive, and
+//! memory bounded by the window whatever the archive's size.
+
+use std::io::{self, Read};
+use std::ops::Range;
+use std::path::Path;
+
+use anyhow::Context;
+use bytes::{Buf, Bytes};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::unpack::{Unpacked, unpack};
+use crate::config::{Config, Download};
+use crate::release::Manifest;
+use crate::store::{RangeAnswer, Store, StoreError};
+
+/// Size of one ranged GET: large enough to amortise a request, small enough to keep
+/// several in flight within the window.
+const PART: u64 = 8 << 20;
+/// Chunks of a single stream queued for the unpacker (a few MiB at most).
+const STREAM_QUEUE: usize = 64;
+
+/// Where download progress is shown (a hidden bar when not on a terminal).
+pub type Progress = indicatif::ProgressBar;
+
+type Chunk = Result<Bytes, StoreError>;
+
+/// Downloads `manifest`'s archive into `staging`, verified: on success the staging dir
+/// holds exactly the archive whose sha256 the manifest names.
+pub async fn fetch_and_unpack(
+    config: &Config,
+    store: &Store,
+    manifest: &Manifest,
+    staging: &Path,
+    progress: Progress,
+) -> anyhow::Result<Unpacked> {
+    let ranges = match config.deploy.download {
+        Download::Stream => false,
+        Download::Ranges => true,
+        Download::Auto => store.prefers_ranges,
+    } && manifest.size > 2 * PART;
+    let window = (config.deploy.download_window / PART).max(1) as usize;
+    let (sender, receiver) = mpsc::channel::<Chunk>(if ranges { 1 } else { STREAM_QUEUE });
+    let (compression, limits, dest) = (manifest.compression, config.deploy.limits(), staging.to_owned());
+    let unpacker =
+        tokio::task::spawn_blocking(move || unpack(Incoming::new(receiver), compression, &dest, limits));
+    progress.set_length(manifest.size);
+    let sent = if ranges {
+        send_ranges(
+            store,
+            &manifest.archive,
+            manifest.size,
+            window,
+            &sender,
+            &progress,
+        )
+        .await
+    } else {
+        send_stream(store, &manifest.archive, &sender, &progress).await
+    };
+    drop(sender);
+    let unpacked = unpacker.await.context("the unpacker stopped")?;
+    progress.finish_and_clear();
+    if let Err(err) = sent {
+        // The unpacker's error would only echo this one.
+        return Err(anyhow::Error::new(err).context("downloading"));
+    }
+    let unpacked =
+        unpacked.map_err(|e| anyhow::anyhow!("unpacking {}: {e}", store.url_of(&manifest.archive)))?;
+    if unpacked.sha256 != manifest.sha256 || unpacked.size != manifest.size {
+        anyhow::bail!(
+            "{} is not the archive the manifest names: sha256 {} ({} bytes), expected {} ({} bytes)",
+            store.url_of(&manifest.archive),
+            unpacked.sha256,
+            unpacked.size,
+            manifest.sha256,
+            manifest.size
+        );
+    }
+    Ok(unpacked)
+}
+
+/// One GET, its chunks passed on as they come.
+async fn send_stream(
+    store: &Store,
+    key: &str,
+    sender: &mpsc::Sender<Chunk>,
+    progress: &Progress,
+) -> Result<(), StoreError> {
+    let mut stream = store.get_stream(key).await?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        progress.inc(chunk.len() as u64);
+        if sender.send(Ok(chunk)).await.is_err() {
+            // The unpacker stopped; it says why.
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Ranged GETs, `window` in flight, passed on in order. A server that answers the
+/// first range with the whole object gets one stream instead.
+async fn send_ranges(
+    store: &Store,
+    key: &str,
+    size: u64,
+    window: usize,
+    sender: &mpsc::Sender<Chunk>,
+    progress: &Progress,
+) -> Result<(), StoreError> {
+    let parts: Vec<Range<u64>> = (0..size)
+        .step_by(PART as usize)
+        .map(|start| start..(start + PART).min(size))
+        .collect();
+    let first = match store.get_range(key, parts[0].clone()).await? {
+        RangeAnswer::Bytes(bytes) => bytes,
+        RangeAnswer::Ignored => {
+            tracing::info!(
+                "{} answers ranges with the whole object; reading it as one stream",
+                store.url()
+            );
+            return send_stream(store, key, sender, progress).await;
+        }
+    };
+    progress.inc(first.len() as u64);
+    if sender.send(Ok(first)).await.is_err() {
+        return Ok(());
+    }
+    let mut rest = futures::stream::iter(parts[1..].to_vec())
+        .map(|range| store.get_range(key, range))
+        .buffered(window);
+    while let Some(answer) = rest.next().await {
+        let bytes = match answer? {
+            RangeAnswer::Bytes(bytes) => bytes,
+            RangeAnswer::Ignored => {
+                return Err(StoreError {
+                    action: "reading",
+                    url: store.url_of(key),
+                    reason: "the server stopped answering range requests".into(),
+                });
+            }
+        };
+        progress.inc(bytes.len() as u64);
+        if sender.send(Ok(bytes)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The receiving end of the channel as a `Read`.
+struct Incoming {
+    receiver: mpsc::Receiver<Chunk>,
+    current: Bytes,
+}
+
+impl Incoming {
+    fn new(receiver: mpsc::Receiver<Chunk>) -> Self {
+        Self {
+            receiver,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for Incoming {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(err)) => return Err(io::Error::other(err.to_string())),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        self.current.copy_to_slice(&mut buf[..n]);
+        Ok(n)
+    }
+}

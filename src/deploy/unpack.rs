@@ -1,0 +1,255 @@
+//! Unpacking one archive stream into a staging dir under the unpack policy
+//! ([`crate::archive::policy`]): one pass that hashes the archive bytes, decodes them,
+//! checks every entry before it touches the disk, and hands small files to a pool of
+//! writer threads so that writing overlaps decoding. Nothing outside `dest` is ever
+//! written: no entry may lie under a symlink, files are created with `O_EXCL` and
+//! `O_NOFOLLOW`, and nothing is chowned. The caller makes the result visible only after
+//! comparing the returned sha256.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::archive::entries::{EntryError, walk};
+use crate::archive::policy::{Checked, Kind, Limits, Totals};
+use crate::archive::{Compression, Hashing};
+
+/// Files up to this size go to the writer pool; larger ones are streamed in place.
+const SMALL_FILE: u64 = 256 << 10;
+const WRITERS: usize = 4;
+/// Files queued for the pool; with `SMALL_FILE` this bounds their memory to 8 MiB.
+const QUEUE: usize = 32;
+/// Mode bits a release keeps: no setuid, setgid, sticky, group or other write.
+const MODE_MASK: u32 = 0o755;
+
+/// What an unpacked archive was.
+#[derive(Debug)]
+pub struct Unpacked {
+    pub totals: Totals,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Unpacks `archive` into `dest` (an empty directory), then syncs the filesystem.
+pub fn unpack(
+    archive: impl Read,
+    compression: Compression,
+    dest: &Path,
+    limits: Limits,
+) -> Result<Unpacked, EntryError> {
+    let mut hashing = Hashing::new(archive);
+    let pool = Pool::start();
+    let mut dirs = Dirs::new(dest);
+    let walked = {
+        let decoder = compression.decoder(&mut hashing).map_err(EntryError::Decode)?;
+        walk(decoder, limits, |checked, entry| {
+            write_entry(dest, &mut dirs, &pool, checked, entry)
+        })
+    };
+    let written = pool.finish();
+    let totals = walked?;
+    written.map_err(EntryError::Write)?;
+    // Bytes after the tar end marker are still the archive's, and still hashed.
+    io::copy(&mut hashing, &mut io::sink()).map_err(EntryError::Decode)?;
+    dirs.apply_modes().map_err(EntryError::Write)?;
+    sync_filesystem(dest).map_err(EntryError::Write)?;
+    let (_, sha256, size) = hashing.finish();
+    Ok(Unpacked { totals, sha256, size })
+}
+
+fn write_entry<R: Read>(
+    dest: &Path,
+    dirs: &mut Dirs,
+    pool: &Pool,
+    checked: &Checked,
+    entry: &mut tar::Entry<'_, R>,
+) -> io::Result<()> {
+    if checked.path.is_empty() {
+        return Ok(());
+    }
+    let path = dest.join(&checked.path);
+    let mode = entry.header().mode().map_err(invalid)? & MODE_MASK;
+    match checked.kind {
+        Kind::Directory => dirs.explicit(&checked.path, mode),
+        Kind::Symlink => {
+            dirs.parent_of(&checked.path)?;
+            let target = entry
+                .link_name()?
+                .ok_or_else(|| invalid(io::Error::other("symlink without target")))?;
+            std::os::unix::fs::symlink(target, &path)
+        }
+        Kind::File => {
+            dirs.parent_of(&checked.path)?;
+            let size = entry.size();
+            if size <= SMALL_FILE {
+                let mut data = Vec::with_capacity(size as usize);
+                entry.read_to_end(&mut data)?;
+                pool.write(path, mode, data)
+            } else {
+                let mut file = create(&path, mode)?;
+                io::copy(entry, &mut file)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A malformed header field: the archive's fault, not the disk's.
+fn invalid(err: io::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, err.to_string())
+}
+
+/// Creates a new file: never over an existing one, never through a symlink.
+fn create(path: &Path, mode: u32) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    // The umask may have taken bits the release keeps.
+    if mode & !umask() != mode {
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    Ok(file)
+}
+
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        // SAFETY: umask only swaps the process's mask; it is put back at once.
+        let mask = unsafe { libc::umask(0o022) };
+        unsafe { libc::umask(mask) };
+        mask as u32
+    })
+}
+
+/// Flushes everything written under `dir` with one `syncfs`, not one fsync per file.
+fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let handle = File::open(dir)?;
+    // SAFETY: the descriptor is open for the duration of the call.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The directories of a release: created on first need, explicit modes applied last
+/// (so that a read-only directory can still be filled).
+struct Dirs {
+    root: PathBuf,
+    made: HashSet<String>,
+    modes: Vec<(String, u32)>,
+}
+
+impl Dirs {
+    fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            made: HashSet::new(),
+            modes: Vec::new(),
+        }
+    }
+
+    fn explicit(&mut self, path: &str, mode: u32) -> io::Result<()> {
+        self.ensure(path)?;
+        if mode != 0o755 {
+            self.modes.push((path.to_owned(), mode));
+        }
+        Ok(())
+    }
+
+    fn parent_of(&mut self, path: &str) -> io::Result<()> {
+        match path.rsplit_once('/') {
+            Some((parent, _)) => self.ensure(parent),
+            None => Ok(()),
+        }
+    }
+
+    fn ensure(&mut self, path: &str) -> io::Result<()> {
+        if self.made.contains(path) {
+            return Ok(());
+        }
+        self.parent_of(path)?;
+        fs::create_dir(self.root.join(path))?;
+        self.made.insert(path.to_owned());
+        Ok(())
+    }
+
+    fn apply_modes(&self) -> io::Result<()> {
+        for (path, mode) in self.modes.iter().rev() {
+            fs::set_permissions(self.root.join(path), fs::Permissions::from_mode(*mode))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writer threads for small files, as rustup's `diskio` does: decoding goes on while
+/// the kernel takes the writes.
+struct Pool {
+    jobs: Option<SyncSender<(PathBuf, u32, Vec<u8>)>>,
+    threads: Vec<JoinHandle<()>>,
+    failed: Arc<AtomicBool>,
+    error: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl Pool {
+    fn start() -> Self {
+        let (sender, receiver) = sync_channel::<(PathBuf, u32, Vec<u8>)>(QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let failed = Arc::new(AtomicBool::new(false));
+        let error = Arc::new(Mutex::new(None));
+        let threads = (0..WRITERS)
+            .map(|_| {
+                let (receiver, failed, error) = (receiver.clone(), failed.clone(), error.clone());
+                std::thread::spawn(move || {
+                    loop {
+                        let job = receiver.lock().expect("writer queue").recv();
+                        let Ok((path, mode, data)) = job else { return };
+                        let written = create(&path, mode).and_then(|mut file| file.write_all(&data));
+                        if let Err(err) = written {
+                            let err = io::Error::new(err.kind(), format!("{}: {err}", path.display()));
+                            error.lock().expect("writer error").get_or_insert(err);
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            jobs: Some(sender),
+            threads,
+            failed,
+            error,
+        }
+    }
+
+    fn write(&self, path: PathBuf, mode: u32, data: Vec<u8>) -> io::Result<()> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(io::Error::other("a file write failed"));
+        }
+        let jobs = self.jobs.as_ref().expect("pool running");
+        jobs.send((path, mode, data))
+            .map_err(|_| io::Error::other("writer threads stopped"))
+    }
+
+    /// Waits for every queued write; the first error, if any.
+    fn finish(mut self) -> io::Result<()> {
+        drop(self.jobs.take());
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        match self.error.lock().expect("writer error").take() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+}
