@@ -196,11 +196,7 @@ fn every_command_of_the_contract_is_declared() {
 
 #[test]
 fn commands_still_to_come_say_so_with_exit_1() {
-    let commands: [&[&str]; 3] = [
-        &["run"],
-        &["plan"],
-        &["status", "--wait"],
-    ];
+    let commands: [&[&str]; 3] = [&["run"], &["plan"], &["status", "--wait"]];
     for args in commands {
         let out = run(bootlace().args(args));
         assert_eq!(out.code, 1, "{args:?}");

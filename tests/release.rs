@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use support::archives;
 use support::s3::{self, Server};
 use support::{Outcome, bootlace, run, write};
 
@@ -616,32 +617,14 @@ fn large_push_streams_with_bounded_memory() {
     );
 }
 
-/// Writes a tar.gz with entries named exactly as given, bypassing the tar crate's own
-/// path checks, as an attacker would.
 fn write_raw_tar_gz(path: &Path, entries: &[(&str, tar::EntryType, Option<&str>)]) {
-    let gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
-    let mut builder = tar::Builder::new(gz);
-    for (name, kind, link) in entries {
-        let mut header = tar::Header::new_gnu();
-        let data: &[u8] = if *kind == tar::EntryType::Regular {
-            b"data"
-        } else {
-            b""
-        };
-        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        if let Some(link) = link {
-            header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-        }
-        header.set_entry_type(*kind);
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder.append(&header, data).unwrap();
-    }
-    builder.into_inner().unwrap().finish().unwrap();
+    let specs: Vec<archives::Spec> = entries
+        .iter()
+        .map(|(name, kind, link)| (*name, *kind, link.map_or(&b"data"[..], str::as_bytes)))
+        .collect();
+    std::fs::write(path, archives::gzip(&archives::raw_tar(&specs))).unwrap();
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
+    archives::sha256_hex(bytes)
 }

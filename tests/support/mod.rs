@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod archives;
+pub mod faulty;
 pub mod imds;
 pub mod s3;
 

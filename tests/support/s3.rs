@@ -82,6 +82,24 @@ impl Server {
     /// The raw bytes of `key` (under `place`), read around bootlace.
     pub fn object(&self, place: &str, key: &str) -> Option<Vec<u8>> {
         use object_store::ObjectStoreExt;
+        let (store, path) = self.direct(place, key);
+        block_on(async {
+            match store.get(&path).await {
+                Ok(result) => Some(result.bytes().await.unwrap().to_vec()),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(err) => panic!("reading {path}: {err}"),
+            }
+        })
+    }
+
+    /// Writes `key` (under `place`) around bootlace.
+    pub fn put(&self, place: &str, key: &str, bytes: Vec<u8>) {
+        use object_store::ObjectStoreExt;
+        let (store, path) = self.direct(place, key);
+        block_on(store.put(&path, bytes.into())).unwrap();
+    }
+
+    fn direct(&self, place: &str, key: &str) -> (object_store::aws::AmazonS3, object_store::path::Path) {
         let prefix = place.strip_prefix(&format!("{BUCKET}/")).unwrap();
         let store = object_store::aws::AmazonS3Builder::new()
             .with_endpoint(&self.endpoint)
@@ -92,19 +110,16 @@ impl Server {
             .with_secret_access_key(SECRET_KEY)
             .build()
             .unwrap();
-        let path = object_store::path::Path::from(format!("{prefix}/{key}"));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            match store.get(&path).await {
-                Ok(result) => Some(result.bytes().await.unwrap().to_vec()),
-                Err(object_store::Error::NotFound { .. }) => None,
-                Err(err) => panic!("reading {path}: {err}"),
-            }
-        })
+        (store, object_store::path::Path::from(format!("{prefix}/{key}")))
     }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
 }
 
 fn start(
