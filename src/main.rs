@@ -16,6 +16,8 @@ fn main() -> ExitCode {
     let outcome = cli.run();
     match outcome {
         Ok(exit) => exit.into(),
+        // A reader that stopped reading (`| head`) is not a failure to report.
+        Err(err) if bootlace::cli::is_broken_pipe(&err) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", exit::one_line(&err));
             exit::classify(&err).into()

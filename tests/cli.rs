@@ -238,3 +238,18 @@ fn demo_resolves_the_identity_and_pushes_a_release() {
     assert_eq!(json["manifest"]["files"], 4);
     assert_eq!(json["pointer"]["tag"], "demo-1");
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let mut child = bootlace()
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}

@@ -628,3 +628,97 @@ fn write_raw_tar_gz(path: &Path, entries: &[(&str, tar::EntryType, Option<&str>)
 fn sha256_hex(bytes: &[u8]) -> String {
     archives::sha256_hex(bytes)
 }
+
+fn concurrent_rollbacks_do_not_undo_each_other(backend: Backend) {
+    let env = Env::new(backend);
+    env.json(&[
+        "release",
+        "push",
+        path(&env.tree("a", "1")),
+        "--tag",
+        "v1",
+        "--env",
+        "prod",
+    ]);
+    env.json(&[
+        "release",
+        "push",
+        path(&env.tree("b", "2")),
+        "--tag",
+        "v2",
+        "--env",
+        "prod",
+    ]);
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            env.command()
+                .args(["--json", "release", "rollback", "--env", "prod"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut changed = 0;
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let moved: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(moved["pointer"]["tag"], "v1");
+        changed += usize::from(moved["changed"] == true);
+    }
+    let pointer = env.object_json("pointers/prod.json");
+    assert_eq!(
+        pointer["tag"], "v1",
+        "both asked for v1; neither may undo the other"
+    );
+    assert_eq!(pointer["serial"], 3);
+    assert_eq!(changed, 1);
+}
+
+#[test]
+fn concurrent_rollbacks_on_file_store() {
+    concurrent_rollbacks_do_not_undo_each_other(Backend::File);
+}
+
+#[test]
+fn concurrent_rollbacks_on_moto() {
+    concurrent_rollbacks_do_not_undo_each_other(Backend::Moto);
+}
+
+#[test]
+fn concurrent_pushes_of_one_tag_leave_exactly_one_manifest() {
+    // Both pass the early check; the create-only manifest write decides.
+    let env = Env::new(Backend::Moto);
+    let trees: Vec<PathBuf> = (0..4)
+        .map(|i| env.tree(&format!("t{i}"), &format!("tree {i}")))
+        .collect();
+    let children: Vec<_> = trees
+        .iter()
+        .map(|tree| {
+            env.command()
+                .args(["--json", "release", "push", path(tree), "--tag", "v1"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        if output.status.success() {
+            let pushed: Value = serde_json::from_slice(&output.stdout).unwrap();
+            winners.push(pushed["manifest"]["sha256"].clone());
+        } else {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("already exists"), "{stderr}");
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one push owns the tag");
+    assert_eq!(env.object_json("builds/v1.json")["sha256"], winners[0]);
+}

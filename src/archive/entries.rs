@@ -26,7 +26,8 @@ pub enum EntryError {
 }
 
 /// Reads `decoded` as tar, checks each entry, and hands it to `visit`, which may read
-/// its data. Returns the totals once the whole archive has passed.
+/// its data. Once the whole archive has passed, reads the decoded stream to its end
+/// (which makes the decoder check its own checksum) and returns the totals.
 pub fn walk<R: Read>(
     decoded: R,
     limits: Limits,
@@ -46,6 +47,7 @@ pub fn walk<R: Read>(
         budget.set(u64::MAX);
         let entry_type = entry.header().entry_type();
         if entry_type == tar::EntryType::XGlobalHeader {
+            checker.count()?;
             continue;
         }
         let link = entry.link_name_bytes().map(|l| l.into_owned());
@@ -55,7 +57,10 @@ pub fn walk<R: Read>(
             _ => EntryError::Write(e),
         })?;
     }
-    Ok(checker.finish()?)
+    let totals = checker.finish()?;
+    budget.set(u64::MAX);
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(EntryError::Decode)?;
+    Ok(totals)
 }
 
 fn decode_error(err: io::Error, budget: &Cell<u64>) -> EntryError {

@@ -26,7 +26,11 @@ pub struct Inspected {
 }
 
 /// Reads the whole archive from `reader`, decoding and checking every entry.
-pub fn inspect(reader: impl Read, compression: Compression) -> Result<Inspected, InspectError> {
+pub fn inspect(
+    reader: impl Read,
+    compression: Compression,
+    limits: Limits,
+) -> Result<Inspected, InspectError> {
     let mut hashing = Hashing::new(reader);
     let mut head = [0u8; 4];
     let got = read_up_to(&mut hashing, &mut head).map_err(InspectError::Decode)?;
@@ -36,7 +40,7 @@ pub fn inspect(reader: impl Read, compression: Compression) -> Result<Inspected,
     let totals = {
         let chained = (&head[..got]).chain(&mut hashing);
         let decoder = compression.decoder(chained).map_err(InspectError::Decode)?;
-        check_entries(decoder)?
+        check_entries(decoder, limits)?
     };
     // Whatever follows the tar end marker still belongs to the archive's bytes.
     io::copy(&mut hashing, &mut io::sink()).map_err(InspectError::Decode)?;
@@ -44,9 +48,9 @@ pub fn inspect(reader: impl Read, compression: Compression) -> Result<Inspected,
     Ok(Inspected { sha256, size, totals })
 }
 
-fn check_entries(decoded: impl Read) -> Result<Totals, InspectError> {
+fn check_entries(decoded: impl Read, limits: Limits) -> Result<Totals, InspectError> {
     // Reading the data proves the stream decodes to its end.
-    walk(decoded, Limits::default(), |_, entry| {
+    walk(decoded, limits, |_, entry| {
         io::copy(entry, &mut io::sink()).map(drop)
     })
     .map_err(|e| match e {

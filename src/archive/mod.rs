@@ -51,7 +51,7 @@ impl Compression {
     pub fn decoder<'a, R: Read + 'a>(self, reader: R) -> io::Result<Box<dyn Read + 'a>> {
         Ok(match self {
             Self::Zstd => Box::new(zstd::Decoder::new(reader)?),
-            Self::Gzip => Box::new(flate2::read::GzDecoder::new(reader)),
+            Self::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
         })
     }
 }

@@ -38,13 +38,13 @@ pub fn mtime_from_env() -> Result<u64, PackError> {
 
 /// Packs the tree at `root` as tar.zst into `out`. The tree is checked against the
 /// unpack policy as it is packed, so what is pushed will deploy.
-pub fn pack_dir<W: Write>(root: &Path, mtime: u64, out: W) -> Result<(W, Totals), PackError> {
+pub fn pack_dir<W: Write>(root: &Path, mtime: u64, limits: Limits, out: W) -> Result<(W, Totals), PackError> {
     let encoder = zstd::Encoder::new(out, ZSTD_LEVEL).map_err(|e| io_error(root, e))?;
     let mut packer = Packer {
         root,
         mtime,
         builder: tar::Builder::new(encoder),
-        checker: Checker::new(Limits::default()),
+        checker: Checker::new(limits),
     };
     packer.walk(Path::new(""))?;
     let totals = packer.checker.finish()?;
@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn same_tree_same_bytes_sorted_with_modes() {
         let dir = tree();
-        let (first, totals) = pack_dir(dir.path(), DEFAULT_MTIME, Vec::new()).unwrap();
+        let (first, totals) = pack_dir(dir.path(), DEFAULT_MTIME, Limits::default(), Vec::new()).unwrap();
         // Touch everything: new mtimes must not change the archive.
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
         File::options()
@@ -229,7 +229,7 @@ mod tests {
             .unwrap()
             .set_modified(later)
             .unwrap();
-        let (second, _) = pack_dir(dir.path(), DEFAULT_MTIME, Vec::new()).unwrap();
+        let (second, _) = pack_dir(dir.path(), DEFAULT_MTIME, Limits::default(), Vec::new()).unwrap();
         assert_eq!(first, second);
         assert_eq!(
             totals,
@@ -264,14 +264,14 @@ mod tests {
     fn refuses_absolute_and_escaping_symlinks_naming_them() {
         let dir = tree();
         symlink("/etc/passwd", dir.path().join("bin/passwd")).unwrap();
-        let err = pack_dir(dir.path(), DEFAULT_MTIME, Vec::new())
+        let err = pack_dir(dir.path(), DEFAULT_MTIME, Limits::default(), Vec::new())
             .unwrap_err()
             .to_string();
         assert!(err.contains("bin/passwd") && err.contains("absolute"), "{err}");
 
         let dir = tree();
         symlink("../../outside", dir.path().join("bin/out")).unwrap();
-        let err = pack_dir(dir.path(), DEFAULT_MTIME, Vec::new())
+        let err = pack_dir(dir.path(), DEFAULT_MTIME, Limits::default(), Vec::new())
             .unwrap_err()
             .to_string();
         assert!(
@@ -286,7 +286,7 @@ mod tests {
         let fifo = dir.path().join("pipe");
         let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
         assert!(status.success());
-        let err = pack_dir(dir.path(), DEFAULT_MTIME, Vec::new())
+        let err = pack_dir(dir.path(), DEFAULT_MTIME, Limits::default(), Vec::new())
             .unwrap_err()
             .to_string();
         assert!(err.contains("pipe") && err.contains("FIFO"), "{err}");

@@ -42,30 +42,33 @@ const RELEASE: [(&str, &str, u32); 4] = [
 
 pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     let dir = tempfile::Builder::new().prefix("bootlace-demo-").tempdir()?;
-    let say = |line: &str| {
+    let say = |line: &str| -> anyhow::Result<()> {
         if !global.json {
-            println!("{line}");
+            outln!("{line}");
         }
+        Ok(())
     };
-    say(&format!("bootlace demo in {}", dir.path().display()));
+    say(&format!("bootlace demo in {}", dir.path().display()))?;
 
     let user_data = dir.path().join("user-data");
     std::fs::write(&user_data, USER_DATA)?;
     say(&format!(
         "\n== identity: a simulated instance reads its user-data from {}",
         user_data.display()
-    ));
+    ))?;
     for line in USER_DATA.lines() {
-        say(&format!("   | {line}"));
+        say(&format!("   | {line}"))?;
     }
     let mut config = Config::default();
     config.identity.source = SourceSpec::File(user_data);
-    config.store.url = Some(format!("file://{}/store", dir.path().display()));
+    let store_url = reqwest::Url::from_directory_path(dir.path().join("store"))
+        .map_err(|()| anyhow::anyhow!("{} is not an absolute path", dir.path().display()))?;
+    config.store.url = Some(store_url.to_string());
     let runtime = runtime()?;
     let identity = runtime.block_on(identity::resolve(&config.identity, &config.identity.source))?;
     if !global.json {
-        say("\n== resolved identity (what `bootlace identity` prints)");
-        print!("{}", identity.to_text());
+        say("\n== resolved identity (what `bootlace identity` prints)")?;
+        outln!("{}", identity.to_text().trim_end());
     }
 
     let release = dir.path().join("release");
@@ -74,20 +77,21 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     say(&format!(
         "\n== release: the operator pushes {} as {TAG} and points {environment} at it",
         release.display()
-    ));
+    ))?;
     say(&format!(
         "   $ bootlace --store {} release push {} --tag {TAG} --env {environment}",
         config.store.url.as_deref().unwrap_or_default(),
         release.display()
-    ));
+    ))?;
     let _entered = runtime.enter();
     let store = store::open(&config.store, None)?;
-    let pushed = runtime.block_on(push(&store, &release, TAG, Some(&environment), |_| {}))?;
+    let limits = config.deploy.limits();
+    let pushed = runtime.block_on(push(&store, &release, TAG, Some(&environment), limits, |_| {}))?;
     say(&format!(
         "   pushed {TAG}: {} files, sha256 {}",
         pushed.manifest.files, pushed.manifest.sha256
-    ));
-    say("   $ bootlace release list");
+    ))?;
+    say("   $ bootlace release list")?;
     if global.json {
         print_json(
             &serde_json::json!({"identity": identity, "manifest": pushed.manifest,
@@ -95,7 +99,7 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
         )?;
     } else {
         runtime.block_on(super::release::list(global, &config, &store, None))?;
-        say("\ndemo finished: identity resolved, release pushed");
+        say("\ndemo finished: identity resolved, release pushed")?;
     }
     Ok(Exit::Ok)
 }

@@ -36,7 +36,7 @@ pub fn deploy(global: &GlobalArgs, tag: Option<&str>) -> anyhow::Result<Exit> {
     if global.json {
         print_json(&deployed)?;
     } else if deployed.deployed {
-        println!(
+        outln!(
             "deployed {} ({} files, {}) in {} ms; current -> {}",
             deployed.tag,
             deployed.files,
@@ -45,9 +45,10 @@ pub fn deploy(global: &GlobalArgs, tag: Option<&str>) -> anyhow::Result<Exit> {
             deployed.tag
         );
     } else {
-        println!(
+        outln!(
             "{} was already present; current -> {}",
-            deployed.tag, deployed.tag
+            deployed.tag,
+            deployed.tag
         );
     }
     Ok(Exit::Ok)
@@ -78,7 +79,7 @@ pub fn rollback(global: &GlobalArgs, to: Option<&str>) -> anyhow::Result<Exit> {
         print_json(&serde_json::json!({"current": target, "previous": current}))?;
     } else {
         let was = current.map(|c| format!(" (was {c})")).unwrap_or_default();
-        println!("current -> {target}{was}");
+        outln!("current -> {target}{was}");
     }
     Ok(Exit::Ok)
 }

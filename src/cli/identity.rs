@@ -10,7 +10,7 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     if global.json {
         print_json(&identity)?;
     } else {
-        print!("{}", identity.to_text());
+        outln!("{}", identity.to_text().trim_end());
     }
     Ok(Exit::Ok)
 }

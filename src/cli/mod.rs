@@ -1,6 +1,14 @@
 //! The command line of DESIGN §2: clap structs, the global options and their
 //! `BOOTLACE_*` variables, and dispatch to one file per command.
 
+/// `println!` for results: a closed stdout (`bootlace release list | head -1`) becomes
+/// an error that ends the command quietly, not a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 mod demo;
 mod deploy;
 mod identity;
@@ -174,8 +182,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Prints `value` as JSON on stdout.
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// Writes results to stdout.
+pub(crate) fn write_out(args: std::fmt::Arguments) -> std::io::Result<()> {
+    use std::io::Write;
+    std::io::stdout().lock().write_fmt(args)
+}
+
+/// Whether the command ended because stdout was closed under it.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 #[cfg(test)]

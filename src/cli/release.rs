@@ -48,14 +48,21 @@ async fn push_cmd(
         .map(|env| pointer_name(&config.deploy.pointer, env))
         .transpose()?;
     let bar = progress_bar(global);
-    let pushed = push(store, path, tag, pointer.as_deref(), |event| match event {
-        Progress::Start(total) => {
-            bar.set_length(total);
-            bar.set_position(0);
-        }
-        Progress::Sent(n) => bar.inc(n),
-        Progress::Done => bar.finish_and_clear(),
-    })
+    let pushed = push(
+        store,
+        path,
+        tag,
+        pointer.as_deref(),
+        config.deploy.limits(),
+        |event| match event {
+            Progress::Start(total) => {
+                bar.set_length(total);
+                bar.set_position(0);
+            }
+            Progress::Sent(n) => bar.inc(n),
+            Progress::Done => bar.finish_and_clear(),
+        },
+    )
     .await?;
     let manifest = &pushed.manifest;
     if global.json {
@@ -70,19 +77,19 @@ async fn push_cmd(
     } else {
         "already in the store"
     };
-    println!(
+    outln!(
         "pushed {tag}: {} ({}, {sent})",
         store.url_of(&manifest.archive),
         size(manifest.size)
     );
-    println!("  sha256 {}", manifest.sha256);
-    println!(
+    outln!("  sha256 {}", manifest.sha256);
+    outln!(
         "  {} files, {} unpacked",
         manifest.files,
         size(manifest.unpacked_bytes)
     );
     if let Some((name, moved)) = &pushed.pointer {
-        print_moved(name, moved);
+        print_moved(name, moved)?;
     }
     Ok(())
 }
@@ -116,19 +123,16 @@ async fn rollback(
     }
     let name = pointer_name(&config.deploy.pointer, env)?;
     let url = store.url_of(&layout::pointer(&name));
-    let moved = move_pointer(store, &name, &release::who(), |current| {
-        let url = url.clone();
-        async move {
-            let current = current.ok_or_else(|| anyhow::anyhow!("no pointer {url}: nothing to roll back"))?;
-            let target = match to {
-                Some(tag) => tag.to_owned(),
-                None => match current.history.first() {
-                    Some(previous) => previous.tag.clone(),
-                    None => anyhow::bail!("pointer {url} has no earlier tag to roll back to"),
-                },
-            };
-            Manifest::load_complete(store, &target).await
-        }
+    let moved = move_pointer(store, &name, &release::who(), |current| async move {
+        let current = current.ok_or_else(|| anyhow::anyhow!("no pointer {url}: nothing to roll back"))?;
+        let target = match to {
+            Some(tag) => tag.to_owned(),
+            None => match current.history.first() {
+                Some(previous) => previous.tag.clone(),
+                None => anyhow::bail!("pointer {url} has no earlier tag to roll back to"),
+            },
+        };
+        Manifest::load_complete(store, &target).await
     })
     .await?;
     report_moved(global, &name, &moved)
@@ -138,11 +142,10 @@ fn report_moved(global: &GlobalArgs, name: &str, moved: &Moved) -> anyhow::Resul
     if global.json {
         return print_json(&pointer_json(name, moved));
     }
-    print_moved(name, moved);
-    Ok(())
+    print_moved(name, moved)
 }
 
-fn print_moved(name: &str, moved: &Moved) {
+fn print_moved(name: &str, moved: &Moved) -> anyhow::Result<()> {
     let p = &moved.pointer;
     if moved.changed {
         let from = p
@@ -150,13 +153,15 @@ fn print_moved(name: &str, moved: &Moved) {
             .first()
             .map(|h| format!(" (was {})", h.tag))
             .unwrap_or_default();
-        println!("pointer {name} -> {} at serial {}{from}", p.tag, p.serial);
+        outln!("pointer {name} -> {} at serial {}{from}", p.tag, p.serial);
     } else {
-        println!(
+        outln!(
             "pointer {name} already names {} (serial {}); nothing changed",
-            p.tag, p.serial
+            p.tag,
+            p.serial
         );
     }
+    Ok(())
 }
 
 fn pointer_json(name: &str, moved: &Moved) -> serde_json::Value {
@@ -205,20 +210,23 @@ pub(super) async fn list(
         return print_json(&json!({"releases": releases, "pointers": pointers}));
     }
     if manifests.is_empty() {
-        println!("no releases in {}", store.url());
+        outln!("no releases in {}", store.url());
         return Ok(());
     }
     let width = manifests.iter().map(|m| m.tag.len()).max().unwrap_or(3).max(3);
-    println!(
+    outln!(
         "{:width$}  {:20}  {:>10}  {:>8}  POINTERS",
-        "TAG", "CREATED", "SIZE", "FILES"
+        "TAG",
+        "CREATED",
+        "SIZE",
+        "FILES"
     );
     for m in &manifests {
         let marks = marks(&m.tag)
             .iter()
             .map(|n| format!("{n} (serial {})", pointers[*n].serial))
             .collect::<Vec<_>>();
-        println!(
+        outln!(
             "{:width$}  {:20}  {:>10}  {:>8}  {}",
             m.tag,
             m.created_at,
@@ -232,7 +240,7 @@ pub(super) async fn list(
         .filter(|(_, p)| !manifests.iter().any(|m| m.tag == p.tag))
         .collect();
     for (name, p) in dangling {
-        println!("warning: pointer {name} names {}, which has no manifest", p.tag);
+        tracing::warn!("pointer {name} names {}, which has no manifest", p.tag);
     }
     Ok(())
 }
@@ -252,7 +260,7 @@ async fn show(global: &GlobalArgs, store: &Store, tag: &str) -> anyhow::Result<(
             serde_json::Value::Null => "-".into(),
             other => other.to_string(),
         };
-        println!("{key:16}{text}");
+        outln!("{key:16}{text}");
     }
     Ok(())
 }

@@ -39,8 +39,9 @@ pub enum UserDataError {
     NotUtf8 { line: usize },
     #[error("line {line}: expected key=value")]
     NotKeyValue { line: usize },
-    #[error("line {line}: key {key} must match [a-z][a-z0-9_]* (at most {MAX_KEY_LEN} characters)")]
-    BadKey { line: usize, key: Shown },
+    // The text before `=` is not echoed: on a broken line it may be part of a secret.
+    #[error("line {line}: invalid key; keys match [a-z][a-z0-9_]* (at most {MAX_KEY_LEN} characters)")]
+    BadKey { line: usize },
     #[error("line {line}: key `{key}` given twice (first on line {first})")]
     Duplicate { line: usize, key: String, first: usize },
     #[error("line {line}: {key} {value} is not a valid name: {why}")]
@@ -128,10 +129,7 @@ pub fn parse(raw: &[u8]) -> Result<UserData, UserDataError> {
             .ok_or(UserDataError::NotKeyValue { line: number })?;
         let (key, value) = (key.trim(), value.trim());
         if !is_valid_key(key) {
-            return Err(UserDataError::BadKey {
-                line: number,
-                key: Shown::new(key),
-            });
+            return Err(UserDataError::BadKey { line: number });
         }
         if let Some(&first) = first_seen.get(key) {
             let key = key.to_owned();

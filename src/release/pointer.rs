@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use super::manifest::Manifest;
-use crate::store::{Store, layout};
+use crate::store::{Store, Versioned, layout};
 
 pub const FORMAT_VERSION: u32 = 1;
 /// Past states kept in `history`.
@@ -87,7 +87,7 @@ impl Pointer {
     }
 }
 
-async fn read(store: &Store, name: &str) -> anyhow::Result<Option<(Pointer, object_store::UpdateVersion)>> {
+async fn read(store: &Store, name: &str) -> anyhow::Result<Option<(Pointer, Versioned)>> {
     let key = layout::pointer(name);
     let Some(object) = store.get(&key).await? else {
         return Ok(None);
@@ -101,36 +101,35 @@ async fn read(store: &Store, name: &str) -> anyhow::Result<Option<(Pointer, obje
             pointer.format_version
         );
     }
-    Ok(Some((pointer, object.version)))
+    Ok(Some((pointer, object)))
 }
 
-/// Moves pointer `name` to the tag that `choose` picks from its current state.
-/// `choose` runs again after every lost race, on the state that won.
-pub async fn move_pointer<F, Fut>(store: &Store, name: &str, by: &str, mut choose: F) -> anyhow::Result<Moved>
+/// Moves pointer `name` to the release that `choose` picks from its current state.
+/// The choice is made once, on the first read: after a lost race the same release is
+/// written over the state that won (or nothing, if that state already names it), so
+/// two concurrent rollbacks cannot undo each other.
+pub async fn move_pointer<F, Fut>(store: &Store, name: &str, by: &str, choose: F) -> anyhow::Result<Moved>
 where
-    F: FnMut(Option<Pointer>) -> Fut,
+    F: FnOnce(Option<Pointer>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Manifest>>,
 {
     let key = layout::pointer(name);
+    let mut current = read(store, name).await?;
+    let manifest = choose(current.as_ref().map(|(pointer, _)| pointer.clone())).await?;
     for attempt in 0..ATTEMPTS {
-        let current = read(store, name).await?;
-        let (previous, version) = match current {
-            Some((pointer, version)) => (Some(pointer), Some(version)),
-            None => (None, None),
-        };
-        let manifest = choose(previous.clone()).await?;
-        if let Some(p) = previous
-            .as_ref()
-            .filter(|p| p.tag == manifest.tag && p.sha256 == manifest.sha256)
-        {
+        let previous = current.as_ref().map(|(pointer, _)| pointer);
+        if let Some(p) = previous.filter(|p| p.tag == manifest.tag && p.sha256 == manifest.sha256) {
             return Ok(Moved {
                 pointer: p.clone(),
                 changed: false,
                 retries: attempt,
             });
         }
-        let next = Pointer::next(previous.as_ref(), &manifest, &super::now(), by);
-        if store.swap(&key, next.to_json(), version.as_ref()).await? {
+        let next = Pointer::next(previous, &manifest, &super::now(), by);
+        if store
+            .swap(&key, next.to_json(), current.as_ref().map(|(_, read)| read))
+            .await?
+        {
             return Ok(Moved {
                 pointer: next,
                 changed: true,
@@ -148,6 +147,7 @@ where
             5 + fastrand::u64(..20 * u64::from(attempt + 1)),
         ))
         .await;
+        current = read(store, name).await?;
     }
     anyhow::bail!(
         "moving pointer {}: it kept changing under {ATTEMPTS} attempts; nothing was written, try again",

@@ -5,8 +5,11 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 use crate::archive::inspect::{InspectError, inspect};
 use crate::archive::pack::{PackError, mtime_from_env, pack_dir};
+use crate::archive::policy::Limits;
 use crate::archive::{Compression, Hashing};
 use crate::exit::BadInput;
 use crate::store::{Store, layout};
@@ -40,22 +43,26 @@ pub async fn push(
     source: &Path,
     tag: &str,
     pointer: Option<&str>,
+    limits: Limits,
     mut progress: impl FnMut(Progress),
 ) -> anyhow::Result<Pushed> {
     let manifest_key = layout::manifest(tag);
     if store.size_of(&manifest_key).await?.is_some() {
         return Err(tag_exists(store, tag));
     }
+    // Before any work: a store that cannot guard the tag stops the push here.
+    store.check_writes().await?;
     let owned = source.to_owned();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&owned)).await??;
+    let prepared = tokio::task::spawn_blocking(move || prepare(&owned, limits)).await??;
     let archive = layout::blob(&prepared.sha256, prepared.compression);
     let uploaded = if store.size_of(&archive).await? == Some(prepared.size) {
         tracing::info!("{} is already in the store", archive);
         false
     } else {
         progress(Progress::Start(prepared.size));
+        let sent = |n| progress(Progress::Sent(n));
         store
-            .upload(&archive, &prepared.path, |n| progress(Progress::Sent(n)))
+            .upload(&archive, &prepared.path, &prepared.sha256, sent)
             .await?;
         progress(Progress::Done);
         true
@@ -82,10 +89,11 @@ pub async fn push(
     let pointer = match pointer {
         Some(name) => {
             let target = manifest.clone();
-            let moved = move_pointer(store, name, &super::who(), |_| {
-                std::future::ready(Ok(target.clone()))
-            })
-            .await?;
+            let moved = move_pointer(store, name, &super::who(), |_| std::future::ready(Ok(target)))
+                .await
+                .with_context(|| {
+                    format!("pushed {tag}, but the pointer did not move (run `bootlace release promote {tag} --env …`)")
+                })?;
             Some((name.to_owned(), moved))
         }
         None => None,
@@ -113,10 +121,10 @@ fn tag_exists(store: &Store, tag: &str) -> anyhow::Error {
 }
 
 /// Packages a directory into a temp file, or checks an existing archive.
-fn prepare(source: &Path) -> anyhow::Result<Prepared> {
+fn prepare(source: &Path, limits: Limits) -> anyhow::Result<Prepared> {
     let meta = std::fs::metadata(source).map_err(|e| BadInput(format!("{}: {e}", source.display())))?;
     if meta.is_dir() {
-        return package(source);
+        return package(source, limits);
     }
     let name = source
         .file_name()
@@ -129,11 +137,12 @@ fn prepare(source: &Path) -> anyhow::Result<Prepared> {
         ))
     })?;
     let file = File::open(source).map_err(|e| anyhow::anyhow!("reading {}: {e}", source.display()))?;
-    let inspected = inspect(BufReader::with_capacity(1 << 20, file), compression).map_err(|e| match e {
-        InspectError::Decode(_) | InspectError::WrongFormat(_) | InspectError::Policy(_) => {
-            BadInput(format!("{}: {e}", source.display()))
-        }
-    })?;
+    let inspected =
+        inspect(BufReader::with_capacity(1 << 20, file), compression, limits).map_err(|e| match e {
+            InspectError::Decode(_) | InspectError::WrongFormat(_) | InspectError::Policy(_) => {
+                BadInput(format!("{}: {e}", source.display()))
+            }
+        })?;
     Ok(Prepared {
         path: source.to_owned(),
         _temp: None,
@@ -145,14 +154,14 @@ fn prepare(source: &Path) -> anyhow::Result<Prepared> {
     })
 }
 
-fn package(dir: &Path) -> anyhow::Result<Prepared> {
+fn package(dir: &Path, limits: Limits) -> anyhow::Result<Prepared> {
     let mtime = mtime_from_env().map_err(|e| BadInput(e.to_string()))?;
     let temp = tempfile::Builder::new()
         .prefix("bootlace-push-")
         .suffix(".tar.zst")
         .tempfile()?;
     let out = Hashing::new(BufWriter::with_capacity(1 << 20, temp.reopen()?));
-    let (out, totals) = pack_dir(dir, mtime, out).map_err(|e| match e {
+    let (out, totals) = pack_dir(dir, mtime, limits, out).map_err(|e| match e {
         PackError::Io { .. } => anyhow::anyhow!("packaging {}: {e}", dir.display()),
         other => BadInput(format!("packaging {}: {other}", dir.display())).into(),
     })?;

@@ -195,22 +195,22 @@ impl Store {
         }
     }
 
-    /// Compare-and-swap: writes `bytes` at `key` only if the object is still at
-    /// `expected` (or still absent, for `None`). `Ok(false)` when it changed.
+    /// Compare-and-swap: writes `bytes` at `key` only if the object is still as it was
+    /// read (`expected`), or still absent for `None`. `Ok(false)` when it changed.
     pub async fn swap(
         &self,
         key: &str,
         bytes: Bytes,
-        expected: Option<&UpdateVersion>,
+        expected: Option<&Versioned>,
     ) -> Result<bool, StoreError> {
         let Some(expected) = expected else {
             return self.create(key, bytes).await;
         };
         if let Guard::LockFile(lock) = &self.guard {
-            return self.swap_locked(lock, key, bytes, expected).await;
+            return self.swap_locked(lock, key, bytes, &expected.bytes).await;
         }
         let enforced = self.enforces_preconditions().await?;
-        let options = PutOptions::from(PutMode::Update(expected.clone()));
+        let options = PutOptions::from(PutMode::Update(expected.version.clone()));
         match self
             .objects
             .put_opts(&self.path(key), PutPayload::from(bytes.clone()), options)
@@ -226,13 +226,14 @@ impl Store {
         }
     }
 
-    /// A compare-and-swap on a local directory, under its lock file.
+    /// A compare-and-swap on a local directory: under its lock file, the object's bytes
+    /// must still be those read. (Its ETag, made of inode, mtime and size, can repeat.)
     async fn swap_locked(
         &self,
         lock: &Path,
         key: &str,
         bytes: Bytes,
-        expected: &UpdateVersion,
+        expected: &Bytes,
     ) -> Result<bool, StoreError> {
         let locking = |e: std::io::Error| StoreError {
             action: "locking",
@@ -246,12 +247,7 @@ impl Store {
             .open(lock)
             .map_err(locking)?;
         file.lock().map_err(locking)?;
-        let current = match self.objects.head(&self.path(key)).await {
-            Ok(meta) => Some(meta.e_tag),
-            Err(object_store::Error::NotFound { .. }) => None,
-            Err(err) => return Err(self.error("checking", key, &err)),
-        };
-        if current != Some(expected.e_tag.clone()) {
+        if self.get(key).await?.is_none_or(|now| now.bytes != *expected) {
             return Ok(false);
         }
         self.objects
@@ -260,6 +256,11 @@ impl Store {
             .map_err(|e| self.error("writing", key, &e))?;
         drop(file);
         Ok(true)
+    }
+
+    /// Fails early when the store cannot guard writes and the config requires it.
+    pub async fn check_writes(&self) -> Result<(), StoreError> {
+        self.enforces_preconditions().await.map(drop)
     }
 
     /// Whether the server enforces preconditions; probes once on stores that may not.
@@ -272,7 +273,7 @@ impl Store {
             return Err(StoreError {
                 action: "writing to",
                 url: self.url.clone(),
-                reason: "the server ignores conditional writes (If-None-Match was not enforced), so tags \
+                reason: "the server ignores conditional writes (If-None-Match or If-Match), so tags \
                          could be overwritten and pointer updates lost; set \
                          store.require_conditional_writes = false to use it anyway"
                     .into(),
@@ -281,22 +282,30 @@ impl Store {
         Ok(enforced)
     }
 
-    /// Creates one probe object twice with `If-None-Match: *`: the second must fail.
+    /// Creates one probe object twice with `If-None-Match: *`, then overwrites it with an
+    /// `If-Match` naming a version it never had: both must fail.
     async fn probe(&self) -> Result<bool, StoreError> {
         let key = format!(".bootlace-probe-{:016x}", fastrand::u64(..));
         let path = self.path(&key);
-        let put = || {
+        let probing = |e: &object_store::Error| self.error("probing conditional writes at", &key, e);
+        let put = |mode: PutMode| {
             self.objects
-                .put_opts(&path, PutPayload::from_static(b"probe"), PutMode::Create.into())
+                .put_opts(&path, PutPayload::from_static(b"probe"), mode.into())
         };
-        put()
-            .await
-            .map_err(|e| self.error("probing conditional writes at", &key, &e))?;
-        let enforced = match put().await {
-            Ok(_) => false,
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => true,
-            Err(err) => return Err(self.error("probing conditional writes at", &key, &err)),
+        put(PutMode::Create).await.map_err(|e| probing(&e))?;
+        let mut enforced = true;
+        let bogus = UpdateVersion {
+            e_tag: Some("\"bootlace-probe\"".into()),
+            version: None,
         };
+        for mode in [PutMode::Create, PutMode::Update(bogus)] {
+            match put(mode).await {
+                Ok(_) => enforced = false,
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                }
+                Err(err) => return Err(probing(&err)),
+            }
+        }
         if let Err(err) = self.objects.delete(&path).await {
             debug!("leaving probe object {}: {err}", self.url_of(&key));
         }
@@ -310,13 +319,16 @@ impl Store {
     }
 
     /// Streams the file at `file` to `key` in parts, reporting progress through
-    /// `progress(bytes_sent)`.
+    /// `progress(bytes_sent)`. The bytes sent must have sha256 `expected`, or the upload
+    /// is aborted before it completes: a content address never holds other content.
     pub async fn upload(
         &self,
         key: &str,
         file: &Path,
+        expected: &str,
         mut progress: impl FnMut(u64),
     ) -> Result<(), StoreError> {
+        use sha2::Digest;
         let mut writer =
             object_store::buffered::BufWriter::with_capacity(self.objects.clone(), self.path(key), PART_SIZE)
                 .with_max_concurrency(UPLOAD_CONCURRENCY);
@@ -326,20 +338,28 @@ impl Store {
             reason: e.to_string(),
         };
         let mut input = tokio::fs::File::open(file).await.map_err(local)?;
+        let mut hasher = sha2::Sha256::new();
         let sent: Result<(), StoreError> = async {
             loop {
                 let mut chunk = bytes::BytesMut::zeroed(1 << 20);
                 let n = input.read(&mut chunk).await.map_err(local)?;
                 if n == 0 {
-                    return Ok(());
+                    break;
                 }
                 chunk.truncate(n);
+                hasher.update(&chunk);
                 writer
                     .put(chunk.freeze())
                     .await
                     .map_err(|e| self.error("uploading", key, &e))?;
                 progress(n as u64);
             }
+            if hex::encode(hasher.finalize()) != expected {
+                return Err(local(std::io::Error::other(
+                    "the file changed while it was uploaded",
+                )));
+            }
+            Ok(())
         }
         .await;
         match sent {

@@ -47,7 +47,10 @@ pub fn open(config: &StoreConfig, credentials: Option<&Credentials>) -> anyhow::
                 .map_err(|_| BadInput(format!("store URL {text:?}: not a local path")))?;
             std::fs::create_dir_all(&root)
                 .map_err(|e| anyhow::anyhow!("creating store {}: {e}", root.display()))?;
-            let local = LocalFileSystem::new_with_prefix(&root).map_err(bad)?;
+            // Synced writes: after a crash a pointer never names a half-written manifest.
+            let local = LocalFileSystem::new_with_prefix(&root)
+                .map_err(bad)?
+                .with_fsync(true);
             (
                 Arc::new(local),
                 String::new(),
