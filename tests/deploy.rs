@@ -545,3 +545,18 @@ fn copy_store(store: &Path, server: &s3::Server, place: &str) {
         }
     }
 }
+
+#[test]
+fn per_file_sync_mode_deploys_the_same_release() {
+    let instance = Instance::new("[deploy]\nsync = \"files\"\n").with_v1();
+    let tar = raw_tar(&[
+        ("a/b/c", Regular, b"deep"),
+        ("big", Regular, &fastrand_bytes(1 << 20)),
+    ]);
+    instance.plant("v2", &archives::zstd(&tar), "zstd", None);
+    instance.deploy_ok();
+    assert_eq!(
+        std::fs::read(instance.path("state/releases/v2/a/b/c")).unwrap(),
+        b"deep"
+    );
+}

@@ -94,7 +94,7 @@ fn progress_bar(global: &GlobalArgs) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let style = indicatif::ProgressStyle::with_template(
-        "deploying {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
+        "deploying {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {msg}",
     )
     .expect("a valid template");
     indicatif::ProgressBar::new(0).with_style(style)

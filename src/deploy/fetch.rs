@@ -18,7 +18,7 @@ use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::unpack::{Unpacked, unpack};
+use super::unpack::{Options, Unpacked, unpack};
 use crate::config::{Config, Download};
 use crate::release::Manifest;
 use crate::store::{RangeAnswer, Store, StoreError};
@@ -50,9 +50,14 @@ pub async fn fetch_and_unpack(
     } && manifest.size > 2 * PART;
     let window = (config.deploy.download_window / PART).max(1) as usize;
     let (sender, receiver) = mpsc::channel::<Chunk>(if ranges { 1 } else { STREAM_QUEUE });
-    let (compression, limits, dest) = (manifest.compression, config.deploy.limits(), staging.to_owned());
+    let (compression, dest) = (manifest.compression, staging.to_owned());
+    let options = Options {
+        limits: config.deploy.limits(),
+        sync: config.deploy.sync,
+        progress: progress.clone(),
+    };
     let unpacker =
-        tokio::task::spawn_blocking(move || unpack(Incoming::new(receiver), compression, &dest, limits));
+        tokio::task::spawn_blocking(move || unpack(Incoming::new(receiver), compression, &dest, options));
     progress.set_length(manifest.size);
     let sent = if ranges {
         send_ranges(

@@ -19,6 +19,8 @@ use std::thread::JoinHandle;
 use crate::archive::entries::{EntryError, walk};
 use crate::archive::policy::{Checked, Kind, Limits, Totals};
 use crate::archive::{Compression, Hashing};
+use crate::config::SyncMode;
+use crate::deploy::state::sync_dir;
 
 /// Files up to this size go to the writer pool; larger ones are streamed in place.
 const SMALL_FILE: u64 = 256 << 10;
@@ -36,20 +38,35 @@ pub struct Unpacked {
     pub size: u64,
 }
 
-/// Unpacks `archive` into `dest` (an empty directory), then syncs the filesystem.
+/// How an unpack runs.
+pub struct Options {
+    pub limits: Limits,
+    pub sync: SyncMode,
+    /// Counts files as they are written (a hidden bar off a terminal).
+    pub progress: indicatif::ProgressBar,
+}
+
+/// Unpacks `archive` into `dest` (an empty directory), then makes it durable.
 pub fn unpack(
     archive: impl Read,
     compression: Compression,
     dest: &Path,
-    limits: Limits,
+    options: Options,
 ) -> Result<Unpacked, EntryError> {
     let mut hashing = Hashing::new(archive);
-    let pool = Pool::start();
+    let per_file = options.sync == SyncMode::Files;
+    let pool = Pool::start(per_file);
     let mut dirs = Dirs::new(dest);
+    let mut files = 0u64;
     let walked = {
         let decoder = compression.decoder(&mut hashing).map_err(EntryError::Decode)?;
-        walk(decoder, limits, |checked, entry| {
-            write_entry(dest, &mut dirs, &pool, checked, entry)
+        walk(decoder, options.limits, |checked, entry| {
+            write_entry(dest, &mut dirs, &pool, checked, entry, per_file)?;
+            files += 1;
+            if files.is_multiple_of(512) {
+                options.progress.set_message(format!("{files} files"));
+            }
+            Ok(())
         })
     };
     let written = pool.finish();
@@ -58,7 +75,11 @@ pub fn unpack(
     // Bytes after the tar end marker are still the archive's, and still hashed.
     io::copy(&mut hashing, &mut io::sink()).map_err(EntryError::Decode)?;
     dirs.apply_modes().map_err(EntryError::Write)?;
-    sync_filesystem(dest).map_err(EntryError::Write)?;
+    match options.sync {
+        SyncMode::Filesystem => sync_filesystem(dest),
+        SyncMode::Files => dirs.sync_all(),
+    }
+    .map_err(EntryError::Write)?;
     let (_, sha256, size) = hashing.finish();
     Ok(Unpacked { totals, sha256, size })
 }
@@ -69,6 +90,7 @@ fn write_entry<R: Read>(
     pool: &Pool,
     checked: &Checked,
     entry: &mut tar::Entry<'_, R>,
+    per_file: bool,
 ) -> io::Result<()> {
     if checked.path.is_empty() {
         return Ok(());
@@ -94,7 +116,7 @@ fn write_entry<R: Read>(
             } else {
                 let mut file = create(&path, mode)?;
                 io::copy(entry, &mut file)?;
-                Ok(())
+                if per_file { file.sync_all() } else { Ok(()) }
             }
         }
     }
@@ -184,6 +206,14 @@ impl Dirs {
         Ok(())
     }
 
+    /// Syncs every directory of the release, the root last.
+    fn sync_all(&self) -> io::Result<()> {
+        for path in &self.made {
+            sync_dir(&self.root.join(path))?;
+        }
+        sync_dir(&self.root)
+    }
+
     fn apply_modes(&self) -> io::Result<()> {
         for (path, mode) in self.modes.iter().rev() {
             fs::set_permissions(self.root.join(path), fs::Permissions::from_mode(*mode))?;
@@ -196,13 +226,15 @@ impl Dirs {
 /// the kernel takes the writes.
 struct Pool {
     jobs: Option<SyncSender<(PathBuf, u32, Vec<u8>)>>,
+
     threads: Vec<JoinHandle<()>>,
     failed: Arc<AtomicBool>,
     error: Arc<Mutex<Option<io::Error>>>,
 }
 
 impl Pool {
-    fn start() -> Self {
+    /// `per_file`: fsync each file after writing it.
+    fn start(per_file: bool) -> Self {
         let (sender, receiver) = sync_channel::<(PathBuf, u32, Vec<u8>)>(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         let failed = Arc::new(AtomicBool::new(false));
@@ -214,7 +246,10 @@ impl Pool {
                     loop {
                         let job = receiver.lock().expect("writer queue").recv();
                         let Ok((path, mode, data)) = job else { return };
-                        let written = create(&path, mode).and_then(|mut file| file.write_all(&data));
+                        let written = create(&path, mode).and_then(|mut file| {
+                            file.write_all(&data)?;
+                            if per_file { file.sync_all() } else { Ok(()) }
+                        });
                         if let Err(err) = written {
                             let err = io::Error::new(err.kind(), format!("{}: {err}", path.display()));
                             error.lock().expect("writer error").get_or_insert(err);
