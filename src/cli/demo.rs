@@ -84,7 +84,7 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
         release.display()
     ))?;
     let _entered = runtime.enter();
-    let store = store::open(&config.store, None)?;
+    let store = store::open(&config.store, None, store::Access::Write)?;
     let limits = config.deploy.limits();
     let pushed = runtime.block_on(push(&store, &release, TAG, Some(&environment), limits, |_| {}))?;
     say(&format!(

@@ -26,7 +26,7 @@ pub fn deploy(global: &GlobalArgs, tag: Option<&str>) -> anyhow::Result<Exit> {
             None => Some(identity::resolve(&config.identity, &config.identity.source).await?),
         };
         let credentials = identity.as_ref().and_then(|i| i.credentials.as_ref());
-        let store = store::open(&config.store, credentials)?;
+        let store = store::open(&config.store, credentials, store::Access::Read)?;
         let manifest = match &identity {
             Some(identity) => deploy::target(&config, identity, &store).await?,
             None => deploy::target_tag(&store, tag.unwrap_or_default()).await?,
@@ -89,7 +89,7 @@ fn open_state(dir: &std::path::Path) -> anyhow::Result<StateDir> {
 }
 
 /// Bytes and rate on a terminal; nothing elsewhere.
-fn progress_bar(global: &GlobalArgs) -> indicatif::ProgressBar {
+pub(super) fn progress_bar(global: &GlobalArgs) -> indicatif::ProgressBar {
     if global.quiet || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }

@@ -13,6 +13,7 @@ mod demo;
 mod deploy;
 mod identity;
 mod release;
+mod run;
 
 use std::path::PathBuf;
 
@@ -158,18 +159,14 @@ impl Cli {
         match &self.command {
             Command::Identity => identity::run(global),
             Command::Demo => demo::run(global),
-            Command::Run => not_yet("run"),
-            Command::Plan => not_yet("plan"),
+            Command::Run => run::run(global),
+            Command::Plan => run::plan(global),
             Command::Deploy { tag } => deploy::deploy(global, tag.as_deref()),
             Command::Rollback { to } => deploy::rollback(global, to.as_deref()),
-            Command::Status { .. } => not_yet("status"),
+            Command::Status { wait } => run::status(global, *wait),
             Command::Release(command) => release::run(global, command),
         }
     }
-}
-
-fn not_yet(command: &str) -> anyhow::Result<Exit> {
-    anyhow::bail!("`bootlace {command}` is not implemented yet")
 }
 
 /// A runtime for one command. Single-threaded: bootlace's network work is a handful of

@@ -18,7 +18,11 @@ pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit
     let config = global.settings()?;
     let runtime = runtime()?;
     let _guard = runtime.enter();
-    let store = store::open(&config.store, None)?;
+    let access = match command {
+        ReleaseCommand::List { .. } | ReleaseCommand::Show { .. } => store::Access::Read,
+        _ => store::Access::Write,
+    };
+    let store = store::open(&config.store, None, access)?;
     runtime.block_on(async {
         match command {
             ReleaseCommand::Push { path, tag, env } => {

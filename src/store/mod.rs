@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tracing::{debug, warn};
 
-pub use open::open;
+pub use open::{Access, open};
 
 /// Archives are uploaded in parts of this size, a few at a time: memory stays near
 /// `PART_SIZE * UPLOAD_CONCURRENCY` whatever the archive's size.
@@ -152,6 +152,15 @@ impl Store {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(err) => Err(self.error("checking", key, &err)),
         }
+    }
+
+    /// Writes `bytes` at `key`, replacing what is there (reports, not releases).
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.objects
+            .put(&self.path(key), PutPayload::from(bytes))
+            .await
+            .map(drop)
+            .map_err(|e| self.error("writing", key, &e))
     }
 
     /// Keys directly under `dir` (a layout folder such as `builds/`).

@@ -19,8 +19,20 @@ use crate::exit::BadInput;
 use crate::identity::imds::endpoint as imds_endpoint;
 use crate::identity::userdata::Credentials;
 
+/// Whether a command writes to the store: only then is a missing `file://` directory
+/// created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
 /// Opens the store that `config` names. `credentials` are the legacy user-data keys.
-pub fn open(config: &StoreConfig, credentials: Option<&Credentials>) -> anyhow::Result<Store> {
+pub fn open(
+    config: &StoreConfig,
+    credentials: Option<&Credentials>,
+    access: Access,
+) -> anyhow::Result<Store> {
     let text = config.url.as_deref().ok_or_else(|| {
         BadInput("no store configured: set store.url in the config file, --store or BOOTLACE_STORE".into())
     })?;
@@ -45,8 +57,12 @@ pub fn open(config: &StoreConfig, credentials: Option<&Credentials>) -> anyhow::
             let root = url
                 .to_file_path()
                 .map_err(|_| BadInput(format!("store URL {text:?}: not a local path")))?;
-            std::fs::create_dir_all(&root)
-                .map_err(|e| anyhow::anyhow!("creating store {}: {e}", root.display()))?;
+            if access == Access::Write {
+                std::fs::create_dir_all(&root)
+                    .map_err(|e| anyhow::anyhow!("creating store {}: {e}", root.display()))?;
+            } else if !root.is_dir() {
+                return Err(BadInput(format!("store {text:?}: no such directory")).into());
+            }
             // Synced writes: after a crash a pointer never names a half-written manifest.
             let local = LocalFileSystem::new_with_prefix(&root)
                 .map_err(bad)?

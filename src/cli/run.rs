@@ -1,0 +1,173 @@
+//! `bootlace run`, `plan` and `status`: the boot flow, its dry run, and its record.
+
+use std::fs::File;
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{GlobalArgs, print_json, runtime};
+use crate::exit::Exit;
+use crate::report::{Report, Status};
+use crate::{deploy, identity, init, release, store};
+
+pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let config = global.settings()?;
+    let runtime = runtime()?;
+    let _entered = runtime.enter();
+    let ran = runtime.block_on(crate::run::boot(&config, super::deploy::progress_bar(global)))?;
+    if global.json {
+        print_json(&ran.report)?;
+    } else {
+        outln!("{}", summary(&ran.report));
+    }
+    if let Some(error) = &ran.report.error {
+        eprintln!(
+            "{}: {error}",
+            if ran.report.status == Status::Degraded {
+                "warning"
+            } else {
+                "error"
+            }
+        );
+    }
+    Ok(ran.exit)
+}
+
+pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let config = global.settings()?;
+    let runtime = runtime()?;
+    let _entered = runtime.enter();
+    let (identity, manifest) = runtime.block_on(async {
+        let identity = identity::resolve(&config.identity, &config.identity.source).await?;
+        let store = store::open(&config.store, identity.credentials.as_ref(), store::Access::Read)?;
+        let manifest = deploy::target(&config, &identity, &store).await?;
+        anyhow::Ok((identity, manifest))
+    })?;
+    let pointer = release::pointer_name_for(&config.deploy.pointer, &identity)?;
+    // Read-only looks: nothing in the state dir is created or locked.
+    let state_dir = &config.deploy.state_dir;
+    let release_dir = state_dir.join("releases").join(&manifest.tag);
+    let present = release_dir.is_dir();
+    let current = std::fs::read_link(state_dir.join("current"))
+        .ok()
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let candidates = init::candidates(&config.init, &identity, &release_dir)?;
+    let would_run = present.then(|| candidates.iter().find(|c| c.present)).flatten();
+    if global.json {
+        let listed: Vec<_> = candidates
+            .iter()
+            .map(|c| json!({"script": c.script, "present": present.then_some(c.present)}))
+            .collect();
+        print_json(&json!({
+            "identity": identity, "pointer": pointer, "tag": manifest.tag, "sha256": manifest.sha256,
+            "present": present, "current": current, "candidates": listed,
+            "would_run": would_run.map(|c| &c.script),
+        }))?;
+        return Ok(Exit::Ok);
+    }
+    outln!(
+        "identity   {} ({} / {} / {})",
+        identity.machine_id,
+        show(&identity.environment),
+        show(&identity.role),
+        show(&identity.context)
+    );
+    let cached = if present {
+        "present, no download"
+    } else {
+        "not present, would download"
+    };
+    outln!(
+        "pointer    {pointer} -> {} ({cached}, {} bytes)",
+        manifest.tag,
+        manifest.size
+    );
+    outln!("current    {}", current.as_deref().unwrap_or("-"));
+    outln!("init       candidates under {}:", config.init.root);
+    for candidate in &candidates {
+        let mark = match (present, candidate.present) {
+            (false, _) => "unknown until deployed",
+            (true, true) => "present",
+            (true, false) => "missing",
+        };
+        let chosen = if would_run.is_some_and(|c| std::ptr::eq(c, candidate)) {
+            "  <- would run"
+        } else {
+            ""
+        };
+        outln!("  {:50} {mark}{chosen}", candidate.script);
+    }
+    if present && would_run.is_none() {
+        outln!("no init script would run");
+    }
+    Ok(Exit::Ok)
+}
+
+pub fn status(global: &GlobalArgs, wait: bool) -> anyhow::Result<Exit> {
+    let config = global.settings()?;
+    let state_dir = &config.deploy.state_dir;
+    if wait {
+        wait_for_run(state_dir)?;
+    }
+    let report = Report::load(state_dir)?
+        .ok_or_else(|| anyhow::anyhow!("no run recorded in {}", state_dir.display()))?;
+    if global.json {
+        print_json(&report)?;
+    } else {
+        outln!("{}", summary(&report));
+        outln!("  started {}, finished {}", report.started_at, report.finished_at);
+        if let Some(error) = &report.error {
+            outln!("  error: {error}");
+        }
+    }
+    Ok(match report.status {
+        Status::Ok => Exit::Ok,
+        Status::Failed => Exit::Failed,
+        Status::Degraded => Exit::Degraded,
+    })
+}
+
+/// Waits while a run holds the state dir's lock; returns at once when none does.
+fn wait_for_run(state_dir: &Path) -> anyhow::Result<()> {
+    // No lock file: nothing has ever run here, so nothing is running.
+    let Ok(file) = File::options().write(true).open(state_dir.join("lock")) else {
+        return Ok(());
+    };
+    if file.try_lock().is_err() {
+        tracing::info!("waiting for the run in progress");
+        file.lock()?;
+    }
+    Ok(())
+}
+
+/// One line: what the run did.
+fn summary(report: &Report) -> String {
+    let status = match report.status {
+        Status::Ok => "ok",
+        Status::Failed => "failed",
+        Status::Degraded => "degraded",
+    };
+    let tag = report.tag.as_deref().unwrap_or("-");
+    let deployed = if report.deployed {
+        "deployed"
+    } else {
+        "already present"
+    };
+    let init = match &report.init {
+        Some(init) => format!(
+            "init {} exited {} in {} ms",
+            init.script,
+            init.exit_code.map_or("-".into(), |c| c.to_string()),
+            init.duration_ms
+        ),
+        None => "no init script".into(),
+    };
+    format!(
+        "run {status}: {tag} ({deployed}), {init}; {} ms in all",
+        report.timings_ms.total
+    )
+}
+
+fn show(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("-")
+}

@@ -1,0 +1,119 @@
+//! The run report (DESIGN §5): what a boot run did, written atomically to
+//! `<state_dir>/last-run.json`, kept in `<state_dir>/runs/` (the last 20), and uploaded
+//! to `reports/<environment>/<role>/<machine_id>.json`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::deploy::state::sync_dir;
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const LAST_RUN: &str = "last-run.json";
+const RUNS: &str = "runs";
+const KEEP_RUNS: usize = 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Failed,
+    Degraded,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub format_version: u32,
+    pub status: Status,
+    pub machine_id: Option<String>,
+    pub environment: Option<String>,
+    pub role: Option<String>,
+    pub context: Option<String>,
+    pub tag: Option<String>,
+    pub sha256: Option<String>,
+    pub deployed: bool,
+    pub init: Option<Init>,
+    pub timings_ms: Timings,
+    pub started_at: String,
+    pub finished_at: String,
+    pub bootlace_version: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Init {
+    pub script: String,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    pub output_tail: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Timings {
+    pub identity: u64,
+    pub deploy: u64,
+    pub init: u64,
+    pub total: u64,
+}
+
+impl Report {
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("a report always serialises");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Writes the report as `last-run.json` (temp file, fsync, rename, fsync the dir)
+    /// and into `runs/`, keeping the last 20 there.
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        let bytes = self.to_json();
+        let runs = state_dir.join(RUNS);
+        fs::create_dir_all(&runs)?;
+        let name = format!(
+            "{}-{:08x}.json",
+            self.started_at.replace(':', ""),
+            fastrand::u32(..)
+        );
+        write_atomic(&runs.join(name), &bytes)?;
+        write_atomic(&state_dir.join(LAST_RUN), &bytes)?;
+        prune_runs(&runs)
+    }
+
+    /// The last report in `state_dir`, if any.
+    pub fn load(state_dir: &Path) -> anyhow::Result<Option<Report>> {
+        let path = state_dir.join(LAST_RUN);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+                    anyhow::anyhow!("reading {}: {e}", path.display())
+                })?))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(anyhow::anyhow!("reading {}: {err}", path.display())),
+        }
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+fn prune_runs(runs: &Path) -> std::io::Result<()> {
+    let mut names: Vec<PathBuf> = fs::read_dir(runs)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    let excess = names.len().saturating_sub(KEEP_RUNS);
+    for old in &names[..excess] {
+        fs::remove_file(old)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! The boot run (DESIGN §1): lock → identity → deploy → init → report. Every run ends
+//! with a report, whatever failed; a store that cannot be reached while a verified
+//! release is current degrades the run instead of failing the boot.
+
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::deploy::{self, state::StateDir};
+use crate::exit::{self, Exit};
+use crate::identity::{self, Identity};
+use crate::init;
+use crate::report::{self, Report, Status, Timings};
+use crate::store::{self, Store, StoreError, layout};
+
+/// A finished run: its report and the exit code it maps to.
+pub struct Ran {
+    pub report: Report,
+    pub exit: Exit,
+}
+
+/// Runs the boot flow. Only a state dir that cannot be opened or locked is an `Err`;
+/// everything after that ends in a report.
+pub async fn boot(config: &Config, progress: deploy::fetch::Progress) -> anyhow::Result<Ran> {
+    let state = StateDir::open(&config.deploy.state_dir)
+        .map_err(|e| anyhow::anyhow!("opening state dir {}: {e}", config.deploy.state_dir.display()))?;
+    let _lock = state
+        .lock()
+        .map_err(|e| anyhow::anyhow!("taking the state dir lock: {e}"))?;
+    let mut run = Run::new();
+    let identity = match run
+        .time(
+            |t| &mut t.identity,
+            identity::resolve(&config.identity, &config.identity.source),
+        )
+        .await
+    {
+        Ok(identity) => identity,
+        Err(err) => return Ok(run.finish(config, &state, None, None, Err(err)).await),
+    };
+    run.note_identity(&identity);
+    let store = match store::open(&config.store, identity.credentials.as_ref(), store::Access::Read) {
+        Ok(store) => store,
+        Err(err) => return Ok(run.finish(config, &state, Some(&identity), None, Err(err)).await),
+    };
+    let deployed = run
+        .time(
+            |t| &mut t.deploy,
+            deploy_step(config, &state, &store, &identity, progress),
+        )
+        .await;
+    let tag = match deployed {
+        Ok(deployed) => {
+            run.tag = Some(deployed.tag.clone());
+            run.sha256 = Some(deployed.sha256);
+            run.deployed = deployed.deployed;
+            deployed.tag
+        }
+        Err(err) if is_unreachable(&err) => match state.current() {
+            Some(current) => {
+                warn!(
+                    "{}; running the current release {current} (degraded)",
+                    exit::one_line(&err)
+                );
+                run.degraded = Some(exit::one_line(&err));
+                run.tag = Some(current.clone());
+                current
+            }
+            None => {
+                return Ok(run
+                    .finish(config, &state, Some(&identity), Some(&store), Err(err))
+                    .await);
+            }
+        },
+        Err(err) => {
+            return Ok(run
+                .finish(config, &state, Some(&identity), Some(&store), Err(err))
+                .await);
+        }
+    };
+    let started = Instant::now();
+    let result = run_init(config, &state, &identity, &tag, &mut run);
+    run.timings.init = started.elapsed().as_millis() as u64;
+    Ok(run
+        .finish(config, &state, Some(&identity), Some(&store), result)
+        .await)
+}
+
+/// Deploys what the pointer names.
+async fn deploy_step(
+    config: &Config,
+    state: &StateDir,
+    store: &Store,
+    identity: &Identity,
+    progress: deploy::fetch::Progress,
+) -> anyhow::Result<deploy::Deployed> {
+    let manifest = deploy::target(config, identity, store).await?;
+    deploy::deploy(config, state, store, &manifest, progress).await
+}
+
+/// Whether an error means the store could not be reached (or would not answer).
+fn is_unreachable(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<StoreError>())
+}
+
+fn run_init(
+    config: &Config,
+    state: &StateDir,
+    identity: &Identity,
+    tag: &str,
+    run: &mut Run,
+) -> anyhow::Result<()> {
+    let release = state.release(tag);
+    let candidates = init::candidates(&config.init, identity, &release)?;
+    let Some(chosen) = candidates.iter().find(|c| c.present) else {
+        info!("no init script: none of {} candidates exists", candidates.len());
+        return Ok(());
+    };
+    info!("running init script {}", chosen.script);
+    let env = init::environment(identity, tag, &release);
+    let outcome = init::run(chosen, &release, &env, config.init.timeout)?;
+    let succeeded = outcome.succeeded();
+    let (timed_out, code) = (outcome.timed_out, outcome.exit_code);
+    run.init = Some(report::Init {
+        script: outcome.script,
+        exit_code: outcome.exit_code,
+        duration_ms: outcome.duration_ms,
+        output_tail: outcome.output_tail,
+    });
+    match (succeeded, timed_out) {
+        (true, _) => Ok(()),
+        (false, true) => anyhow::bail!(
+            "init script {} timed out after {}",
+            chosen.script,
+            humantime::format_duration(config.init.timeout)
+        ),
+        (false, false) => anyhow::bail!("init script {} exited with {}", chosen.script, code.unwrap_or(-1)),
+    }
+}
+
+/// What a run has learned so far.
+struct Run {
+    started: Instant,
+    started_at: String,
+    timings: Timings,
+    machine_id: Option<String>,
+    environment: Option<String>,
+    role: Option<String>,
+    context: Option<String>,
+    tag: Option<String>,
+    sha256: Option<String>,
+    deployed: bool,
+    init: Option<report::Init>,
+    degraded: Option<String>,
+}
+
+impl Run {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            started_at: crate::release::now(),
+            timings: Timings::default(),
+            machine_id: None,
+            environment: None,
+            role: None,
+            context: None,
+            tag: None,
+            sha256: None,
+            deployed: false,
+            init: None,
+            degraded: None,
+        }
+    }
+
+    async fn time<T>(&mut self, field: fn(&mut Timings) -> &mut u64, step: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = step.await;
+        *field(&mut self.timings) = started.elapsed().as_millis() as u64;
+        result
+    }
+
+    fn note_identity(&mut self, identity: &Identity) {
+        self.machine_id = Some(identity.machine_id.clone());
+        self.environment = identity.environment.clone();
+        self.role = identity.role.clone();
+        self.context = identity.context.clone();
+    }
+
+    /// Writes the report locally and to the store, and picks the exit code.
+    async fn finish(
+        mut self,
+        config: &Config,
+        state: &StateDir,
+        identity: Option<&Identity>,
+        store: Option<&Store>,
+        result: anyhow::Result<()>,
+    ) -> Ran {
+        let (status, exit, error) = match (&result, &self.degraded) {
+            (Err(err), _) => (Status::Failed, exit::classify(err), Some(exit::one_line(err))),
+            (Ok(()), Some(why)) => (
+                Status::Degraded,
+                Exit::Degraded,
+                Some(format!("store unreachable: {why}")),
+            ),
+            (Ok(()), None) => (Status::Ok, Exit::Ok, None),
+        };
+        self.timings.total = self.started.elapsed().as_millis() as u64;
+        let report = Report {
+            format_version: report::FORMAT_VERSION,
+            status,
+            machine_id: self.machine_id.take(),
+            environment: self.environment.take(),
+            role: self.role.take(),
+            context: self.context.take(),
+            tag: self.tag.take(),
+            sha256: self.sha256.take(),
+            deployed: self.deployed,
+            init: self.init.take(),
+            timings_ms: std::mem::take(&mut self.timings),
+            started_at: self.started_at.clone(),
+            finished_at: crate::release::now(),
+            bootlace_version: env!("CARGO_PKG_VERSION").to_owned(),
+            error,
+        };
+        if let Err(err) = report.save(state.root()) {
+            warn!("writing the report to {}: {err}", state.root().display());
+        }
+        if let (true, Some(identity), Some(store)) = (config.report.upload, identity, store) {
+            upload(&report, identity, store).await;
+        }
+        Ran { report, exit }
+    }
+}
+
+/// Uploads the report; a failure is logged, never fatal.
+async fn upload(report: &Report, identity: &Identity, store: &Store) {
+    let (Some(environment), Some(role)) = (&identity.environment, &identity.role) else {
+        warn!("not uploading the report: user-data gives no environment or role");
+        return;
+    };
+    let key = layout::report(environment, role, &identity.machine_id);
+    if let Err(err) = store.put(&key, report.to_json().into()).await {
+        warn!("uploading the report: {err}");
+    }
+}
