@@ -106,11 +106,14 @@ impl Outcome {
 
 /// Runs `candidate` (which must exist) in `release`. The script must be a regular file
 /// inside the release once symlinks are resolved.
+/// `quiet_stdout`: the script's stdout goes to our stderr, for `--json` runs whose
+/// stdout is the report alone.
 pub fn run(
     candidate: &Candidate,
     release: &Path,
     env: &BTreeMap<String, String>,
     timeout: Duration,
+    quiet_stdout: bool,
 ) -> anyhow::Result<Outcome> {
     let script = checked_script(&candidate.path, release)?;
     let executable = std::fs::metadata(&script)?.permissions().mode() & 0o111 != 0;
@@ -135,10 +138,8 @@ pub fn run(
         .spawn()
         .map_err(|e| anyhow::anyhow!("starting init script {}: {e}", script.display()))?;
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_BYTES)));
-    let (out_done, err_done) = (
-        relay(child.stdout.take(), io::stdout, &tail),
-        relay(child.stderr.take(), io::stderr, &tail),
-    );
+    let out_done = relay(child.stdout.take(), quiet_stdout, &tail);
+    let err_done = relay(child.stderr.take(), true, &tail);
     let (status, timed_out) = wait(&mut child, timeout)?;
     for done in [out_done, err_done] {
         let _ = done.recv_timeout(DRAIN);
@@ -211,11 +212,11 @@ fn signal_group(group: i32, signal: i32) {
     }
 }
 
-/// Copies a pipe to our own stream and into the shared tail; the receiver hears when
-/// the pipe closes.
-fn relay<W: Write + 'static>(
+/// Copies a pipe to our stdout (or stderr) and into the shared tail; the receiver
+/// hears when the pipe closes.
+fn relay(
     pipe: Option<impl Read + Send + 'static>,
-    sink: fn() -> W,
+    to_stderr: bool,
     tail: &Arc<Mutex<VecDeque<u8>>>,
 ) -> std::sync::mpsc::Receiver<()> {
     let (done, finished) = std::sync::mpsc::channel();
@@ -227,7 +228,11 @@ fn relay<W: Write + 'static>(
                 if n == 0 {
                     break;
                 }
-                let _ = sink().write_all(&buffer[..n]);
+                let _ = if to_stderr {
+                    io::stderr().write_all(&buffer[..n])
+                } else {
+                    io::stdout().write_all(&buffer[..n])
+                };
                 let mut tail = tail.lock().expect("tail");
                 tail.extend(&buffer[..n]);
                 let excess = tail.len().saturating_sub(TAIL_BYTES);

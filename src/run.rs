@@ -22,7 +22,8 @@ pub struct Ran {
 
 /// Runs the boot flow. Only a state dir that cannot be opened or locked is an `Err`;
 /// everything after that ends in a report.
-pub async fn boot(config: &Config, progress: deploy::fetch::Progress) -> anyhow::Result<Ran> {
+/// `json`: stdout carries only the report, so the init script's stdout goes to stderr.
+pub async fn boot(config: &Config, progress: deploy::fetch::Progress, json: bool) -> anyhow::Result<Ran> {
     let state = StateDir::open(&config.deploy.state_dir)
         .map_err(|e| anyhow::anyhow!("opening state dir {}: {e}", config.deploy.state_dir.display()))?;
     let _lock = state
@@ -80,7 +81,7 @@ pub async fn boot(config: &Config, progress: deploy::fetch::Progress) -> anyhow:
         }
     };
     let started = Instant::now();
-    let result = run_init(config, &state, &identity, &tag, &mut run);
+    let result = run_init(config, &state, &identity, &tag, json, &mut run);
     run.timings.init = started.elapsed().as_millis() as u64;
     Ok(run
         .finish(config, &state, Some(&identity), Some(&store), result)
@@ -109,6 +110,7 @@ fn run_init(
     state: &StateDir,
     identity: &Identity,
     tag: &str,
+    json: bool,
     run: &mut Run,
 ) -> anyhow::Result<()> {
     let release = state.release(tag);
@@ -119,7 +121,7 @@ fn run_init(
     };
     info!("running init script {}", chosen.script);
     let env = init::environment(identity, tag, &release);
-    let outcome = init::run(chosen, &release, &env, config.init.timeout)?;
+    let outcome = init::run(chosen, &release, &env, config.init.timeout, json)?;
     let succeeded = outcome.succeeded();
     let (timed_out, code) = (outcome.timed_out, outcome.exit_code);
     run.init = Some(report::Init {

@@ -195,17 +195,15 @@ fn every_command_of_the_contract_is_declared() {
 }
 
 #[test]
-fn commands_still_to_come_say_so_with_exit_1() {
-    let commands: [&[&str]; 3] = [&["run"], &["plan"], &["status", "--wait"]];
-    for args in commands {
-        let out = run(bootlace().args(args));
-        assert_eq!(out.code, 1, "{args:?}");
-        assert!(
-            out.assert_one_error_line().contains("not implemented yet"),
-            "{}",
-            out.stderr
-        );
-    }
+fn status_without_a_run_says_so_and_does_not_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(bootlace().args(["--state-dir", dir.path().to_str().unwrap(), "status", "--wait"]));
+    assert_eq!(out.code, 1, "no run recorded");
+    assert!(
+        out.assert_one_error_line().contains("no run recorded"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -219,24 +217,42 @@ fn version_prints() {
 }
 
 #[test]
-fn demo_resolves_the_identity_and_pushes_a_release() {
+fn demo_runs_the_whole_flow() {
     let out = run(bootlace().arg("demo"));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("i-0123456789abcdef0"), "{}", out.stdout);
-    assert!(out.stdout.contains("memcached"), "{}", out.stdout);
     assert!(
         out.stdout.contains("demo-1") && out.stdout.contains("prod (serial 1)"),
         "{}",
         out.stdout
     );
+    // The machine-specific script of the sample release ran, and only it.
+    assert!(
+        out.stdout.contains("init for machine i-0123456789abcdef0"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("init for memcached in context"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("hello from the sample release"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("demo finished: run ok"), "{}", out.stdout);
+
     let out = run(bootlace().args(["--json", "demo"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("stdout is only JSON");
     assert_eq!(json["identity"]["role"], "memcached");
     assert_eq!(json["identity"]["extra"]["team"], "storage");
-    assert_eq!(json["manifest"]["tag"], "demo-1");
     assert_eq!(json["manifest"]["files"], 4);
-    assert_eq!(json["pointer"]["tag"], "demo-1");
+    assert_eq!(json["report"]["status"], "ok");
+    assert_eq!(json["report"]["init"]["script"], "b/prod/i-0123456789abcdef0.sh");
+    assert_eq!(json["report"]["init"]["exit_code"], 0);
 }
 
 #[test]

@@ -92,16 +92,39 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
         pushed.manifest.files, pushed.manifest.sha256
     ))?;
     say("   $ bootlace release list")?;
+    if !global.json {
+        runtime.block_on(super::release::list(global, &config, &store, None))?;
+    }
+
+    config.deploy.state_dir = dir.path().join("state");
+    say(&format!(
+        "\n== boot: the instance runs `bootlace run` with its state in {}",
+        config.deploy.state_dir.display()
+    ))?;
+    say("   init candidates, most specific first; the first that exists runs, and only it:")?;
+    for candidate in &config.init.candidates {
+        say(&format!("     {}/{candidate}", config.init.root))?;
+    }
+    say("   --- init output ---")?;
+    let ran = runtime.block_on(crate::run::boot(
+        &config,
+        indicatif::ProgressBar::hidden(),
+        global.json,
+    ))?;
     if global.json {
         print_json(
-            &serde_json::json!({"identity": identity, "manifest": pushed.manifest,
-            "pointer": pushed.pointer.map(|(_, moved)| moved.pointer)}),
+            &serde_json::json!({"identity": identity, "manifest": pushed.manifest, "report": ran.report}),
         )?;
     } else {
-        runtime.block_on(super::release::list(global, &config, &store, None))?;
-        say("\ndemo finished: identity resolved, release pushed")?;
+        say("   --- end of init output ---")?;
+        say(&format!(
+            "\n== report: {}/last-run.json",
+            config.deploy.state_dir.display()
+        ))?;
+        outln!("{}", String::from_utf8_lossy(&ran.report.to_json()).trim_end());
+        say(&format!("\ndemo finished: {}", super::run::summary(&ran.report)))?;
     }
-    Ok(Exit::Ok)
+    Ok(ran.exit)
 }
 
 fn write_release(root: &Path) -> std::io::Result<()> {

@@ -14,7 +14,11 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     let config = global.settings()?;
     let runtime = runtime()?;
     let _entered = runtime.enter();
-    let ran = runtime.block_on(crate::run::boot(&config, super::deploy::progress_bar(global)))?;
+    let ran = runtime.block_on(crate::run::boot(
+        &config,
+        super::deploy::progress_bar(global),
+        global.json,
+    ))?;
     if global.json {
         print_json(&ran.report)?;
     } else {
@@ -141,7 +145,7 @@ fn wait_for_run(state_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// One line: what the run did.
-fn summary(report: &Report) -> String {
+pub(super) fn summary(report: &Report) -> String {
     let status = match report.status {
         Status::Ok => "ok",
         Status::Failed => "failed",
