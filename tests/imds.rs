@@ -51,8 +51,9 @@ fn imdsv2_identity_as_json() {
             "extra": {"team": "storage"},
         })
     );
-    // One token, reused for all five GETs; no GET went without it.
+    // One token, asked for the SDKs' 6 hours and reused for all five GETs.
     assert_eq!(imds.token_requests(), 1);
+    assert_eq!(imds.ttls(), [21600]);
     let seen = imds.seen();
     assert_eq!(seen.len(), 6, "{seen:?}");
     assert!(seen.iter().all(|s| s.status == 200), "{seen:?}");

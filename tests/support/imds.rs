@@ -89,6 +89,7 @@ struct State {
     options: Options,
     tokens: HashMap<String, Instant>,
     issued: u32,
+    ttls: Vec<u32>,
     seen: Vec<Seen>,
 }
 
@@ -114,6 +115,7 @@ impl Imds {
             options,
             tokens: HashMap::new(),
             issued: 0,
+            ttls: Vec::new(),
             seen: Vec::new(),
         }));
         let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -145,6 +147,11 @@ impl Imds {
     /// Every token issued so far.
     pub fn issued_tokens(&self) -> Vec<String> {
         self.state.lock().unwrap().tokens.keys().cloned().collect()
+    }
+
+    /// The TTL each issued token was asked for.
+    pub fn ttls(&self) -> Vec<u32> {
+        self.state.lock().unwrap().ttls.clone()
     }
 
     /// How many token PUTs arrived.
@@ -296,6 +303,7 @@ fn token(state: &mut State, request: &Request<Incoming>) -> (StatusCode, Vec<u8>
         return (StatusCode::BAD_REQUEST, Vec::new(), None);
     };
     state.issued += 1;
+    state.ttls.push(ttl);
     let token: String = std::iter::repeat_with(fastrand::alphanumeric).take(56).collect();
     let expires = if state.options.expire_first_token && state.issued == 1 {
         Instant::now()
