@@ -59,29 +59,12 @@ pub fn candidates(
         .collect()
 }
 
-/// A template with the identity's values in place of `{context}` and the rest.
+/// A candidate template with the identity's values filled in: a relative path.
 fn fill(template: &str, identity: &Identity) -> Result<String, BadInput> {
-    let fields = [
-        ("{environment}", identity.environment.as_deref()),
-        ("{role}", identity.role.as_deref()),
-        ("{context}", identity.context.as_deref()),
-        ("{machine_id}", Some(identity.machine_id.as_str())),
-    ];
-    let mut text = template.to_owned();
-    for (placeholder, value) in fields {
-        if text.contains(placeholder) {
-            let value = value.ok_or_else(|| {
-                BadInput(format!(
-                    "init candidate {template:?} needs {placeholder}, which user-data does not give"
-                ))
-            })?;
-            text = text.replace(placeholder, value);
-        }
-    }
-    if text.contains('{') || text.contains('}') || text.starts_with('/') || text.split('/').any(|c| c == "..")
-    {
+    let text = identity.fill(template, "init candidate")?;
+    if text.starts_with('/') || text.split('/').any(|c| c == "..") {
         return Err(BadInput(format!(
-            "init candidate {template:?}: unknown placeholder, absolute path or `..`"
+            "init candidate {template:?}: absolute path or `..`"
         )));
     }
     Ok(text)

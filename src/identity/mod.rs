@@ -165,6 +165,34 @@ fn checked_machine_id(id: String, source: &impl IdentitySource) -> anyhow::Resul
 }
 
 impl Identity {
+    /// `template` with `{environment}`, `{role}`, `{context}` and `{machine_id}` filled
+    /// in; `setting` names the template in errors.
+    pub fn fill(&self, template: &str, setting: &str) -> Result<String, BadInput> {
+        let fields = [
+            ("{environment}", self.environment.as_deref()),
+            ("{role}", self.role.as_deref()),
+            ("{context}", self.context.as_deref()),
+            ("{machine_id}", Some(self.machine_id.as_str())),
+        ];
+        let mut text = template.to_owned();
+        for (placeholder, value) in fields {
+            if text.contains(placeholder) {
+                let value = value.ok_or_else(|| {
+                    BadInput(format!(
+                        "{setting} {template:?} needs {placeholder}, which user-data does not give"
+                    ))
+                })?;
+                text = text.replace(placeholder, value);
+            }
+        }
+        if text.contains('{') || text.contains('}') {
+            return Err(BadInput(format!(
+                "{setting} {template:?} names an unknown placeholder"
+            )));
+        }
+        Ok(text)
+    }
+
     /// The human form of `bootlace identity`: one `key  value` line each.
     pub fn to_text(&self) -> String {
         let none = "-";
@@ -195,6 +223,41 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn templates_fill_from_the_identity() {
+        let identity = Identity {
+            machine_id: "i-1".into(),
+            region: None,
+            availability_zone: None,
+            instance_type: None,
+            environment: Some("prod".into()),
+            role: None,
+            context: Some("b".into()),
+            extra: BTreeMap::new(),
+            credentials: None,
+        };
+        assert_eq!(
+            identity
+                .fill("{context}/{environment}/{machine_id}.sh", "x")
+                .unwrap(),
+            "b/prod/i-1.sh"
+        );
+        assert!(
+            identity
+                .fill("{role}", "x")
+                .unwrap_err()
+                .0
+                .contains("needs {role}")
+        );
+        assert!(
+            identity
+                .fill("{team}", "x")
+                .unwrap_err()
+                .0
+                .contains("unknown placeholder")
+        );
+    }
 
     #[test]
     fn source_spec_parses() {

@@ -43,28 +43,7 @@ pub fn pointer_name(template: &str, env: &str) -> Result<String, BadInput> {
 
 /// The pointer name an instance follows: `deploy.pointer` filled from its identity.
 pub fn pointer_name_for(template: &str, identity: &crate::identity::Identity) -> Result<String, BadInput> {
-    let fields = [
-        ("{environment}", identity.environment.as_deref()),
-        ("{role}", identity.role.as_deref()),
-        ("{context}", identity.context.as_deref()),
-        ("{machine_id}", Some(identity.machine_id.as_str())),
-    ];
-    let mut name = template.to_owned();
-    for (placeholder, value) in fields {
-        if name.contains(placeholder) {
-            let value = value.ok_or_else(|| {
-                BadInput(format!(
-                    "deploy.pointer = {template:?} needs {placeholder}, which user-data does not give"
-                ))
-            })?;
-            name = name.replace(placeholder, value);
-        }
-    }
-    if name.contains('{') || name.contains('}') {
-        return Err(BadInput(format!(
-            "deploy.pointer = {template:?} names an unknown placeholder"
-        )));
-    }
+    let name = identity.fill(template, "deploy.pointer")?;
     crate::identity::userdata::check_name(&name)
         .map_err(|why| BadInput(format!("pointer name {name:?} is not a valid name: {why}")))?;
     Ok(name)
