@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! store ─ one GET stream ───────────────┐
-//!       └ ranged GETs, a window at once ┴─► channel ─► sha256 ─► zstd/gzip ─► tar ─► policy ─► disk
+//!       └ ranged GETs, a window at once ┴─► sha256 ─► channel ─► zstd/gzip ─► tar ─► policy ─► disk
 //! ```
 //!
 //! Nothing is kept but the chunks in flight: no temporary copy of the archive, and
@@ -16,6 +16,7 @@ use std::path::Path;
 use anyhow::Context;
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::unpack::{Options, Unpacked, unpack};
@@ -59,19 +60,19 @@ pub async fn fetch_and_unpack(
     let unpacker =
         tokio::task::spawn_blocking(move || unpack(Incoming::new(receiver), compression, &dest, options));
     progress.set_length(manifest.size);
-    let sent = if ranges {
-        send_ranges(
-            store,
-            &manifest.archive,
-            manifest.size,
-            window,
-            &sender,
-            &progress,
-        )
-        .await
-    } else {
-        send_stream(store, &manifest.archive, &sender, &progress).await
+    // Hashing here, on the download side, keeps it off the busier unpacking thread.
+    let mut outgoing = Outgoing {
+        sender,
+        hasher: Sha256::new(),
+        size: 0,
+        progress: progress.clone(),
     };
+    let sent = if ranges {
+        send_ranges(store, &manifest.archive, manifest.size, window, &mut outgoing).await
+    } else {
+        send_stream(store, &manifest.archive, &mut outgoing).await
+    };
+    let Outgoing { sender, hasher, size, .. } = outgoing;
     drop(sender);
     let unpacked = unpacker.await.context("the unpacker stopped")?;
     progress.finish_and_clear();
@@ -81,12 +82,11 @@ pub async fn fetch_and_unpack(
     }
     let unpacked =
         unpacked.map_err(|e| anyhow::anyhow!("unpacking {}: {e}", store.url_of(&manifest.archive)))?;
-    if unpacked.sha256 != manifest.sha256 || unpacked.size != manifest.size {
+    let sha256 = hex::encode(hasher.finalize());
+    if sha256 != manifest.sha256 || size != manifest.size {
         anyhow::bail!(
-            "{} is not the archive the manifest names: sha256 {} ({} bytes), expected {} ({} bytes)",
+            "{} is not the archive the manifest names: sha256 {sha256} ({size} bytes), expected {} ({} bytes)",
             store.url_of(&manifest.archive),
-            unpacked.sha256,
-            unpacked.size,
             manifest.sha256,
             manifest.size
         );
@@ -94,19 +94,29 @@ pub async fn fetch_and_unpack(
     Ok(unpacked)
 }
 
+/// The sending end: every chunk is hashed and counted on its way to the unpacker.
+struct Outgoing {
+    sender: mpsc::Sender<Chunk>,
+    hasher: Sha256,
+    size: u64,
+    progress: Progress,
+}
+
+impl Outgoing {
+    /// Passes a chunk on; `false` when the unpacker has stopped (it says why).
+    async fn send(&mut self, chunk: Bytes) -> bool {
+        self.hasher.update(&chunk);
+        self.size += chunk.len() as u64;
+        self.progress.inc(chunk.len() as u64);
+        self.sender.send(Ok(chunk)).await.is_ok()
+    }
+}
+
 /// One GET, its chunks passed on as they come.
-async fn send_stream(
-    store: &Store,
-    key: &str,
-    sender: &mpsc::Sender<Chunk>,
-    progress: &Progress,
-) -> Result<(), StoreError> {
+async fn send_stream(store: &Store, key: &str, outgoing: &mut Outgoing) -> Result<(), StoreError> {
     let mut stream = store.get_stream(key).await?;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        progress.inc(chunk.len() as u64);
-        if sender.send(Ok(chunk)).await.is_err() {
-            // The unpacker stopped; it says why.
+        if !outgoing.send(chunk?).await {
             return Ok(());
         }
     }
@@ -120,8 +130,7 @@ async fn send_ranges(
     key: &str,
     size: u64,
     window: usize,
-    sender: &mpsc::Sender<Chunk>,
-    progress: &Progress,
+    outgoing: &mut Outgoing,
 ) -> Result<(), StoreError> {
     let parts: Vec<Range<u64>> = (0..size)
         .step_by(PART as usize)
@@ -134,11 +143,10 @@ async fn send_ranges(
                 "{} answers ranges with the whole object; reading it as one stream",
                 store.url()
             );
-            return send_stream(store, key, sender, progress).await;
+            return send_stream(store, key, outgoing).await;
         }
     };
-    progress.inc(first.len() as u64);
-    if sender.send(Ok(first)).await.is_err() {
+    if !outgoing.send(first).await {
         return Ok(());
     }
     let mut rest = futures::stream::iter(parts[1..].to_vec())
@@ -155,8 +163,7 @@ async fn send_ranges(
                 });
             }
         };
-        progress.inc(bytes.len() as u64);
-        if sender.send(Ok(bytes)).await.is_err() {
+        if !outgoing.send(bytes).await {
             return Ok(());
         }
     }

@@ -1,7 +1,8 @@
 //! Unpacking one archive stream into a staging dir under the unpack policy
-//! ([`crate::archive::policy`]): one pass that hashes the archive bytes, decodes them,
+//! ([`crate::archive::policy`]): one pass that decodes the archive,
 //! checks every entry before it touches the disk, and hands small files to a pool of
-//! writer threads so that writing overlaps decoding. Nothing outside `dest` is ever
+//! writer threads so that writing overlaps decoding. (The archive bytes are hashed by
+//! the caller, on the download side.) Nothing outside `dest` is ever
 //! written: no entry may lie under a symlink, files are created with `O_EXCL` and
 //! `O_NOFOLLOW`, and nothing is chowned. The caller makes the result visible only after
 //! comparing the returned sha256.
@@ -18,7 +19,7 @@ use std::thread::JoinHandle;
 
 use crate::archive::entries::{EntryError, walk};
 use crate::archive::policy::{Checked, Kind, Limits, Totals};
-use crate::archive::{Compression, Hashing};
+use crate::archive::Compression;
 use crate::config::SyncMode;
 use crate::deploy::state::sync_dir;
 
@@ -30,12 +31,10 @@ const QUEUE: usize = 32;
 /// Mode bits a release keeps: no setuid, setgid, sticky, group or other write.
 const MODE_MASK: u32 = 0o755;
 
-/// What an unpacked archive was.
+/// What an unpacked archive held.
 #[derive(Debug)]
 pub struct Unpacked {
     pub totals: Totals,
-    pub sha256: String,
-    pub size: u64,
 }
 
 /// How an unpack runs.
@@ -53,13 +52,13 @@ pub fn unpack(
     dest: &Path,
     options: Options,
 ) -> Result<Unpacked, EntryError> {
-    let mut hashing = Hashing::new(archive);
+    let mut archive = archive;
     let per_file = options.sync == SyncMode::Files;
     let pool = Pool::start(per_file);
     let mut dirs = Dirs::new(dest);
     let mut files = 0u64;
     let walked = {
-        let decoder = compression.decoder(&mut hashing).map_err(EntryError::Decode)?;
+        let decoder = compression.decoder(&mut archive).map_err(EntryError::Decode)?;
         walk(decoder, options.limits, |checked, entry| {
             write_entry(dest, &mut dirs, &pool, checked, entry, per_file)?;
             files += 1;
@@ -72,16 +71,16 @@ pub fn unpack(
     let written = pool.finish();
     let totals = walked?;
     written.map_err(EntryError::Write)?;
-    // Bytes after the tar end marker are still the archive's, and still hashed.
-    io::copy(&mut hashing, &mut io::sink()).map_err(EntryError::Decode)?;
+    // Bytes after the compressed stream are still the archive's: read them all, so
+    // that the caller's hash covers the whole archive.
+    io::copy(&mut archive, &mut io::sink()).map_err(EntryError::Decode)?;
     dirs.apply_modes().map_err(EntryError::Write)?;
     match options.sync {
         SyncMode::Filesystem => sync_filesystem(dest),
         SyncMode::Files => dirs.sync_all(),
     }
     .map_err(EntryError::Write)?;
-    let (_, sha256, size) = hashing.finish();
-    Ok(Unpacked { totals, sha256, size })
+    Ok(Unpacked { totals })
 }
 
 fn write_entry<R: Read>(
