@@ -4,10 +4,17 @@
 //! operator's release tool.
 //!
 //! Modules, one concern each:
+//! - [`run`]: the boot flow — lock, identity, deploy, init, report;
+//! - [`identity`]: who this instance is, from IMDS or a file, and the user-data parser;
+//! - [`deploy`]: fetch, verify, unpack, activate and prune releases on the instance;
+//! - [`init`]: choosing and running the one init script;
+//! - [`report`]: the run report and where it is kept;
+//! - [`release`]: the operator's side — push, manifests, pointers;
+//! - [`archive`]: deterministic packaging and the unpack policy;
+//! - [`store`]: bootlace's layout over any object store;
 //! - [`cli`]: the command line (one file per command) and its dispatch;
 //! - [`config`]: the TOML config file, merged with flags and environment variables;
-//! - [`identity`]: who this instance is, from IMDS or a file, and the user-data parser;
-//! - [`retry`]: backoff with jitter until a deadline, shared by every network client;
+//! - [`retry`]: backoff with jitter until a deadline, for the IMDS client;
 //! - [`exit`]: exit codes and how an error maps to one;
 //! - [`logging`]: `tracing` to stderr.
 

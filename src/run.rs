@@ -58,6 +58,8 @@ pub async fn boot(config: &Config, progress: deploy::fetch::Progress, json: bool
             run.deployed = deployed.deployed;
             deployed.tag
         }
+        // An unreachable store is not asked again for the report's upload: that would
+        // hold the boot for another store.deadline.
         Err(err) if is_unreachable(&err) => match state.current() {
             Some(current) => {
                 warn!(
@@ -66,13 +68,10 @@ pub async fn boot(config: &Config, progress: deploy::fetch::Progress, json: bool
                 );
                 run.degraded = Some(exit::one_line(&err));
                 run.tag = Some(current.clone());
-                current
+                let result = run_step_init(config, &state, &identity, &current, json, &mut run);
+                return Ok(run.finish(config, &state, Some(&identity), None, result).await);
             }
-            None => {
-                return Ok(run
-                    .finish(config, &state, Some(&identity), Some(&store), Err(err))
-                    .await);
-            }
+            None => return Ok(run.finish(config, &state, Some(&identity), None, Err(err)).await),
         },
         Err(err) => {
             return Ok(run
@@ -80,12 +79,25 @@ pub async fn boot(config: &Config, progress: deploy::fetch::Progress, json: bool
                 .await);
         }
     };
-    let started = Instant::now();
-    let result = run_init(config, &state, &identity, &tag, json, &mut run);
-    run.timings.init = started.elapsed().as_millis() as u64;
+    let result = run_step_init(config, &state, &identity, &tag, json, &mut run);
     Ok(run
         .finish(config, &state, Some(&identity), Some(&store), result)
         .await)
+}
+
+/// The init step, timed.
+fn run_step_init(
+    config: &Config,
+    state: &StateDir,
+    identity: &Identity,
+    tag: &str,
+    json: bool,
+    run: &mut Run,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let result = run_init(config, state, identity, tag, json, run);
+    run.timings.init = started.elapsed().as_millis() as u64;
+    result
 }
 
 /// Deploys what the pointer names.

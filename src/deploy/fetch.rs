@@ -72,7 +72,9 @@ pub async fn fetch_and_unpack(
     } else {
         send_stream(store, &manifest.archive, &mut outgoing).await
     };
-    let Outgoing { sender, hasher, size, .. } = outgoing;
+    let Outgoing {
+        sender, hasher, size, ..
+    } = outgoing;
     drop(sender);
     let unpacked = unpacker.await.context("the unpacker stopped")?;
     progress.finish_and_clear();

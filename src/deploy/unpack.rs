@@ -17,9 +17,9 @@ use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::archive::Compression;
 use crate::archive::entries::{EntryError, walk};
 use crate::archive::policy::{Checked, Kind, Limits, Totals};
-use crate::archive::Compression;
 use crate::config::SyncMode;
 use crate::deploy::state::sync_dir;
 
