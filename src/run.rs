@@ -68,7 +68,7 @@ pub async fn boot(config: &Config, progress: deploy::fetch::Progress, json: bool
                 );
                 run.degraded = Some(exit::one_line(&err));
                 run.tag = Some(current.clone());
-                let result = run_step_init(config, &state, &identity, &current, json, &mut run);
+                let result = run_init(config, &state, &identity, &current, json, &mut run);
                 return Ok(run.finish(config, &state, Some(&identity), None, result).await);
             }
             None => return Ok(run.finish(config, &state, Some(&identity), None, Err(err)).await),
@@ -79,25 +79,10 @@ pub async fn boot(config: &Config, progress: deploy::fetch::Progress, json: bool
                 .await);
         }
     };
-    let result = run_step_init(config, &state, &identity, &tag, json, &mut run);
+    let result = run_init(config, &state, &identity, &tag, json, &mut run);
     Ok(run
         .finish(config, &state, Some(&identity), Some(&store), result)
         .await)
-}
-
-/// The init step, timed.
-fn run_step_init(
-    config: &Config,
-    state: &StateDir,
-    identity: &Identity,
-    tag: &str,
-    json: bool,
-    run: &mut Run,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let result = run_init(config, state, identity, tag, json, run);
-    run.timings.init = started.elapsed().as_millis() as u64;
-    result
 }
 
 /// Deploys what the pointer names.
@@ -117,6 +102,7 @@ fn is_unreachable(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.is::<StoreError>())
 }
 
+/// The init step, timed.
 fn run_init(
     config: &Config,
     state: &StateDir,
@@ -124,6 +110,21 @@ fn run_init(
     tag: &str,
     json: bool,
     run: &mut Run,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let result = choose_and_run(config, state, identity, tag, json, &mut run.init);
+    run.timings.init = started.elapsed().as_millis() as u64;
+    result
+}
+
+/// Runs the first present candidate; what it did goes into `record`.
+fn choose_and_run(
+    config: &Config,
+    state: &StateDir,
+    identity: &Identity,
+    tag: &str,
+    json: bool,
+    record: &mut Option<report::Init>,
 ) -> anyhow::Result<()> {
     let release = state.release(tag);
     let candidates = init::candidates(&config.init, identity, &release)?;
@@ -136,7 +137,7 @@ fn run_init(
     let outcome = init::run(chosen, &release, &env, config.init.timeout, json)?;
     let succeeded = outcome.succeeded();
     let (timed_out, code) = (outcome.timed_out, outcome.exit_code);
-    run.init = Some(report::Init {
+    *record = Some(report::Init {
         script: outcome.script,
         exit_code: outcome.exit_code,
         duration_ms: outcome.duration_ms,
