@@ -432,16 +432,8 @@ readlink "{state}/current"
 ls -a "{state}/releases""#,
         state = state.display(),
     );
-    let mut unshare = Command::new("unshare");
-    unshare.args(["--mount", "--map-root-user", "sh", "-c", &script]);
-    let template = instance.command();
-    for (key, value) in template.get_envs() {
-        match value {
-            Some(value) => unshare.env(key, value),
-            None => unshare.env_remove(key),
-        };
-    }
-    let out = run(&mut unshare);
+    let mut unshare = support::with_env_of(&instance.command(), "unshare");
+    let out = run(unshare.args(["--mount", "--map-root-user", "sh", "-c", &script]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("No space left on device"), "{}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();

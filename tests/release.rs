@@ -571,17 +571,10 @@ fn large_push_streams_with_bounded_memory() {
         time.exists(),
         "/usr/bin/time is needed to measure peak memory: apt-get install time"
     );
-    let mut command = Command::new(time);
+    let mut command = support::with_env_of(&env.command(), "/usr/bin/time");
     command
         .args(["-f", "peak-rss-kib=%M"])
         .arg(env!("CARGO_BIN_EXE_bootlace"));
-    let template = env.command();
-    for (key, value) in template.get_envs() {
-        match value {
-            Some(value) => command.env(key, value),
-            None => command.env_remove(key),
-        };
-    }
     let started = std::time::Instant::now();
     let out = run(command.args(["--json", "release", "push", path(&tree), "--tag", "big"]));
     let elapsed = started.elapsed();

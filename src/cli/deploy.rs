@@ -1,11 +1,9 @@
 //! `bootlace deploy` and `bootlace rollback`: the deploy step alone, and switching
 //! `current` between local releases.
 
-use std::io::IsTerminal;
-
 use anyhow::Context;
 
-use super::{GlobalArgs, print_json, runtime};
+use super::{GlobalArgs, print_json, progress_bar, runtime};
 use crate::deploy::{self, state::StateDir};
 use crate::exit::Exit;
 use crate::identity;
@@ -31,7 +29,14 @@ pub fn deploy(global: &GlobalArgs, tag: Option<&str>) -> anyhow::Result<Exit> {
             Some(identity) => deploy::target(&config, identity, &store).await?,
             None => deploy::target_tag(&store, tag.unwrap_or_default()).await?,
         };
-        deploy::deploy(&config, &state, &store, &manifest, progress_bar(global)).await
+        deploy::deploy(
+            &config,
+            &state,
+            &store,
+            &manifest,
+            progress_bar(global, "deploying"),
+        )
+        .await
     })?;
     if global.json {
         print_json(&deployed)?;
@@ -86,16 +91,4 @@ pub fn rollback(global: &GlobalArgs, to: Option<&str>) -> anyhow::Result<Exit> {
 
 fn open_state(dir: &std::path::Path) -> anyhow::Result<StateDir> {
     StateDir::open(dir).with_context(|| format!("opening state dir {}", dir.display()))
-}
-
-/// Bytes and rate on a terminal; nothing elsewhere.
-pub(super) fn progress_bar(global: &GlobalArgs) -> indicatif::ProgressBar {
-    if global.quiet || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let style = indicatif::ProgressStyle::with_template(
-        "deploying {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {msg}",
-    )
-    .expect("a valid template");
-    indicatif::ProgressBar::new(0).with_style(style)
 }

@@ -177,6 +177,19 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// A byte progress bar on stderr labelled `verb`, drawn only on a terminal and without
+/// `-q`; `{msg}` carries extra counts (files, for deploys).
+fn progress_bar(global: &GlobalArgs, verb: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if global.quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let template =
+        format!("{verb} {{bar:30}} {{binary_bytes}}/{{binary_total_bytes}} {{binary_bytes_per_sec}} {{msg}}");
+    let style = indicatif::ProgressStyle::with_template(&template).expect("a valid template");
+    indicatif::ProgressBar::new(0).with_style(style)
+}
+
 /// Prints `value` as JSON on stdout.
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     outln!("{}", serde_json::to_string_pretty(value)?);

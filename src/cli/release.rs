@@ -1,13 +1,12 @@
 //! `bootlace release …`: the operator's commands.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::Path;
 
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
-use super::{GlobalArgs, ReleaseCommand, print_json, runtime};
+use super::{GlobalArgs, ReleaseCommand, print_json, progress_bar, runtime};
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::release::push::{Progress, push};
@@ -51,7 +50,7 @@ async fn push_cmd(
     let pointer = env
         .map(|env| pointer_name(&config.deploy.pointer, env))
         .transpose()?;
-    let bar = progress_bar(global);
+    let bar = progress_bar(global, "uploading");
     let pushed = push(
         store,
         path,
@@ -277,18 +276,6 @@ async fn names(store: &Store, dir: &str) -> anyhow::Result<Vec<String>> {
         .filter_map(|k| layout::name_in(dir, k))
         .map(str::to_owned)
         .collect())
-}
-
-/// A progress bar on stderr, drawn only on a terminal and without `-q`.
-fn progress_bar(global: &GlobalArgs) -> indicatif::ProgressBar {
-    if global.quiet || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let style = indicatif::ProgressStyle::with_template(
-        "uploading {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
-    )
-    .expect("a valid template");
-    indicatif::ProgressBar::new(0).with_style(style)
 }
 
 /// Bytes for people: 1.2 MiB.

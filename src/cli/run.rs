@@ -16,7 +16,7 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     let _entered = runtime.enter();
     let ran = runtime.block_on(crate::run::boot(
         &config,
-        super::deploy::progress_bar(global),
+        super::progress_bar(global, "deploying"),
         global.json,
     ))?;
     if global.json {

@@ -34,6 +34,20 @@ pub fn bootlace() -> Command {
     command
 }
 
+/// `program` with the environment that `template` would run with: to wrap bootlace
+/// in another program (`/usr/bin/time`, `unshare`).
+pub fn with_env_of(template: &Command, program: &str) -> Command {
+    let mut command = Command::new(program);
+    for (key, value) in template.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    command.stdin(Stdio::null());
+    command
+}
+
 /// What a finished command left.
 #[derive(Debug)]
 pub struct Outcome {
