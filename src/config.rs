@@ -143,8 +143,7 @@ impl DeployConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Download {
-    /// Parallel ranges from cloud object stores, one stream from custom endpoints and
-    /// local directories.
+    /// Parallel ranges from network stores, one stream from local directories.
     #[default]
     Auto,
     Stream,

@@ -383,8 +383,10 @@ fn ranges_and_streams_from_moto_and_rclone_give_the_same_release() {
     for (server, config) in [
         (s3::moto(), "[deploy]\ndownload = \"ranges\"\n"),
         (s3::moto(), "[deploy]\ndownload = \"stream\"\n"),
-        // rclone answers a range with the whole object: bootlace falls back to one stream.
+        // rclone answers a range with 200 and the range's bytes, Content-Range set:
+        // taken as the range it is.
         (s3::rclone(), "[deploy]\ndownload = \"ranges\"\n"),
+        (s3::rclone(), ""),
     ] {
         let instance = Instance::new(config);
         instance.plant("v1", &archive, "zstd", None);
@@ -398,11 +400,47 @@ fn ranges_and_streams_from_moto_and_rclone_give_the_same_release() {
             .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
             .args(["-v", "deploy"]));
         assert_eq!(out.code, 0, "{config}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("answers ranges with the whole object"),
+            "{}",
+            out.stderr
+        );
         assert_eq!(
             std::fs::read(instance.path("state/releases/v1/data")).unwrap(),
             data
         );
     }
+}
+
+#[test]
+fn a_server_that_answers_ranges_with_the_whole_object_is_read_as_one_stream() {
+    let data = fastrand_bytes(20 << 20);
+    let archive = archives::zstd(&raw_tar(&[("data", Regular, &data)]));
+    let instance = Instance::new("[deploy]\ndownload = \"ranges\"\n");
+    instance.plant("v1", &archive, "zstd", None);
+    let store = instance.path("store");
+    let blob = format!("blobs/sha256/{}.tar.zst", sha256_hex(&archive));
+    let mut objects = HashMap::new();
+    for key in ["pointers/prod.json", "builds/v1.json", blob.as_str()] {
+        objects.insert(format!("app/{key}"), std::fs::read(store.join(key)).unwrap());
+    }
+    // The faulty server ignores Range headers; no object of this test is cut off.
+    let server = Faulty::start(objects, String::new());
+    let out = run(instance
+        .command()
+        .env("BOOTLACE_STORE", "s3://bucket/app")
+        .env("AWS_ENDPOINT_URL", &server.endpoint)
+        .args(["-v", "deploy"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("answers ranges with the whole object"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read(instance.path("state/releases/v1/data")).unwrap(),
+        data
+    );
 }
 
 #[test]

@@ -7,6 +7,9 @@ use super::entries::{EntryError, walk};
 use super::policy::{Limits, PolicyError, Totals};
 use super::{Compression, Hashing};
 
+/// How much of the archive is read at once.
+const READ_BUFFER: usize = 128 << 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     #[error("not a {} archive (its first bytes say otherwise)", .0.extension())]
@@ -38,7 +41,7 @@ pub fn inspect(
         return Err(InspectError::WrongFormat(compression));
     }
     let totals = {
-        let chained = (&head[..got]).chain(&mut hashing);
+        let chained = io::BufReader::with_capacity(READ_BUFFER, (&head[..got]).chain(&mut hashing));
         let decoder = compression.decoder(chained).map_err(InspectError::Decode)?;
         check_entries(decoder, limits)?
     };

@@ -6,7 +6,7 @@ pub mod inspect;
 pub mod pack;
 pub mod policy;
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -47,11 +47,12 @@ impl Compression {
         }
     }
 
-    /// A decoder over `reader`.
-    pub fn decoder<'a, R: Read + 'a>(self, reader: R) -> io::Result<Box<dyn Read + 'a>> {
+    /// A decoder over `reader`, which it reads in place: it takes from the reader's
+    /// buffer exactly the bytes of the compressed stream, so whatever follows stays there.
+    pub fn decoder<'a, R: BufRead + 'a>(self, reader: R) -> io::Result<Box<dyn Read + 'a>> {
         Ok(match self {
-            Self::Zstd => Box::new(zstd::Decoder::new(reader)?),
-            Self::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+            Self::Zstd => Box::new(zstd::Decoder::with_buffer(reader)?),
+            Self::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(reader)),
         })
     }
 }

@@ -9,7 +9,7 @@
 //! Nothing is kept but the chunks in flight: no temporary copy of the archive, and
 //! memory bounded by the window whatever the archive's size.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::ops::Range;
 use std::path::Path;
 
@@ -27,8 +27,8 @@ use crate::store::{RangeAnswer, Store, StoreError};
 /// Size of one ranged GET: large enough to amortise a request, small enough to keep
 /// several in flight within the window.
 const PART: u64 = 8 << 20;
-/// Chunks of a single stream queued for the unpacker (a few MiB at most).
-const STREAM_QUEUE: usize = 64;
+/// Chunks queued for the unpacker (a few MiB at most).
+const QUEUE: usize = 64;
 
 /// Where download progress is shown (a hidden bar when not on a terminal).
 pub type Progress = indicatif::ProgressBar;
@@ -50,7 +50,7 @@ pub async fn fetch_and_unpack(
         Download::Auto => store.prefers_ranges,
     } && manifest.size > 2 * PART;
     let window = (config.deploy.download_window / PART).max(1) as usize;
-    let (sender, receiver) = mpsc::channel::<Chunk>(if ranges { 1 } else { STREAM_QUEUE });
+    let (sender, receiver) = mpsc::channel::<Chunk>(QUEUE);
     let (compression, dest) = (manifest.compression, staging.to_owned());
     let options = Options {
         limits: config.deploy.limits(),
@@ -112,6 +112,15 @@ impl Outgoing {
         self.progress.inc(chunk.len() as u64);
         self.sender.send(Ok(chunk)).await.is_ok()
     }
+
+    async fn send_all(&mut self, chunks: Vec<Bytes>) -> bool {
+        for chunk in chunks {
+            if !self.send(chunk).await {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// One GET, its chunks passed on as they come.
@@ -139,7 +148,7 @@ async fn send_ranges(
         .map(|start| start..(start + PART).min(size))
         .collect();
     let first = match store.get_range(key, parts[0].clone()).await? {
-        RangeAnswer::Bytes(bytes) => bytes,
+        RangeAnswer::Bytes(chunks) => chunks,
         RangeAnswer::Ignored => {
             tracing::info!(
                 "{} answers ranges with the whole object; reading it as one stream",
@@ -148,15 +157,15 @@ async fn send_ranges(
             return send_stream(store, key, outgoing).await;
         }
     };
-    if !outgoing.send(first).await {
+    if !outgoing.send_all(first).await {
         return Ok(());
     }
     let mut rest = futures::stream::iter(parts[1..].to_vec())
         .map(|range| store.get_range(key, range))
         .buffered(window);
     while let Some(answer) = rest.next().await {
-        let bytes = match answer? {
-            RangeAnswer::Bytes(bytes) => bytes,
+        let chunks = match answer? {
+            RangeAnswer::Bytes(chunks) => chunks,
             RangeAnswer::Ignored => {
                 return Err(StoreError {
                     action: "reading",
@@ -165,14 +174,15 @@ async fn send_ranges(
                 });
             }
         };
-        if !outgoing.send(bytes).await {
+        if !outgoing.send_all(chunks).await {
             return Ok(());
         }
     }
     Ok(())
 }
 
-/// The receiving end of the channel as a `Read`.
+/// The receiving end of the channel, read in place: the decoder reads each chunk
+/// where it arrived, with no copy into a buffer of its own.
 struct Incoming {
     receiver: mpsc::Receiver<Chunk>,
     current: Bytes,
@@ -187,17 +197,29 @@ impl Incoming {
     }
 }
 
-impl Read for Incoming {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl BufRead for Incoming {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.current.is_empty() {
             match self.receiver.blocking_recv() {
                 Some(Ok(chunk)) => self.current = chunk,
                 Some(Err(err)) => return Err(io::Error::other(err.to_string())),
-                None => return Ok(0),
+                None => break,
             }
         }
-        let n = buf.len().min(self.current.len());
-        self.current.copy_to_slice(&mut buf[..n]);
+        Ok(&self.current)
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.current.advance(amount);
+    }
+}
+
+impl Read for Incoming {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }

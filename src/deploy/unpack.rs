@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,8 +26,14 @@ use crate::deploy::state::sync_dir;
 /// Files up to this size go to the writer pool; larger ones are streamed in place.
 const SMALL_FILE: u64 = 256 << 10;
 const WRITERS: usize = 4;
-/// Files queued for the pool; with `SMALL_FILE` this bounds their memory to 8 MiB.
-const QUEUE: usize = 32;
+/// Small files travel to the pool in batches of up to this many bytes (or `BATCH_FILES`
+/// files), so that a thread is woken per batch, not per file.
+const BATCH_BYTES: usize = 1 << 20;
+const BATCH_FILES: usize = 64;
+/// Batches queued for the pool: with `BATCH_BYTES`, at most 8 MiB waiting.
+const QUEUE: usize = 8;
+/// The buffer a large file is copied through.
+const COPY_BUFFER: usize = 256 << 10;
 /// Mode bits a release keeps: no setuid, setgid, sticky, group or other write.
 const MODE_MASK: u32 = 0o755;
 
@@ -47,20 +53,21 @@ pub struct Options {
 
 /// Unpacks `archive` into `dest` (an empty directory), then makes it durable.
 pub fn unpack(
-    archive: impl Read,
+    archive: impl BufRead,
     compression: Compression,
     dest: &Path,
     options: Options,
 ) -> Result<Unpacked, EntryError> {
     let mut archive = archive;
     let per_file = options.sync == SyncMode::Files;
-    let pool = Pool::start(per_file);
+    let mut pool = Pool::start(per_file);
     let mut dirs = Dirs::new(dest);
+    let mut buffer = vec![0u8; COPY_BUFFER];
     let mut files = 0u64;
     let walked = {
         let decoder = compression.decoder(&mut archive).map_err(EntryError::Decode)?;
         walk(decoder, options.limits, |checked, entry| {
-            write_entry(dest, &mut dirs, &pool, checked, entry, per_file)?;
+            write_entry(dest, &mut dirs, &mut pool, &mut buffer, checked, entry, per_file)?;
             files += 1;
             if files.is_multiple_of(512) {
                 options.progress.set_message(format!("{files} files"));
@@ -86,7 +93,8 @@ pub fn unpack(
 fn write_entry<R: Read>(
     dest: &Path,
     dirs: &mut Dirs,
-    pool: &Pool,
+    pool: &mut Pool,
+    buffer: &mut [u8],
     checked: &Checked,
     entry: &mut tar::Entry<'_, R>,
     per_file: bool,
@@ -114,7 +122,13 @@ fn write_entry<R: Read>(
                 pool.write(path, mode, data)
             } else {
                 let mut file = create(&path, mode)?;
-                io::copy(entry, &mut file)?;
+                loop {
+                    let n = entry.read(buffer)?;
+                    if n == 0 {
+                        break;
+                    }
+                    file.write_all(&buffer[..n])?;
+                }
                 if per_file { file.sync_all() } else { Ok(()) }
             }
         }
@@ -221,11 +235,15 @@ impl Dirs {
     }
 }
 
+/// A small file waiting to be written: its path, mode and bytes.
+type Job = (PathBuf, u32, Vec<u8>);
+
 /// Writer threads for small files, as rustup's `diskio` does: decoding goes on while
 /// the kernel takes the writes.
 struct Pool {
-    jobs: Option<SyncSender<(PathBuf, u32, Vec<u8>)>>,
-
+    jobs: Option<SyncSender<Vec<Job>>>,
+    batch: Vec<Job>,
+    batch_bytes: usize,
     threads: Vec<JoinHandle<()>>,
     failed: Arc<AtomicBool>,
     error: Arc<Mutex<Option<io::Error>>>,
@@ -234,7 +252,7 @@ struct Pool {
 impl Pool {
     /// `per_file`: fsync each file after writing it.
     fn start(per_file: bool) -> Self {
-        let (sender, receiver) = sync_channel::<(PathBuf, u32, Vec<u8>)>(QUEUE);
+        let (sender, receiver) = sync_channel::<Vec<Job>>(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         let failed = Arc::new(AtomicBool::new(false));
         let error = Arc::new(Mutex::new(None));
@@ -243,16 +261,19 @@ impl Pool {
                 let (receiver, failed, error) = (receiver.clone(), failed.clone(), error.clone());
                 std::thread::spawn(move || {
                     loop {
-                        let job = receiver.lock().expect("writer queue").recv();
-                        let Ok((path, mode, data)) = job else { return };
-                        let written = create(&path, mode).and_then(|mut file| {
-                            file.write_all(&data)?;
-                            if per_file { file.sync_all() } else { Ok(()) }
-                        });
-                        if let Err(err) = written {
-                            let err = io::Error::new(err.kind(), format!("{}: {err}", path.display()));
-                            error.lock().expect("writer error").get_or_insert(err);
-                            failed.store(true, Ordering::Relaxed);
+                        let batch = receiver.lock().expect("writer queue").recv();
+                        let Ok(batch) = batch else { return };
+                        for (path, mode, data) in batch {
+                            let written = create(&path, mode).and_then(|mut file| {
+                                file.write_all(&data)?;
+                                if per_file { file.sync_all() } else { Ok(()) }
+                            });
+                            if let Err(err) = written {
+                                let err = io::Error::new(err.kind(), format!("{}: {err}", path.display()));
+                                error.lock().expect("writer error").get_or_insert(err);
+                                failed.store(true, Ordering::Relaxed);
+                                break;
+                            }
                         }
                     }
                 })
@@ -260,30 +281,48 @@ impl Pool {
             .collect();
         Self {
             jobs: Some(sender),
+            batch: Vec::with_capacity(BATCH_FILES),
+            batch_bytes: 0,
             threads,
             failed,
             error,
         }
     }
 
-    fn write(&self, path: PathBuf, mode: u32, data: Vec<u8>) -> io::Result<()> {
+    fn write(&mut self, path: PathBuf, mode: u32, data: Vec<u8>) -> io::Result<()> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(io::Error::other("a file write failed"));
         }
+        self.batch_bytes += data.len();
+        self.batch.push((path, mode, data));
+        if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_FILES));
+        self.batch_bytes = 0;
         let jobs = self.jobs.as_ref().expect("pool running");
-        jobs.send((path, mode, data))
+        jobs.send(batch)
             .map_err(|_| io::Error::other("writer threads stopped"))
     }
 
-    /// Waits for every queued write; the first error, if any.
+    /// Writes what is still batched and waits for every write; the first error, if any.
     fn finish(mut self) -> io::Result<()> {
+        let sent = if self.batch.is_empty() {
+            Ok(())
+        } else {
+            self.send()
+        };
         drop(self.jobs.take());
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
         match self.error.lock().expect("writer error").take() {
             Some(err) => Err(err),
-            None => Ok(()),
+            None => sent,
         }
     }
 }

@@ -43,15 +43,7 @@ pub fn open(
         path => format!("{path}/"),
     };
     let bad = |e: object_store::Error| BadInput(format!("store URL {text:?}: {}", describe(&e)));
-    let custom_endpoint = config.endpoint.is_some()
-        || ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some_and(|e| !e.is_empty()));
-    let prefers_ranges = match url.scheme() {
-        "file" => false,
-        "s3" => !custom_endpoint,
-        _ => true,
-    };
+    let prefers_ranges = url.scheme() != "file";
     let (objects, prefix, guard): (Arc<dyn ObjectStore>, String, Guard) = match url.scheme() {
         "file" => {
             let root = url
@@ -124,7 +116,9 @@ fn s3_builder(
     let client = ClientOptions::new()
         .with_connect_timeout(std::time::Duration::from_secs(5))
         .with_allow_http(endpoint.as_ref().is_some_and(|e| e.starts_with("http://")));
-    builder = builder.with_client_options(client);
+    builder = builder
+        .with_client_options(client)
+        .with_http_connector(super::http::Connector);
     if let Some(endpoint) = &endpoint {
         builder = builder
             .with_endpoint(endpoint)
