@@ -10,6 +10,7 @@ use bootlace::exit;
 use bootlace::logging;
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     // clap prints its own usage errors and exits with 2 itself.
     let cli = Cli::parse();
     logging::init(cli.global.verbosity());
@@ -22,5 +23,20 @@ fn main() -> ExitCode {
             eprintln!("error: {}", exit::one_line(&err));
             exit::classify(&err).into()
         }
+    }
+}
+
+/// Keeps glibc from handing freed buffers back to the kernel at once. A deploy passes
+/// network buffers of a few hundred KiB from thread to thread; with glibc's defaults
+/// each is mapped and unmapped (or trimmed off the heap) in turn, and every unmapping
+/// in a multi-threaded process costs a TLB shootdown across cores, expensive on a VM.
+/// Measured on a 1 GiB deploy from one stream: 1.1-1.4 s of system time instead of
+/// 2.0-3.1 s. Memory use stays bounded by the pipeline's own limits.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
     }
 }
