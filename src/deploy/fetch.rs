@@ -27,7 +27,8 @@ use crate::store::{RangeAnswer, Store, StoreError};
 /// Size of one ranged GET: large enough to amortise a request, small enough to keep
 /// several in flight within the window.
 const PART: u64 = 8 << 20;
-/// Chunks queued for the unpacker (a few MiB at most).
+/// Chunks queued for the unpacker; each is one read off a socket, a few hundred KiB
+/// at most.
 const QUEUE: usize = 64;
 
 /// Where download progress is shown (a hidden bar when not on a terminal).
