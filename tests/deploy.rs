@@ -424,7 +424,8 @@ fn a_server_that_answers_ranges_with_the_whole_object_is_read_as_one_stream() {
     for key in ["pointers/prod.json", "builds/v1.json", blob.as_str()] {
         objects.insert(format!("app/{key}"), std::fs::read(store.join(key)).unwrap());
     }
-    // The faulty server ignores Range headers; no object of this test is cut off.
+    // The faulty server answers a range with the whole object and a Content-Range that
+    // says so; no object of this test is cut off.
     let server = Faulty::start(objects, String::new());
     let out = run(instance
         .command()

@@ -2,9 +2,9 @@
 //! (`rclone serve s3` among them) answer a ranged GET with `200 OK` while sending just
 //! the range and a `Content-Range` header that says so. `object_store` refuses any
 //! answer to a range request that is not `206`, so such an answer is relabelled `206`
-//! here, and `object_store` then checks that `Content-Range` is exactly the range asked
-//! for. A `200` without `Content-Range` (the whole object) is passed on unchanged and
-//! refused as before. Whatever the server sends, the deploy checks the archive's
+//! here when its `Content-Range` is exactly the range asked for. Any other `200` (the
+//! whole object, with or without `Content-Range`) is passed on unchanged; `object_store`
+//! refuses it, and the deploy reads the archive as one stream instead. Whatever the server sends, the deploy checks the archive's
 //! sha256, so a server that lies in `Content-Range` yields a failed deploy, never a
 //! wrong one.
 
@@ -33,11 +33,37 @@ struct RangeRepair(HttpClient);
 #[async_trait]
 impl HttpService for RangeRepair {
     async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let ranged = request.headers().contains_key(RANGE);
+        let asked = request.headers().get(RANGE).cloned();
         let mut response = self.0.execute(request).await?;
-        if ranged && response.status() == StatusCode::OK && response.headers().contains_key(CONTENT_RANGE) {
+        if response.status() == StatusCode::OK
+            && let Some(asked) = asked
+            && let Some(sent) = response.headers().get(CONTENT_RANGE)
+            && same_range(asked.as_bytes(), sent.as_bytes())
+        {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
         }
         Ok(response)
+    }
+}
+
+/// Whether `Content-Range: bytes a-b/size` covers exactly `Range: bytes=a-b`.
+fn same_range(asked: &[u8], sent: &[u8]) -> bool {
+    let asked = asked.strip_prefix(b"bytes=");
+    let sent = sent
+        .strip_prefix(b"bytes ")
+        .and_then(|sent| sent.split(|&b| b == b'/').next());
+    asked.is_some() && asked == sent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_range;
+
+    #[test]
+    fn only_the_range_asked_for_is_taken() {
+        assert!(same_range(b"bytes=0-8388607", b"bytes 0-8388607/1036646345"));
+        assert!(!same_range(b"bytes=0-8388607", b"bytes 0-1036646344/1036646345"));
+        assert!(!same_range(b"bytes=0-99", b"bytes */1000"));
+        assert!(!same_range(b"items=0-99", b"items 0-99/1000"));
     }
 }

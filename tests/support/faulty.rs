@@ -1,6 +1,7 @@
 //! A faulty S3-like server on loopback: it answers GETs and HEADs for the objects it is
 //! given (path-style, any bucket, no auth), except that one object's body is cut off
-//! halfway with a TCP reset, every time it is asked for.
+//! halfway with a TCP reset, every time it is asked for. It ignores Range headers: a
+//! range request gets `200` and the whole object, with a `Content-Range` that says so.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -40,12 +41,14 @@ fn serve(stream: TcpStream, objects: &HashMap<String, Vec<u8>>, faulty: &str, co
         if reader.read_line(&mut request).unwrap_or(0) == 0 {
             return;
         }
-        // Skip the headers; this server ignores them all.
+        // The headers are read and ignored, but for noting a Range header.
+        let mut ranged = false;
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                 break;
             }
+            ranged |= line.to_ascii_lowercase().starts_with("range:");
         }
         let mut parts = request.split_whitespace();
         let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -61,8 +64,16 @@ fn serve(stream: TcpStream, objects: &HashMap<String, Vec<u8>>, faulty: &str, co
             let _ = writer.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
             continue;
         };
+        let whole = match ranged {
+            true => format!(
+                "Content-Range: bytes 0-{}/{}\r\n",
+                body.len().saturating_sub(1),
+                body.len()
+            ),
+            false => String::new(),
+        };
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"e\"\r\nLast-Modified: Wed, 25 Nov 2026 00:00:00 GMT\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{whole}ETag: \"e\"\r\nLast-Modified: Wed, 25 Nov 2026 00:00:00 GMT\r\n\r\n",
             body.len()
         );
         let _ = writer.write_all(head.as_bytes());
