@@ -392,24 +392,30 @@ fn ranges_and_streams_from_moto_and_rclone_give_the_same_release() {
         instance.plant("v1", &archive, "zstd", None);
         let place = server.place();
         copy_store(&instance.path("store"), server, &place);
-        let out = run(instance
-            .command()
-            .env("BOOTLACE_STORE", format!("s3://{place}"))
-            .env("AWS_ENDPOINT_URL", &server.endpoint)
-            .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
-            .args(["-v", "deploy"]));
-        assert_eq!(out.code, 0, "{config}: {}", out.stderr);
+        let log = deploy_v1_from(&instance, &format!("s3://{place}"), &server.endpoint, &data);
         assert!(
-            !out.stderr.contains("answers ranges with the whole object"),
-            "{}",
-            out.stderr
-        );
-        assert_eq!(
-            std::fs::read(instance.path("state/releases/v1/data")).unwrap(),
-            data
+            !log.contains("answers ranges with the whole object"),
+            "{config}: {log}"
         );
     }
+}
+
+/// Deploys v1 with `-v` from the S3 `store` at `endpoint`, checks that its `data` file
+/// holds `data`, and returns what bootlace logged.
+fn deploy_v1_from(instance: &Instance, store: &str, endpoint: &str, data: &[u8]) -> String {
+    let out = run(instance
+        .command()
+        .env("BOOTLACE_STORE", store)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
+        .args(["-v", "deploy"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        std::fs::read(instance.path("state/releases/v1/data")).unwrap(),
+        data
+    );
+    out.stderr
 }
 
 #[test]
@@ -427,21 +433,8 @@ fn a_server_that_answers_ranges_with_the_whole_object_is_read_as_one_stream() {
     // The faulty server answers a range with the whole object and a Content-Range that
     // says so; no object of this test is cut off.
     let server = Faulty::start(objects, String::new());
-    let out = run(instance
-        .command()
-        .env("BOOTLACE_STORE", "s3://bucket/app")
-        .env("AWS_ENDPOINT_URL", &server.endpoint)
-        .args(["-v", "deploy"]));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("answers ranges with the whole object"),
-        "{}",
-        out.stderr
-    );
-    assert_eq!(
-        std::fs::read(instance.path("state/releases/v1/data")).unwrap(),
-        data
-    );
+    let log = deploy_v1_from(&instance, "s3://bucket/app", &server.endpoint, &data);
+    assert!(log.contains("answers ranges with the whole object"), "{log}");
 }
 
 #[test]
