@@ -17,8 +17,8 @@ pub const DEFAULT_PATH: &str = "/etc/bootlace/config.toml";
 /// A config file that cannot be read or does not hold a valid config (exit 2).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("reading config {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("config {path}: {key}: {message} (line {line})")]
     Invalid {
         path: PathBuf,
@@ -67,6 +67,9 @@ pub struct StoreConfig {
     pub region: Option<String>,
     #[serde(with = "duration")]
     pub deadline: Duration,
+    /// How long a store call may go without a byte before it is retried.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
     /// Refuse S3-compatible servers that ignore `If-None-Match`/`If-Match`.
     pub require_conditional_writes: bool,
 }
@@ -78,6 +81,7 @@ impl Default for StoreConfig {
             endpoint: None,
             region: None,
             deadline: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(10),
             require_conditional_writes: true,
         }
     }
@@ -100,6 +104,16 @@ pub struct DeployConfig {
     pub max_path_bytes: usize,
     /// How a new release is made durable before it is renamed into place.
     pub sync: SyncMode,
+    /// Bytes a deploy leaves free on the state dir's filesystem.
+    #[serde(with = "size")]
+    pub reserve: u64,
+    /// The most one release's download and unpack may take, however steadily it
+    /// progresses.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// How long a command waits for another to release the state dir's lock.
+    #[serde(with = "duration")]
+    pub lock_timeout: Duration,
 }
 
 /// `filesystem`: one `syncfs` after all writes (the default, measured faster);
@@ -125,6 +139,9 @@ impl Default for DeployConfig {
             max_unpacked_bytes: limits.max_unpacked_bytes,
             max_path_bytes: limits.max_path_bytes,
             sync: SyncMode::Filesystem,
+            reserve: 64 << 20,
+            timeout: Duration::from_secs(3600),
+            lock_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -157,6 +174,8 @@ pub struct InitConfig {
     pub candidates: Vec<String>,
     #[serde(with = "duration")]
     pub timeout: Duration,
+    /// Whether a release with no init script for this instance fails the run.
+    pub required: bool,
 }
 
 impl Default for InitConfig {
@@ -171,6 +190,7 @@ impl Default for InitConfig {
             .map(String::from)
             .to_vec(),
             timeout: Duration::from_secs(600),
+            required: false,
         }
     }
 }
@@ -194,9 +214,9 @@ impl Config {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text, path),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::default()),
-            Err(source) => Err(ConfigError::Read {
+            Err(error) => Err(ConfigError::Read {
                 path: path.to_owned(),
-                source,
+                error,
             }),
         }
     }
@@ -248,10 +268,18 @@ pub mod duration {
         parse(&text).map_err(serde::de::Error::custom)
     }
 
+    /// The longest duration any setting takes: a year. Longer ones are typing errors,
+    /// and would overflow the clock arithmetic of deadlines.
+    pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
     pub fn parse(text: &str) -> Result<Duration, String> {
-        humantime::parse_duration(text.trim()).map_err(|_| {
+        let duration = humantime::parse_duration(text.trim()).map_err(|_| {
             format!("invalid duration `{text}`: write a number and a unit, like \"120s\" or \"10m\"")
-        })
+        })?;
+        if duration > MAX {
+            return Err(format!("duration `{text}` is longer than the one-year maximum"));
+        }
+        Ok(duration)
     }
 }
 

@@ -14,8 +14,17 @@ pub enum Exit {
     Failed = 1,
     /// Bad usage, config or input.
     BadInput = 2,
-    /// Ran the already-current release because the store was unreachable.
+    /// Ran the already-current release because the target could not be deployed.
     Degraded = 3,
+}
+
+impl Exit {
+    /// The exit for a code bootlace documents; `None` for any other number.
+    pub fn from_code(code: u8) -> Option<Exit> {
+        [Exit::Ok, Exit::Failed, Exit::BadInput, Exit::Degraded]
+            .into_iter()
+            .find(|exit| *exit as u8 == code)
+    }
 }
 
 impl From<Exit> for ExitCode {

@@ -6,10 +6,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,9 +25,11 @@ use crate::identity::Identity;
 pub const TAIL_BYTES: usize = 64 << 10;
 /// Between SIGTERM and SIGKILL at the timeout.
 const GRACE: Duration = Duration::from_secs(3);
-/// How long output is still read after the script exits: a daemon it started may hold
-/// the pipes open for good.
+/// How long output is still read after the script exits, before the pipes a daemon it
+/// started holds open are handed to a forwarder.
 const DRAIN: Duration = Duration::from_millis(200);
+/// How often a relay looks up from a quiet pipe to see whether to stop.
+const POLL: Duration = Duration::from_millis(50);
 
 /// One candidate script and whether it is there.
 #[derive(Debug, Serialize)]
@@ -79,11 +83,15 @@ pub struct Outcome {
     pub output_tail: String,
     #[serde(skip)]
     pub timed_out: bool,
+    /// The signal (SIGTERM, SIGINT) that stopped bootlace while the script ran; the
+    /// script's process group was sent it too.
+    #[serde(skip)]
+    pub stopped_by: Option<&'static str>,
 }
 
 impl Outcome {
     pub fn succeeded(&self) -> bool {
-        self.exit_code == Some(0) && !self.timed_out
+        self.exit_code == Some(0) && !self.timed_out && self.stopped_by.is_none()
     }
 }
 
@@ -99,16 +107,7 @@ pub fn run(
     quiet_stdout: bool,
 ) -> anyhow::Result<Outcome> {
     let script = checked_script(&candidate.path, release)?;
-    let executable = std::fs::metadata(&script)?.permissions().mode() & 0o111 != 0;
-    // A script without an execute bit (packaged from a zip, say) runs under sh.
-    let mut command = if executable {
-        Command::new(&script)
-    } else {
-        Command::new("/bin/sh")
-    };
-    if !executable {
-        command.arg(&script);
-    }
+    let mut command = interpreted(&script)?;
     command
         .current_dir(release)
         .envs(env)
@@ -116,25 +115,60 @@ pub fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    // From here to the report, SIGTERM and SIGINT are passed on to the script.
+    let signals = Signals::catch()?;
     let started = Instant::now();
     let mut child = command
         .spawn()
         .map_err(|e| anyhow::anyhow!("starting init script {}: {e}", script.display()))?;
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_BYTES)));
-    let out_done = relay(child.stdout.take(), quiet_stdout, &tail);
-    let err_done = relay(child.stderr.take(), true, &tail);
-    let (status, timed_out) = wait(&mut child, timeout)?;
-    for done in [out_done, err_done] {
-        let _ = done.recv_timeout(DRAIN);
-    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let relays = [
+        Relay::start(child.stdout.take().map(OwnedFd::from), quiet_stdout, &tail, &stop),
+        Relay::start(child.stderr.take().map(OwnedFd::from), true, &tail, &stop),
+    ];
+    let (status, timed_out, stopped_by) = wait(&mut child, timeout, &signals)?;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    finish_relays(relays, &stop);
     let tail = tail.lock().expect("tail").iter().copied().collect::<Vec<u8>>();
     Ok(Outcome {
         script: candidate.script.clone(),
         exit_code: status.code().or_else(|| status.signal().map(|s| 128 + s)),
-        duration_ms: started.elapsed().as_millis() as u64,
+        duration_ms,
         output_tail: String::from_utf8_lossy(&tail).into_owned(),
         timed_out,
+        stopped_by,
     })
+}
+
+/// How the script is started: directly when executable; otherwise by the interpreter
+/// its `#!` line names (as the kernel would, with at most one argument), else `sh`.
+fn interpreted(script: &Path) -> anyhow::Result<Command> {
+    let executable = std::fs::metadata(script)?.permissions().mode() & 0o111 != 0;
+    if executable {
+        return Ok(Command::new(script));
+    }
+    let mut first = [0u8; 256];
+    let n = std::fs::File::open(script)
+        .and_then(|mut f| f.read(&mut first))
+        .map_err(|e| anyhow::anyhow!("reading init script {}: {e}", script.display()))?;
+    let line = first[..n].split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut command = match line.strip_prefix(b"#!") {
+        Some(shebang) => {
+            let shebang = String::from_utf8_lossy(shebang);
+            let mut words = shebang.trim().splitn(2, [' ', '\t']);
+            let interpreter = words
+                .next()
+                .filter(|w| !w.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("init script {}: empty #! line", script.display()))?;
+            let mut command = Command::new(interpreter);
+            command.args(words.next().map(str::trim).filter(|a| !a.is_empty()));
+            command
+        }
+        None => Command::new("/bin/sh"),
+    };
+    command.arg(script);
+    Ok(command)
 }
 
 /// The script's real path, refusing what is not a regular file inside the release.
@@ -156,36 +190,103 @@ fn checked_script(path: &Path, release: &Path) -> anyhow::Result<PathBuf> {
     Ok(real)
 }
 
-/// Waits for the script, stopping its process group at the timeout: SIGTERM, then
-/// SIGKILL after a grace period.
-fn wait(child: &mut Child, timeout: Duration) -> io::Result<(std::process::ExitStatus, bool)> {
+/// SIGTERM and SIGINT, caught while a script runs instead of ending bootlace at once.
+/// The handlers are installed once for the process; outside a script they act as the
+/// default (termination), so a deploy can still be stopped as before.
+struct Signals {
+    caught: Arc<AtomicUsize>,
+    default_action: Arc<AtomicBool>,
+}
+
+static SIGNALS: std::sync::OnceLock<(Arc<AtomicUsize>, Arc<AtomicBool>)> = std::sync::OnceLock::new();
+
+impl Signals {
+    fn catch() -> io::Result<Self> {
+        let (caught, default_action) = match SIGNALS.get() {
+            Some(installed) => installed.clone(),
+            None => {
+                let caught = Arc::new(AtomicUsize::new(0));
+                let default_action = Arc::new(AtomicBool::new(true));
+                for signal in [libc::SIGTERM, libc::SIGINT] {
+                    signal_hook::flag::register_conditional_default(signal, default_action.clone())?;
+                    signal_hook::flag::register_usize(signal, caught.clone(), signal as usize)?;
+                }
+                SIGNALS.get_or_init(|| (caught, default_action)).clone()
+            }
+        };
+        caught.store(0, Ordering::SeqCst);
+        default_action.store(false, Ordering::SeqCst);
+        Ok(Self {
+            caught,
+            default_action,
+        })
+    }
+
+    fn caught(&self) -> Option<i32> {
+        match self.caught.load(Ordering::SeqCst) {
+            0 => None,
+            signal => Some(signal as i32),
+        }
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        self.default_action.store(true, Ordering::SeqCst);
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGINT => "SIGINT",
+        _ => "SIGTERM",
+    }
+}
+
+/// Waits for the script. At the timeout, or when bootlace itself is told to stop, its
+/// process group gets SIGTERM (or the signal bootlace got), then SIGKILL after a grace
+/// period. Returns the status, whether it timed out, and the signal that stopped us.
+fn wait(
+    child: &mut Child,
+    timeout: Duration,
+    signals: &Signals,
+) -> io::Result<(std::process::ExitStatus, bool, Option<&'static str>)> {
     let deadline = Instant::now() + timeout;
-    loop {
+    let group = child.id() as i32;
+    let (signal, timed_out) = loop {
         if let Some(status) = child.try_wait()? {
-            return Ok((status, false));
+            return Ok((status, false, None));
+        }
+        if let Some(signal) = signals.caught() {
+            tracing::warn!(
+                "{}: passing it to the init script and waiting up to {} for it",
+                signal_name(signal),
+                humantime::format_duration(GRACE)
+            );
+            break (signal, false);
         }
         if Instant::now() >= deadline {
-            break;
+            tracing::warn!(
+                "init script timed out after {}; stopping it",
+                humantime::format_duration(timeout)
+            );
+            break (libc::SIGTERM, true);
         }
         std::thread::sleep(Duration::from_millis(10).min(deadline - Instant::now()));
-    }
-    let group = child.id() as i32;
-    tracing::warn!(
-        "init script timed out after {}; stopping it",
-        humantime::format_duration(timeout)
-    );
-    signal_group(group, libc::SIGTERM);
+    };
+    let stopped_by = (!timed_out).then(|| signal_name(signal));
+    signal_group(group, signal);
     let grace = Instant::now() + GRACE;
     while Instant::now() < grace {
         if let Some(status) = child.try_wait()? {
             // The script is gone; its children may not be.
             signal_group(group, libc::SIGKILL);
-            return Ok((status, true));
+            return Ok((status, timed_out, stopped_by));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     signal_group(group, libc::SIGKILL);
-    Ok((child.wait()?, true))
+    Ok((child.wait()?, timed_out, stopped_by))
 }
 
 fn signal_group(group: i32, signal: i32) {
@@ -195,36 +296,127 @@ fn signal_group(group: i32, signal: i32) {
     }
 }
 
-/// Copies a pipe to our stdout (or stderr) and into the shared tail; the receiver
-/// hears when the pipe closes.
-fn relay(
-    pipe: Option<impl Read + Send + 'static>,
+/// Copies one of the script's pipes to our stdout (or stderr) and into the shared
+/// tail, until the pipe closes or it is told to stop.
+struct Relay {
+    thread: Option<std::thread::JoinHandle<Option<OwnedFd>>>,
+    closed: std::sync::mpsc::Receiver<()>,
     to_stderr: bool,
-    tail: &Arc<Mutex<VecDeque<u8>>>,
-) -> std::sync::mpsc::Receiver<()> {
-    let (done, finished) = std::sync::mpsc::channel();
-    let tail = tail.clone();
-    if let Some(mut pipe) = pipe {
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 8192];
-            while let Ok(n) = pipe.read(&mut buffer) {
-                if n == 0 {
-                    break;
-                }
-                let _ = if to_stderr {
-                    io::stderr().write_all(&buffer[..n])
-                } else {
-                    io::stdout().write_all(&buffer[..n])
-                };
-                let mut tail = tail.lock().expect("tail");
-                tail.extend(&buffer[..n]);
-                let excess = tail.len().saturating_sub(TAIL_BYTES);
-                tail.drain(..excess);
-            }
-            let _ = done.send(());
+}
+
+impl Relay {
+    fn start(
+        pipe: Option<OwnedFd>,
+        to_stderr: bool,
+        tail: &Arc<Mutex<VecDeque<u8>>>,
+        stop: &Arc<AtomicBool>,
+    ) -> Self {
+        let (done, closed) = std::sync::mpsc::channel();
+        let (tail, stop) = (tail.clone(), stop.clone());
+        let thread = pipe.map(|pipe| {
+            std::thread::spawn(move || {
+                let open = copy_until_closed(&pipe, to_stderr, &tail, &stop);
+                let _ = done.send(());
+                open.then_some(pipe)
+            })
         });
+        Self {
+            thread,
+            closed,
+            to_stderr,
+        }
     }
-    finished
+}
+
+/// Relays `pipe` until its end (`false`) or until `stop` is set while writers still
+/// hold it open (`true`).
+fn copy_until_closed(pipe: &OwnedFd, to_stderr: bool, tail: &Mutex<VecDeque<u8>>, stop: &AtomicBool) -> bool {
+    let mut buffer = [0u8; 8192];
+    let mut file = std::fs::File::from(pipe.try_clone().expect("duplicating a pipe"));
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        if !readable(pipe, POLL) {
+            continue;
+        }
+        let n = match file.read(&mut buffer) {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        };
+        let _ = if to_stderr {
+            io::stderr().write_all(&buffer[..n])
+        } else {
+            io::stdout().write_all(&buffer[..n])
+        };
+        let mut tail = tail.lock().expect("tail");
+        tail.extend(&buffer[..n]);
+        let excess = tail.len().saturating_sub(TAIL_BYTES);
+        tail.drain(..excess);
+    }
+}
+
+/// Whether `fd` has data or has closed, waiting at most `timeout`.
+fn readable(fd: &OwnedFd, timeout: Duration) -> bool {
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as libc::c_int) > 0 }
+}
+
+/// After the script exits: reads what it wrote, then hands any pipe that a process it
+/// started still holds (a daemon, `./server &`) to a forwarder that outlives bootlace,
+/// so that the daemon keeps its output going where bootlace's went (the journal,
+/// under systemd) and never dies of SIGPIPE when bootlace exits.
+fn finish_relays(relays: [Relay; 2], stop: &AtomicBool) {
+    let drain_until = Instant::now() + DRAIN;
+    for relay in &relays {
+        if relay.thread.is_some() {
+            let _ = relay
+                .closed
+                .recv_timeout(drain_until.saturating_duration_since(Instant::now()));
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for mut relay in relays {
+        let open = relay.thread.take().and_then(|t| t.join().ok()).flatten();
+        if let Some(pipe) = open {
+            forward(pipe, relay.to_stderr);
+        }
+    }
+}
+
+/// Starts `cat` from `pipe` to our stdout or stderr, in a process group of its own,
+/// and leaves it running: it ends when the last writer closes the pipe.
+fn forward(pipe: OwnedFd, to_stderr: bool) {
+    let output = if to_stderr {
+        io::stderr().as_fd().try_clone_to_owned()
+    } else {
+        io::stdout().as_fd().try_clone_to_owned()
+    };
+    let started = output.and_then(|output| {
+        Command::new("cat")
+            .stdin(Stdio::from(pipe))
+            .stdout(Stdio::from(output))
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+    });
+    match started {
+        Ok(child) => tracing::info!(
+            "processes the init script started still write to its {}; forwarding it (cat, pid {})",
+            if to_stderr { "stderr" } else { "stdout" },
+            child.id()
+        ),
+        Err(err) => tracing::warn!(
+            "processes the init script started still write to it, but their output cannot be forwarded: cat: {err}"
+        ),
+    }
 }
 
 /// The environment an init script gets on top of bootlace's own.

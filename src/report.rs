@@ -12,6 +12,8 @@ use crate::deploy::state::sync_dir;
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const LAST_RUN: &str = "last-run.json";
+/// The most bytes of a report read, locally or from the store (DESIGN §6.5's caps).
+pub const MAX_BYTES: u64 = 1 << 20;
 const RUNS: &str = "runs";
 const KEEP_RUNS: usize = 20;
 
@@ -40,6 +42,13 @@ pub struct Report {
     pub finished_at: String,
     pub bootlace_version: String,
     pub error: Option<String>,
+    /// The exit code the run ended with, when its status does not already say it
+    /// (2: bad config or input), so that `status` ends the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<u8>,
+    /// What went wrong without failing the run (no init script matched, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,9 +92,14 @@ impl Report {
 
     /// The last report in `state_dir`, if any.
     pub fn load(state_dir: &Path) -> anyhow::Result<Option<Report>> {
+        use std::io::Read;
         let path = state_dir.join(LAST_RUN);
-        match fs::read(&path) {
-            Ok(bytes) => {
+        let mut bytes = Vec::new();
+        match fs::File::open(&path).and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut bytes)) {
+            Ok(_) if bytes.len() as u64 > MAX_BYTES => {
+                anyhow::bail!("reading {}: larger than {MAX_BYTES} bytes", path.display())
+            }
+            Ok(_) => {
                 Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
                     anyhow::anyhow!("reading {}: {e}", path.display())
                 })?))

@@ -1,6 +1,6 @@
 //! The boot run (DESIGN §1): lock → identity → deploy → init → report. Every run ends
-//! with a report, whatever failed; a store that cannot be reached while a verified
-//! release is current degrades the run instead of failing the boot.
+//! with a report, whatever failed; a target that cannot be deployed, for any reason,
+//! while a verified release is current degrades the run instead of failing the boot.
 
 use std::time::Instant;
 
@@ -26,9 +26,7 @@ pub struct Ran {
 pub async fn boot(config: &Config, progress: deploy::fetch::Progress, json: bool) -> anyhow::Result<Ran> {
     let state = StateDir::open(&config.deploy.state_dir)
         .map_err(|e| anyhow::anyhow!("opening state dir {}: {e}", config.deploy.state_dir.display()))?;
-    let _lock = state
-        .lock()
-        .map_err(|e| anyhow::anyhow!("taking the state dir lock: {e}"))?;
+    let _lock = state.lock(config.deploy.lock_timeout)?;
     let mut run = Run::new();
     let identity = match run
         .time(
@@ -41,16 +39,19 @@ pub async fn boot(config: &Config, progress: deploy::fetch::Progress, json: bool
         Err(err) => return Ok(run.finish(config, &state, None, None, Err(err)).await),
     };
     run.note_identity(&identity);
-    let store = match store::open(&config.store, identity.credentials.as_ref(), store::Access::Read) {
-        Ok(store) => store,
-        Err(err) => return Ok(run.finish(config, &state, Some(&identity), None, Err(err)).await),
-    };
-    let deployed = run
-        .time(
-            |t| &mut t.deploy,
-            deploy_step(config, &state, &store, &identity, progress),
-        )
-        .await;
+    let (store, deployed) =
+        match store::open(&config.store, identity.credentials.as_ref(), store::Access::Read) {
+            Ok(store) => {
+                let deployed = run
+                    .time(
+                        |t| &mut t.deploy,
+                        deploy_step(config, &state, &store, &identity, progress),
+                    )
+                    .await;
+                (Some(store), deployed)
+            }
+            Err(err) => (None, Err(err)),
+        };
     let tag = match deployed {
         Ok(deployed) => {
             run.tag = Some(deployed.tag.clone());
@@ -58,30 +59,34 @@ pub async fn boot(config: &Config, progress: deploy::fetch::Progress, json: bool
             run.deployed = deployed.deployed;
             deployed.tag
         }
-        // An unreachable store is not asked again for the report's upload: that would
-        // hold the boot for another store.deadline.
-        Err(err) if is_unreachable(&err) => match state.current() {
-            Some(current) => {
-                warn!(
-                    "{}; running the current release {current} (degraded)",
-                    exit::one_line(&err)
-                );
-                run.degraded = Some(exit::one_line(&err));
-                run.tag = Some(current.clone());
-                let result = run_init(config, &state, &identity, &current, json, &mut run);
-                return Ok(run.finish(config, &state, Some(&identity), None, result).await);
-            }
-            None => return Ok(run.finish(config, &state, Some(&identity), None, Err(err)).await),
-        },
+        // Whatever kept the target from being deployed, a verified current release
+        // still boots: its init runs and the run ends degraded, saying why.
         Err(err) => {
+            // A store that did not answer is not asked again for the report's upload:
+            // that would hold the boot for another store.deadline.
+            let unreachable = is_store_failure(&err);
+            let store = store.filter(|_| !unreachable);
+            let Some(current) = state.current() else {
+                return Ok(run
+                    .finish(config, &state, Some(&identity), store.as_ref(), Err(err))
+                    .await);
+            };
+            let why = exit::one_line(&err);
+            warn!("{why}; running the current release {current} (degraded)");
+            run.degraded = Some(match unreachable {
+                true => format!("store unreachable: {why}"),
+                false => format!("target not deployed: {why}"),
+            });
+            run.tag = Some(current.clone());
+            let result = run_init(config, &state, &identity, &current, json, &mut run);
             return Ok(run
-                .finish(config, &state, Some(&identity), Some(&store), Err(err))
+                .finish(config, &state, Some(&identity), store.as_ref(), result)
                 .await);
         }
     };
     let result = run_init(config, &state, &identity, &tag, json, &mut run);
     Ok(run
-        .finish(config, &state, Some(&identity), Some(&store), result)
+        .finish(config, &state, Some(&identity), store.as_ref(), result)
         .await)
 }
 
@@ -97,8 +102,9 @@ async fn deploy_step(
     deploy::deploy(config, state, store, &manifest, progress).await
 }
 
-/// Whether an error means the store could not be reached (or would not answer).
-fn is_unreachable(err: &anyhow::Error) -> bool {
+/// Whether a store call failed on the way (rather than the store answering with
+/// something bootlace refuses).
+fn is_store_failure(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.is::<StoreError>())
 }
 
@@ -112,37 +118,54 @@ fn run_init(
     run: &mut Run,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let result = choose_and_run(config, state, identity, tag, json, &mut run.init);
+    let result = choose_and_run(config, state, identity, tag, json, run);
     run.timings.init = started.elapsed().as_millis() as u64;
     result
 }
 
-/// Runs the first present candidate; what it did goes into `record`.
+/// Runs the first present candidate; what it did goes into the run's record. No
+/// candidate present is a loud warning, or a failure with `init.required`.
 fn choose_and_run(
     config: &Config,
     state: &StateDir,
     identity: &Identity,
     tag: &str,
     json: bool,
-    record: &mut Option<report::Init>,
+    run: &mut Run,
 ) -> anyhow::Result<()> {
     let release = state.release(tag);
     let candidates = init::candidates(&config.init, identity, &release)?;
     let Some(chosen) = candidates.iter().find(|c| c.present) else {
-        info!("no init script: none of {} candidates exists", candidates.len());
+        let tried: Vec<&str> = candidates.iter().map(|c| c.script.as_str()).collect();
+        let why = format!(
+            "no init script in release {tag}: none of {} exists under {}",
+            tried.join(", "),
+            config.init.root
+        );
+        if config.init.required {
+            anyhow::bail!("{why} (init.required)");
+        }
+        warn!("{why}");
+        run.warnings.push(why);
         return Ok(());
     };
     info!("running init script {}", chosen.script);
     let env = init::environment(identity, tag, &release);
     let outcome = init::run(chosen, &release, &env, config.init.timeout, json)?;
     let succeeded = outcome.succeeded();
-    let (timed_out, code) = (outcome.timed_out, outcome.exit_code);
-    *record = Some(report::Init {
+    let (timed_out, code, stopped_by) = (outcome.timed_out, outcome.exit_code, outcome.stopped_by);
+    run.init = Some(report::Init {
         script: outcome.script,
         exit_code: outcome.exit_code,
         duration_ms: outcome.duration_ms,
         output_tail: outcome.output_tail,
     });
+    if let Some(signal) = stopped_by {
+        anyhow::bail!(
+            "stopped: bootlace got {signal} while init script {} ran, and passed it on",
+            chosen.script
+        );
+    }
     match (succeeded, timed_out) {
         (true, _) => Ok(()),
         (false, true) => anyhow::bail!(
@@ -168,6 +191,7 @@ struct Run {
     deployed: bool,
     init: Option<report::Init>,
     degraded: Option<String>,
+    warnings: Vec<String>,
 }
 
 impl Run {
@@ -185,6 +209,7 @@ impl Run {
             deployed: false,
             init: None,
             degraded: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -213,11 +238,7 @@ impl Run {
     ) -> Ran {
         let (status, exit, error) = match (&result, &self.degraded) {
             (Err(err), _) => (Status::Failed, exit::classify(err), Some(exit::one_line(err))),
-            (Ok(()), Some(why)) => (
-                Status::Degraded,
-                Exit::Degraded,
-                Some(format!("store unreachable: {why}")),
-            ),
+            (Ok(()), Some(why)) => (Status::Degraded, Exit::Degraded, Some(why.clone())),
             (Ok(()), None) => (Status::Ok, Exit::Ok, None),
         };
         self.timings.total = self.started.elapsed().as_millis() as u64;
@@ -237,6 +258,8 @@ impl Run {
             finished_at: crate::release::now(),
             bootlace_version: env!("CARGO_PKG_VERSION").to_owned(),
             error,
+            exit_code: (exit == Exit::BadInput).then_some(exit as u8),
+            warnings: std::mem::take(&mut self.warnings),
         };
         if let Err(err) = report.save(state.root()) {
             warn!("writing the report to {}: {err}", state.root().display());

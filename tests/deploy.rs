@@ -68,8 +68,23 @@ impl Instance {
 
     /// Puts an archive into the store as `tag` and points prod at it, bypassing push.
     fn plant(&self, tag: &str, archive: &[u8], compression: &str, claimed_sha: Option<&str>) {
+        let unpacked = archives::decoded_len(archive, compression);
+        self.plant_claiming(tag, archive, compression, claimed_sha, unpacked);
+    }
+
+    /// As `plant`, with the manifest claiming `unpacked_bytes`.
+    fn plant_claiming(
+        &self,
+        tag: &str,
+        archive: &[u8],
+        compression: &str,
+        claimed_sha: Option<&str>,
+        unpacked_bytes: u64,
+    ) {
         let store = self.path("store");
-        let sha = sha256_hex(archive);
+        let real_sha = sha256_hex(archive);
+        // A false claim is planted at the claimed content address.
+        let sha = claimed_sha.unwrap_or(&real_sha);
         let extension = if compression == "zstd" {
             "tar.zst"
         } else {
@@ -80,9 +95,8 @@ impl Instance {
         std::fs::create_dir_all(store.join("builds")).unwrap();
         std::fs::create_dir_all(store.join("pointers")).unwrap();
         std::fs::write(store.join(&key), archive).unwrap();
-        let sha = claimed_sha.unwrap_or(&sha);
         let manifest = json!({"format_version": 1, "tag": tag, "archive": key, "compression": compression,
-            "sha256": sha, "size": archive.len(), "files": 1, "unpacked_bytes": 1,
+            "sha256": sha, "size": archive.len(), "files": 1, "unpacked_bytes": unpacked_bytes,
             "created_at": "2026-11-25T00:00:00Z", "created_by": "test", "source_revision": null});
         std::fs::write(store.join(format!("builds/{tag}.json")), manifest.to_string()).unwrap();
         let pointer = json!({"format_version": 1, "tag": tag, "sha256": sha, "size": archive.len(), "serial": 1,
@@ -134,6 +148,10 @@ fn snapshot_into(root: &Path, dir: &Path, seen: &mut BTreeMap<String, String>) {
         let path = entry.unwrap().path();
         let meta = std::fs::symlink_metadata(&path).unwrap();
         let name = path.strip_prefix(root).unwrap().display().to_string();
+        if name == "lock" {
+            // Holds the pid of the last command that took it.
+            continue;
+        }
         let mode = meta.permissions().mode();
         let what = if meta.file_type().is_symlink() {
             format!("link {}", std::fs::read_link(&path).unwrap().display())
@@ -439,11 +457,12 @@ fn a_server_that_answers_ranges_with_the_whole_object_is_read_as_one_stream() {
 
 #[test]
 fn a_full_filesystem_fails_cleanly() {
-    let instance = Instance::new("");
+    let instance = Instance::new("[deploy]\nreserve = 0\n");
     let small = archives::zstd(&raw_tar(&[("f", Regular, b"v1")]));
     instance.plant("v1", &small, "zstd", None);
     let store = instance.path("store");
-    // v2 holds 4 MiB of incompressible data; the state dir gets a 2 MiB tmpfs.
+    // v2 holds 4 MiB of incompressible data, and says so; the state dir gets a 2 MiB
+    // tmpfs with room for 64 inodes.
     let big = archives::zstd(&raw_tar(&[("f", Regular, &fastrand_bytes(4 << 20))]));
     let v2 = sha256_hex(&big);
     std::fs::write(store.join(format!("blobs/sha256/{v2}.tar.zst")), &big).unwrap();
@@ -451,15 +470,26 @@ fn a_full_filesystem_fails_cleanly() {
         "compression": "zstd", "sha256": v2, "size": big.len(), "files": 1, "unpacked_bytes": 4 << 20,
         "created_at": "2026-11-25T00:00:00Z", "created_by": "test", "source_revision": null});
     std::fs::write(store.join("builds/v2.json"), manifest.to_string()).unwrap();
+    // v3 holds 100 small files, but its manifest claims one: the inodes run out.
+    let names: Vec<String> = (0..100).map(|i| format!("f{i}")).collect();
+    let specs: Vec<Spec> = names.iter().map(|n| (n.as_str(), Regular, &b"x"[..])).collect();
+    let many = archives::zstd(&raw_tar(&specs));
+    let v3 = sha256_hex(&many);
+    std::fs::write(store.join(format!("blobs/sha256/{v3}.tar.zst")), &many).unwrap();
+    let manifest = json!({"format_version": 1, "tag": "v3", "archive": format!("blobs/sha256/{v3}.tar.zst"),
+        "compression": "zstd", "sha256": v3, "size": many.len(), "files": 1, "unpacked_bytes": 100,
+        "created_at": "2026-11-25T00:00:00Z", "created_by": "test", "source_revision": null});
+    std::fs::write(store.join("builds/v3.json"), manifest.to_string()).unwrap();
     let state = instance.path("state");
     std::fs::create_dir_all(&state).unwrap();
     let bootlace = env!("CARGO_BIN_EXE_bootlace");
     // A private mount namespace: the tmpfs vanishes with the shell.
     let script = format!(
         r#"set -e
-mount -t tmpfs -o size=2m tmpfs "{state}"
+mount -t tmpfs -o size=2m,nr_inodes=64 tmpfs "{state}"
 "{bootlace}" deploy >/dev/null
 "{bootlace}" deploy --tag v2 && exit 9
+"{bootlace}" deploy --tag v3 && exit 9
 readlink "{state}/current"
 ls -a "{state}/releases""#,
         state = state.display(),
@@ -467,11 +497,24 @@ ls -a "{state}/releases""#,
     let mut unshare = support::with_env_of(&instance.command(), "unshare");
     let out = run(unshare.args(["--mount", "--map-root-user", "sh", "-c", &script]));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains("No space left on device"), "{}", out.stderr);
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 2, "{}", out.stderr);
+    // Refused before a byte is downloaded: the manifest says it cannot fit.
+    assert!(
+        errors[0].contains("release v2 unpacks to 4.00 MiB") && errors[0].contains("free"),
+        "{}",
+        errors[0]
+    );
+    // Out of inodes mid-unpack: the file and the errno are named.
+    assert!(
+        errors[1].contains("No space left on device") && errors[1].contains("/f"),
+        "{}",
+        errors[1]
+    );
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines[0], "releases/v1", "{}", out.stdout);
     assert!(
-        !out.stdout.contains(".staging-") && !out.stdout.contains("v2"),
+        !out.stdout.contains(".staging-") && !out.stdout.contains("v2") && !out.stdout.contains("v3"),
         "{}",
         out.stdout
     );

@@ -16,8 +16,8 @@ const ZSTD_LEVEL: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{path}: {kind} cannot go into a release")]
     Special { path: PathBuf, kind: &'static str },
     #[error("{path}: file changed while it was packed")]
@@ -178,10 +178,10 @@ fn special_kind(file_type: &fs::FileType) -> &'static str {
     }
 }
 
-fn io_error(path: &Path, source: io::Error) -> PackError {
+fn io_error(path: &Path, error: io::Error) -> PackError {
     PackError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 

@@ -15,7 +15,7 @@ pub fn deploy(global: &GlobalArgs, tag: Option<&str>) -> anyhow::Result<Exit> {
         crate::release::check_tag(tag)?;
     }
     let state = open_state(&config.deploy.state_dir)?;
-    let _lock = state.lock().context("taking the state dir lock")?;
+    let _lock = state.lock(config.deploy.lock_timeout)?;
     let runtime = runtime()?;
     let _entered = runtime.enter();
     let deployed = runtime.block_on(async {
@@ -65,7 +65,7 @@ pub fn rollback(global: &GlobalArgs, to: Option<&str>) -> anyhow::Result<Exit> {
         crate::release::check_tag(tag)?;
     }
     let state = open_state(&config.deploy.state_dir)?;
-    let _lock = state.lock().context("taking the state dir lock")?;
+    let _lock = state.lock(config.deploy.lock_timeout)?;
     let current = state.current();
     let target = match to {
         Some(tag) if state.has(tag) => tag.to_owned(),

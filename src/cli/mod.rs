@@ -149,6 +149,7 @@ impl GlobalArgs {
         if let Some(source) = &self.identity {
             config.identity.source = source.clone();
         }
+        config.deploy.state_dir = absolute_state_dir(&config.deploy.state_dir)?;
         Ok(config)
     }
 }
@@ -169,12 +170,39 @@ impl Cli {
     }
 }
 
+/// The state dir as an absolute path, fixed once: init scripts get paths inside it
+/// and run in another directory. An empty one is refused rather than meaning the cwd.
+fn absolute_state_dir(dir: &std::path::Path) -> Result<PathBuf, crate::exit::BadInput> {
+    use crate::exit::BadInput;
+    if dir.as_os_str().is_empty() {
+        return Err(BadInput(
+            "the state dir is empty: set deploy.state_dir, --state-dir or BOOTLACE_STATE_DIR to a directory"
+                .into(),
+        ));
+    }
+    std::path::absolute(dir).map_err(|e| BadInput(format!("state dir {}: {e}", dir.display())))
+}
+
 /// A runtime for one command. Single-threaded: bootlace's network work is a handful of
 /// requests, and a boot should not pay for starting worker threads.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
+}
+
+/// Resolves when SIGINT or SIGTERM arrives, with the signal's name. From the first
+/// call on, those signals no longer end the process by themselves.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 /// A byte progress bar on stderr labelled `verb`, drawn only on a terminal and without

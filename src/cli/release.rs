@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde_json::json;
 
 use super::{GlobalArgs, ReleaseCommand, print_json, progress_bar, runtime};
@@ -16,13 +16,13 @@ use crate::store::{self, Store, layout};
 pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit> {
     let config = global.settings()?;
     let runtime = runtime()?;
-    let _guard = runtime.enter();
+    let guard = runtime.enter();
     let access = match command {
         ReleaseCommand::List { .. } | ReleaseCommand::Show { .. } => store::Access::Read,
         _ => store::Access::Write,
     };
     let store = store::open(&config.store, None, access)?;
-    runtime.block_on(async {
+    let done = runtime.block_on(async {
         match command {
             ReleaseCommand::Push { path, tag, env } => {
                 push_cmd(global, &config, &store, path, tag, env.as_deref()).await
@@ -34,7 +34,13 @@ pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit
             ReleaseCommand::List { env } => list(global, &config, &store, env.as_deref()).await,
             ReleaseCommand::Show { tag } => show(global, &store, tag).await,
         }
-    })?;
+    });
+    // An interrupted push may leave packaging running on a blocking thread: do not
+    // wait for it.
+    drop(guard);
+    drop(store);
+    runtime.shutdown_background();
+    done?;
     Ok(Exit::Ok)
 }
 
@@ -51,7 +57,7 @@ async fn push_cmd(
         .map(|env| pointer_name(&config.deploy.pointer, env))
         .transpose()?;
     let bar = progress_bar(global, "uploading");
-    let pushed = push(
+    let pushing = push(
         store,
         path,
         tag,
@@ -65,8 +71,18 @@ async fn push_cmd(
             Progress::Sent(n) => bar.inc(n),
             Progress::Done => bar.finish_and_clear(),
         },
-    )
-    .await?;
+    );
+    // Stopping the push drops it, and with it the temporary archive.
+    let pushed = tokio::select! {
+        pushed = pushing => pushed?,
+        signal = super::interrupted() => {
+            bar.finish_and_clear();
+            anyhow::bail!(
+                "push of {tag} interrupted by {signal}; its temporary archive was removed \
+                 (`bootlace release show {tag}` tells whether the tag was published)"
+            )
+        }
+    };
     let manifest = &pushed.manifest;
     if global.json {
         let pointer = pushed
@@ -183,17 +199,39 @@ pub(super) async fn list(
     };
     let mut pointers = BTreeMap::new();
     for name in pointer_names {
-        if let Some(pointer) = Pointer::load(store, &name).await? {
-            pointers.insert(name, pointer);
+        match Pointer::load(store, &name).await {
+            Ok(Some(pointer)) => {
+                pointers.insert(name, pointer);
+            }
+            Ok(None) => {}
+            Err(err) if err.chain().any(|e| e.is::<crate::store::StoreError>()) => return Err(err),
+            Err(err) => tracing::warn!("skipping pointer {name}: {}", crate::exit::one_line(&err)),
         }
     }
     let tags = names(store, layout::BUILDS).await?;
-    let mut manifests: Vec<Manifest> = futures::stream::iter(tags)
-        .map(|tag| async move { Manifest::load(store, &tag).await })
+    let loaded: Vec<(String, anyhow::Result<Option<Manifest>>)> = futures::stream::iter(tags)
+        .map(|tag| async move {
+            let manifest = Manifest::load(store, &tag).await;
+            (tag, manifest)
+        })
         .buffer_unordered(16)
-        .try_filter_map(|m| std::future::ready(Ok(m)))
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
+    // One unreadable manifest does not hide the others: it is named and skipped. A
+    // store that fails to answer still fails the listing.
+    let mut manifests = Vec::new();
+    let mut unreadable = BTreeMap::new();
+    for (tag, loaded) in loaded {
+        match loaded {
+            Ok(manifest) => manifests.extend(manifest),
+            Err(err) if err.chain().any(|e| e.is::<crate::store::StoreError>()) => return Err(err),
+            Err(err) => {
+                let why = crate::exit::one_line(&err);
+                tracing::warn!("skipping {tag}: {why}");
+                unreadable.insert(tag, why);
+            }
+        }
+    }
     manifests.sort_by(|a, b| (&b.created_at, &b.tag).cmp(&(&a.created_at, &a.tag)));
     let marks = |tag: &str| -> Vec<&str> {
         pointers
@@ -210,7 +248,7 @@ pub(super) async fn list(
                             "files": m.files, "pointers": marks(&m.tag)})
             })
             .collect();
-        return print_json(&json!({"releases": releases, "pointers": pointers}));
+        return print_json(&json!({"releases": releases, "pointers": pointers, "unreadable": unreadable}));
     }
     if manifests.is_empty() {
         outln!("no releases in {}", store.url());

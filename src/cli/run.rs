@@ -1,6 +1,5 @@
 //! `bootlace run`, `plan` and `status`: the boot flow, its dry run, and its record.
 
-use std::fs::File;
 use std::path::Path;
 
 use serde_json::json;
@@ -111,7 +110,7 @@ pub fn status(global: &GlobalArgs, wait: bool) -> anyhow::Result<Exit> {
     let config = global.settings()?;
     let state_dir = &config.deploy.state_dir;
     if wait {
-        wait_for_run(state_dir)?;
+        wait_for_run(state_dir, config.deploy.lock_timeout)?;
     }
     let report = Report::load(state_dir)?
         .ok_or_else(|| anyhow::anyhow!("no run recorded in {}", state_dir.display()))?;
@@ -124,23 +123,26 @@ pub fn status(global: &GlobalArgs, wait: bool) -> anyhow::Result<Exit> {
             outln!("  error: {error}");
         }
     }
-    Ok(match report.status {
-        Status::Ok => Exit::Ok,
-        Status::Failed => Exit::Failed,
-        Status::Degraded => Exit::Degraded,
-    })
+    // As the run ended: its recorded code, or (in older reports) its status's.
+    Ok(
+        match (report.exit_code.and_then(Exit::from_code), report.status) {
+            (Some(exit), _) => exit,
+            (None, Status::Ok) => Exit::Ok,
+            (None, Status::Failed) => Exit::Failed,
+            (None, Status::Degraded) => Exit::Degraded,
+        },
+    )
 }
 
-/// Waits while a run holds the state dir's lock; returns at once when none does.
-fn wait_for_run(state_dir: &Path) -> anyhow::Result<()> {
+/// Waits while a run holds the state dir's lock (at most `deploy.lock_timeout`);
+/// returns at once when none does.
+fn wait_for_run(state_dir: &Path, timeout: std::time::Duration) -> anyhow::Result<()> {
     // No lock file: nothing has ever run here, so nothing is running.
-    let Ok(file) = File::options().write(true).open(state_dir.join("lock")) else {
+    if !state_dir.join("lock").exists() {
         return Ok(());
-    };
-    if file.try_lock().is_err() {
-        tracing::info!("waiting for the run in progress");
-        file.lock()?;
     }
+    let state = crate::deploy::state::StateDir::open(state_dir)?;
+    drop(state.lock(timeout)?);
     Ok(())
 }
 
@@ -151,23 +153,24 @@ pub(super) fn summary(report: &Report) -> String {
         Status::Failed => "failed",
         Status::Degraded => "degraded",
     };
-    let tag = report.tag.as_deref().unwrap_or("-");
-    let deployed = if report.deployed {
-        "deployed"
-    } else {
-        "already present"
+    let release = match (&report.tag, report.deployed, report.status) {
+        (None, ..) => "no release".to_owned(),
+        (Some(tag), true, _) => format!("{tag} (deployed)"),
+        (Some(tag), false, Status::Degraded) => format!("{tag} (current; the target was not deployed)"),
+        (Some(tag), false, _) => format!("{tag} (already present)"),
     };
-    let init = match &report.init {
-        Some(init) => format!(
+    let init = match (&report.init, report.status) {
+        (Some(init), _) => format!(
             "init {} exited {} in {} ms",
             init.script,
             init.exit_code.map_or("-".into(), |c| c.to_string()),
             init.duration_ms
         ),
-        None => "no init script".into(),
+        (None, Status::Failed) => "no init script ran".into(),
+        (None, _) => "no init script matched".into(),
     };
     format!(
-        "run {status}: {tag} ({deployed}), {init}; {} ms in all",
+        "run {status}: {release}, {init}; {} ms in all",
         report.timings_ms.total
     )
 }

@@ -53,8 +53,12 @@ pub async fn fetch_and_unpack(
     let window = (config.deploy.download_window / PART).max(1) as usize;
     let (sender, receiver) = mpsc::channel::<Chunk>(QUEUE);
     let (compression, dest) = (manifest.compression, staging.to_owned());
+    // Never more than the manifest declared: a release that lies about its size is
+    // stopped at the lie, not at a full disk.
+    let mut limits = config.deploy.limits();
+    limits.max_unpacked_bytes = limits.max_unpacked_bytes.min(manifest.unpacked_bytes);
     let options = Options {
-        limits: config.deploy.limits(),
+        limits,
         sync: config.deploy.sync,
         progress: progress.clone(),
     };
@@ -68,10 +72,20 @@ pub async fn fetch_and_unpack(
         size: 0,
         progress: progress.clone(),
     };
-    let sent = if ranges {
-        send_ranges(store, &manifest.archive, manifest.size, window, &mut outgoing).await
-    } else {
-        send_stream(store, &manifest.archive, &mut outgoing).await
+    let sending = async {
+        if ranges {
+            send_ranges(store, &manifest.archive, manifest.size, window, &mut outgoing).await
+        } else {
+            send_stream(store, &manifest.archive, &mut outgoing).await
+        }
+    };
+    let sent = match tokio::time::timeout(config.deploy.timeout, sending).await {
+        Ok(sent) => sent.map_err(|err| anyhow::Error::new(err).context("downloading")),
+        Err(_) => Err(anyhow::anyhow!(
+            "downloading {}: not finished after {} (deploy.timeout)",
+            store.url_of(&manifest.archive),
+            humantime::format_duration(config.deploy.timeout)
+        )),
     };
     let Outgoing {
         sender, hasher, size, ..
@@ -79,10 +93,8 @@ pub async fn fetch_and_unpack(
     drop(sender);
     let unpacked = unpacker.await.context("the unpacker stopped")?;
     progress.finish_and_clear();
-    if let Err(err) = sent {
-        // The unpacker's error would only echo this one.
-        return Err(anyhow::Error::new(err).context("downloading"));
-    }
+    // The unpacker's error would only echo this one.
+    sent?;
     let unpacked =
         unpacked.map_err(|e| anyhow::anyhow!("unpacking {}: {e}", store.url_of(&manifest.archive)))?;
     let sha256 = hex::encode(hasher.finalize());

@@ -9,7 +9,7 @@ pub mod unpack;
 use std::time::Instant;
 
 use anyhow::Context;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::identity::Identity;
@@ -57,7 +57,8 @@ pub async fn target_tag(store: &Store, tag: &str) -> anyhow::Result<Manifest> {
 }
 
 /// Deploys `manifest`'s release into the state dir and makes it current. The caller
-/// holds the state dir's lock.
+/// holds the state dir's lock. Housekeeping (clearing leftovers, pruning) is logged
+/// when it fails, never fatal: it must not keep a boot from its init.
 pub async fn deploy(
     config: &Config,
     state: &StateDir,
@@ -66,29 +67,31 @@ pub async fn deploy(
     progress: fetch::Progress,
 ) -> anyhow::Result<Deployed> {
     let started = Instant::now();
-    state.clear_staging().context("clearing unfinished deploys")?;
+    if let Err(err) = state.clear_staging() {
+        warn!("clearing unfinished deploys: {err}");
+    }
     let tag = &manifest.tag;
-    let deployed = if state.has(tag) {
+    let deployed = if state.has_exactly(tag, &manifest.sha256) {
         info!("release {tag} is already present");
         false
     } else {
+        room_for(state, manifest, config.deploy.reserve)?;
         let staging = state.staging().context("creating a staging dir")?;
-        let fetched = fetch::fetch_and_unpack(config, store, manifest, &staging, progress).await;
-        if let Err(err) = fetched {
-            let _ = state::remove_tree(&staging);
-            return Err(err.context(format!("deploying {tag}")));
-        }
+        fetch::fetch_and_unpack(config, store, manifest, staging.path(), progress)
+            .await
+            .with_context(|| format!("deploying {tag}"))?;
         state
-            .commit(&staging, tag)
+            .commit(staging, tag, &manifest.sha256)
             .with_context(|| format!("committing release {tag}"))?;
         true
     };
     state
         .activate(tag)
         .with_context(|| format!("making {tag} current"))?;
-    let pruned = state
-        .prune(config.deploy.keep as usize)
-        .context("pruning old releases")?;
+    let pruned = state.prune(config.deploy.keep as usize).unwrap_or_else(|err| {
+        warn!("pruning old releases in {}: {err}", state.root().display());
+        Vec::new()
+    });
     Ok(Deployed {
         tag: tag.clone(),
         sha256: manifest.sha256.clone(),
@@ -97,5 +100,55 @@ pub async fn deploy(
         bytes: manifest.size,
         duration_ms: started.elapsed().as_millis() as u64,
         pruned,
+    })
+}
+
+/// Refuses a release that would not fit: the bytes and files its manifest declares,
+/// plus `reserve` bytes left free, against what the state dir's filesystem has.
+fn room_for(state: &StateDir, manifest: &Manifest, reserve: u64) -> anyhow::Result<()> {
+    let Some(free) = free_space(state.root()) else {
+        return Ok(());
+    };
+    let needed = manifest.unpacked_bytes.saturating_add(reserve);
+    if needed > free.bytes {
+        anyhow::bail!(
+            "release {} unpacks to {}, but {} has {} free and keeps {} in reserve (deploy.reserve)",
+            manifest.tag,
+            indicatif::BinaryBytes(manifest.unpacked_bytes),
+            state.root().display(),
+            indicatif::BinaryBytes(free.bytes),
+            indicatif::BinaryBytes(reserve)
+        );
+    }
+    if free.files.is_some_and(|files| manifest.files > files) {
+        anyhow::bail!(
+            "release {} holds {} files, but {} has only {} free inodes",
+            manifest.tag,
+            manifest.files,
+            state.root().display(),
+            free.files.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+struct Free {
+    bytes: u64,
+    /// `None` where the filesystem does not count inodes (btrfs reports 0).
+    files: Option<u64>,
+}
+
+/// Free bytes and inodes for an unprivileged writer on `dir`'s filesystem.
+fn free_space(dir: &std::path::Path) -> Option<Free> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid C string and `stat` a writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(Free {
+        bytes: (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64),
+        files: (stat.f_files > 0).then_some(stat.f_favail as u64),
     })
 }

@@ -2,24 +2,57 @@
 //!
 //! ```text
 //! releases/<tag>/        complete, verified releases only
+//! releases/<tag>/.bootlace-release.json   the mark of one: written last, before the rename
 //! releases/.staging-*    in progress; removed at the start of every deploy
 //! current -> releases/<tag>
 //! previous -> releases/<tag>   what `current` named before the last switch
-//! lock
+//! lock                   flock, with the holder's pid inside
 //! ```
 //!
 //! Every switch is a rename of a fresh symlink over the old one, then a sync of the
-//! directory, so a kill at any moment leaves `current` naming a complete release.
+//! directory, so a kill at any moment leaves `current` naming a complete release. Only
+//! a directory holding the mark, naming its own tag, counts as a release: an empty
+//! directory, a symlink or a stray file under `releases/` is never trusted.
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::archive::policy::RESERVED as MARKER;
 
 const RELEASES: &str = "releases";
 const STAGING: &str = ".staging-";
 const CURRENT: &str = "current";
 const PREVIOUS: &str = "previous";
+const LOCK: &str = "lock";
+/// A mark is a few hundred bytes; anything larger is not one.
+const MARKER_CAP: u64 = 4 << 10;
+/// How often a busy lock is tried again.
+const LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// What a complete release's mark says.
+#[derive(Debug, Serialize, Deserialize)]
+struct Mark {
+    tag: String,
+    sha256: String,
+}
+
+/// The state dir's lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("taking the state dir lock {path}: {error}")]
+    Io { path: String, error: io::Error },
+    #[error("the state dir lock {path} is held by {holder}; gave up after {waited} (deploy.lock_timeout)")]
+    Busy {
+        path: String,
+        holder: String,
+        waited: String,
+    },
+}
 
 pub struct StateDir {
     root: PathBuf,
@@ -38,15 +71,48 @@ impl StateDir {
         &self.root
     }
 
-    /// Takes the state dir's lock, waiting for a holder to finish. Held until the file
-    /// is dropped.
-    pub fn lock(&self) -> io::Result<File> {
-        let file = File::options()
+    /// Takes the state dir's lock, waiting at most `timeout` for a holder to finish
+    /// and saying at once who holds it. Held until the file is dropped; the holder's
+    /// pid is written inside for the next one to name.
+    pub fn lock(&self, timeout: Duration) -> Result<File, LockError> {
+        let path = self.root.join(LOCK);
+        let failed = |error| LockError::Io {
+            path: path.display().to_string(),
+            error,
+        };
+        let mut file = File::options()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
-            .open(self.root.join("lock"))?;
-        file.lock()?;
+            .open(&path)
+            .map_err(failed)?;
+        if !try_lock(&file).map_err(failed)? {
+            let holder = holder(&mut file);
+            tracing::warn!(
+                "waiting up to {} for the state dir lock {}, held by {holder}",
+                humantime::format_duration(timeout),
+                path.display()
+            );
+            let deadline = Instant::now() + timeout;
+            loop {
+                if try_lock(&file).map_err(failed)? {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(LockError::Busy {
+                        path: path.display().to_string(),
+                        holder,
+                        waited: humantime::format_duration(timeout).to_string(),
+                    });
+                }
+                std::thread::sleep(LOCK_POLL.min(deadline.saturating_duration_since(Instant::now())));
+            }
+        }
+        // Who holds it now, for anyone who has to wait.
+        file.set_len(0).map_err(failed)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+            .map_err(failed)?;
         Ok(file)
     }
 
@@ -54,10 +120,31 @@ impl StateDir {
         self.root.join(RELEASES).join(tag)
     }
 
-    /// Whether `tag` is unpacked and verified here. Only verified releases ever get a
-    /// `releases/<tag>` name, so its presence is the proof.
+    /// The sha256 of release `tag` if it is complete and verified here: a real
+    /// directory (not a symlink) holding a mark that names it.
+    fn verified(&self, tag: &str) -> Option<String> {
+        let dir = self.release(tag);
+        if crate::release::check_tag(tag).is_err() || !fs::symlink_metadata(&dir).ok()?.is_dir() {
+            return None;
+        }
+        let mut text = Vec::new();
+        File::open(dir.join(MARKER))
+            .ok()?
+            .take(MARKER_CAP)
+            .read_to_end(&mut text)
+            .ok()?;
+        let mark: Mark = serde_json::from_slice(&text).ok()?;
+        (mark.tag == tag).then_some(mark.sha256)
+    }
+
+    /// Whether `tag` is unpacked and verified here.
     pub fn has(&self, tag: &str) -> bool {
-        self.release(tag).is_dir()
+        self.verified(tag).is_some()
+    }
+
+    /// Whether `tag` is here with exactly the archive `sha256`.
+    pub fn has_exactly(&self, tag: &str, sha256: &str) -> bool {
+        self.verified(tag).is_some_and(|have| have == sha256)
     }
 
     /// Removes what an interrupted deploy left.
@@ -72,24 +159,46 @@ impl StateDir {
         Ok(())
     }
 
-    /// A new, empty staging dir.
-    pub fn staging(&self) -> io::Result<PathBuf> {
+    /// A new, empty staging dir, removed when dropped unless committed.
+    pub fn staging(&self) -> io::Result<Staging> {
         let path = self
             .root
             .join(RELEASES)
             .join(format!("{STAGING}{:016x}", fastrand::u64(..)));
         fs::create_dir(&path)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
-        Ok(path)
+        let staging = Staging { path: Some(path) };
+        fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))?;
+        Ok(staging)
     }
 
-    /// Gives a complete, synced staging dir its release name.
-    pub fn commit(&self, staging: &Path, tag: &str) -> io::Result<()> {
-        fs::rename(staging, self.release(tag))?;
+    /// Marks a complete, synced staging dir as release `tag` with archive `sha256`, and
+    /// gives it its release name. Whatever held that name and was not a verified
+    /// release (an empty directory, a stray file) is replaced.
+    pub fn commit(&self, mut staging: Staging, tag: &str, sha256: &str) -> io::Result<()> {
+        let mark = Mark {
+            tag: tag.to_owned(),
+            sha256: sha256.to_owned(),
+        };
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(staging.path().join(MARKER))?;
+        file.write_all(&serde_json::to_vec(&mark).expect("a mark always serialises"))?;
+        file.sync_all()?;
+        sync_dir(staging.path())?;
+        let target = self.release(tag);
+        match fs::symlink_metadata(&target) {
+            Ok(meta) if meta.is_dir() => remove_tree(&target)?,
+            Ok(_) => fs::remove_file(&target)?,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+        fs::rename(staging.path(), &target)?;
+        staging.path = None;
         sync_dir(&self.root.join(RELEASES))
     }
 
-    /// The tag `current` names.
+    /// The tag `current` names, if it names a complete release.
     pub fn current(&self) -> Option<String> {
         self.target(CURRENT)
     }
@@ -128,17 +237,33 @@ impl StateDir {
     }
 
     /// Removes all but the newest `keep` releases, never `current` or `previous`.
+    /// What is not a release (a stray file, an unmarked directory) is left alone and
+    /// named once in the log.
     pub fn prune(&self, keep: usize) -> io::Result<Vec<String>> {
         let protected = [self.current(), self.previous()];
         let mut releases = Vec::new();
+        let mut strays = Vec::new();
         for entry in fs::read_dir(self.root.join(RELEASES))? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || protected.iter().flatten().any(|p| *p == name) {
                 continue;
             }
+            if !self.has(&name) {
+                strays.push(name);
+                continue;
+            }
             let modified = entry.metadata()?.modified()?;
             releases.push((modified, name));
+        }
+        if !strays.is_empty() {
+            strays.sort();
+            tracing::warn!(
+                "{}: leaving {} entries that are not complete releases: {}",
+                self.root.join(RELEASES).display(),
+                strays.len(),
+                strays.join(", ")
+            );
         }
         releases.sort_by(|a, b| b.cmp(a));
         let mut pruned = Vec::new();
@@ -147,6 +272,46 @@ impl StateDir {
             pruned.push(name);
         }
         Ok(pruned)
+    }
+}
+
+/// A staging dir in progress: removed when dropped, on every path but a commit.
+pub struct Staging {
+    path: Option<PathBuf>,
+}
+
+impl Staging {
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().expect("a staging dir until committed")
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take()
+            && let Err(err) = remove_tree(&path)
+        {
+            tracing::warn!("removing {}: {err}", path.display());
+        }
+    }
+}
+
+/// Takes the lock without waiting; `false` when another process holds it.
+fn try_lock(file: &File) -> io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(err)) => Err(err),
+    }
+}
+
+/// Who holds the lock, as its file says.
+fn holder(file: &mut File) -> String {
+    let mut text = String::new();
+    let _ = file.take(64).read_to_string(&mut text);
+    match text.trim().parse::<u32>() {
+        Ok(pid) => format!("pid {pid}"),
+        Err(_) => "another process".into(),
     }
 }
 
@@ -185,8 +350,8 @@ mod tests {
 
     fn release(state: &StateDir, tag: &str) {
         let staging = state.staging().unwrap();
-        fs::write(staging.join("f"), tag).unwrap();
-        state.commit(&staging, tag).unwrap();
+        fs::write(staging.path().join("f"), tag).unwrap();
+        state.commit(staging, tag, &"ab".repeat(32)).unwrap();
     }
 
     #[test]
@@ -214,10 +379,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
         let staging = state.staging().unwrap();
-        fs::create_dir(staging.join("ro")).unwrap();
-        fs::write(staging.join("ro/f"), "x").unwrap();
-        fs::set_permissions(staging.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+        let path = staging.path().to_owned();
+        std::mem::forget(staging);
+        fs::create_dir(path.join("ro")).unwrap();
+        fs::write(path.join("ro/f"), "x").unwrap();
+        fs::set_permissions(path.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
         state.clear_staging().unwrap();
-        assert!(!staging.exists());
+        assert!(!path.exists());
     }
 }

@@ -76,8 +76,12 @@ pub fn unpack(
         })
     };
     let written = pool.finish();
-    let totals = walked?;
-    written.map_err(EntryError::Write)?;
+    // A writer's own error names the file and the errno; the walk only knows that
+    // some write failed.
+    let totals = match (walked, written) {
+        (Err(EntryError::Write(_)), Err(err)) | (Ok(_), Err(err)) => return Err(EntryError::Write(err)),
+        (walked, Ok(())) | (walked @ Err(_), Err(_)) => walked?,
+    };
     // Bytes after the compressed stream are still the archive's: read them all, so
     // that the caller's hash covers the whole archive.
     io::copy(&mut archive, &mut io::sink()).map_err(EntryError::Decode)?;

@@ -2,6 +2,7 @@
 //! from a `machine_id=` line, else `/etc/machine-id`; placement facts stay unknown.
 
 use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{IdentitySource, InstanceFacts, userdata};
@@ -28,10 +29,22 @@ impl IdentitySource for FileSource {
 
     async fn facts(&mut self) -> anyhow::Result<InstanceFacts> {
         let read = || -> std::io::Result<Vec<u8>> {
+            // Opened without blocking and checked before any read: a FIFO or a device
+            // would otherwise hold the boot for as long as nothing writes to it.
+            let file = std::fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&self.path)?;
+            let kind = file.metadata()?.file_type();
+            if !kind.is_file() {
+                return Err(std::io::Error::other(format!(
+                    "not a regular file (a {})",
+                    kind_name(kind)
+                )));
+            }
             let mut bytes = Vec::new();
             // One byte past the limit is enough for the parser to say "too large".
-            std::fs::File::open(&self.path)?
-                .take(userdata::MAX_BYTES as u64 + 1)
+            file.take(userdata::MAX_BYTES as u64 + 1)
                 .read_to_end(&mut bytes)?;
             Ok(bytes)
         };
@@ -49,5 +62,19 @@ impl IdentitySource for FileSource {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(anyhow::anyhow!("reading {MACHINE_ID_FILE}: {err}")),
         }
+    }
+}
+
+fn kind_name(kind: std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "directory"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "device"
+    } else {
+        "special file"
     }
 }

@@ -89,16 +89,32 @@ pub struct Identity {
 }
 
 /// Resolves the identity from `source`, within `config.deadline`.
+/// Every source is bounded by the deadline: those that retry stop at it with their own
+/// reason, and whatever else hangs is cut off just after it.
 pub async fn resolve(config: &IdentityConfig, source: &SourceSpec) -> anyhow::Result<Identity> {
     let deadline = Instant::now() + config.deadline;
-    match source {
-        SourceSpec::Imds => {
-            let mut imds = imds::ImdsSource::from_env(config.imds_v1_fallback, deadline)?;
-            from_source(&mut imds, &config.required).await
+    let resolving = async {
+        match source {
+            SourceSpec::Imds => {
+                let mut imds = imds::ImdsSource::from_env(config.imds_v1_fallback, deadline)?;
+                from_source(&mut imds, &config.required).await
+            }
+            SourceSpec::File(path) => from_source(&mut file::FileSource::new(path), &config.required).await,
         }
-        SourceSpec::File(path) => from_source(&mut file::FileSource::new(path), &config.required).await,
-    }
+    };
+    let cut_off = tokio::time::Instant::from_std(deadline) + CUT_OFF_MARGIN;
+    tokio::time::timeout_at(cut_off, resolving)
+        .await
+        .unwrap_or_else(|_| {
+            anyhow::bail!(
+                "no identity within {} (identity.deadline)",
+                humantime::format_duration(config.deadline)
+            )
+        })
 }
+
+/// How long after the deadline a source that has not stopped by itself is cut off.
+const CUT_OFF_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn from_source(source: &mut impl IdentitySource, required: &[String]) -> anyhow::Result<Identity> {
     let facts = source.facts().await?;

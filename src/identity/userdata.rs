@@ -53,7 +53,7 @@ pub enum UserDataError {
     },
     #[error("line {line}: the value of `{key}` contains a control character")]
     ControlCharacter { line: usize, key: String },
-    #[error("`{missing}` is given without `{given}`; store credentials need both")]
+    #[error("`{given}` is given without `{missing}`; store credentials need both")]
     HalfCredentials {
         given: &'static str,
         missing: &'static str,
@@ -425,6 +425,11 @@ mod tests {
         let err = parse(b"aws_access_key_id=AKIAEXAMPLE\n").unwrap_err();
         assert!(matches!(err, UserDataError::HalfCredentials { .. }));
         assert!(!err.to_string().contains("AKIAEXAMPLE"));
+        // Names the key that was given as given, and the other as missing.
+        assert_eq!(
+            err.to_string(),
+            "`aws_access_key_id` is given without `aws_secret_access_key`; store credentials need both"
+        );
     }
 
     #[test]

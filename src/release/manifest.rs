@@ -3,10 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::check_sha256;
 use crate::archive::Compression;
 use crate::store::{Store, layout};
 
 pub const FORMAT_VERSION: u32 = 1;
+/// The most bytes of a manifest read (DESIGN §6.5): a larger one is refused unread.
+pub const MAX_BYTES: u64 = 1 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -28,20 +31,36 @@ impl Manifest {
     /// Reads the manifest of `tag`; `None` when the store has no such tag.
     pub async fn load(store: &Store, tag: &str) -> anyhow::Result<Option<Manifest>> {
         let key = layout::manifest(tag);
-        let Some(object) = store.get(&key).await? else {
+        let Some(object) = store.get(&key, MAX_BYTES).await? else {
             return Ok(None);
         };
-        let manifest: Manifest = serde_json::from_slice(&object.bytes)
-            .map_err(|e| anyhow::anyhow!("reading manifest {}: {e}", store.url_of(&key)))?;
-        if manifest.format_version != FORMAT_VERSION || manifest.tag != tag {
-            anyhow::bail!(
-                "reading manifest {}: format_version {} for tag {:?}; this bootlace reads version {FORMAT_VERSION}",
-                store.url_of(&key),
-                manifest.format_version,
-                manifest.tag
-            );
-        }
+        let manifest = Manifest::parse(&object.bytes, tag)
+            .map_err(|why| anyhow::anyhow!("reading manifest {}: {why}", store.url_of(&key)))?;
         Ok(Some(manifest))
+    }
+
+    /// The manifest of `tag` from its bytes, checked: the format version, the tag it
+    /// names, its digest, and that its archive is at the content address of that digest.
+    pub fn parse(bytes: &[u8], tag: &str) -> Result<Manifest, String> {
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "format_version {}; this bootlace reads version {FORMAT_VERSION}",
+                manifest.format_version
+            ));
+        }
+        if manifest.tag != tag {
+            return Err(format!("it names tag {:?}, not {tag:?}", manifest.tag));
+        }
+        check_sha256(&manifest.sha256)?;
+        let expected = layout::blob(&manifest.sha256, manifest.compression);
+        if manifest.archive != expected {
+            return Err(format!(
+                "archive {:?} is not the content address of its sha256 ({expected})",
+                manifest.archive
+            ));
+        }
+        Ok(manifest)
     }
 
     /// Reads the manifest of `tag` and checks that its archive is in the store with the

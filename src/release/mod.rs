@@ -26,6 +26,16 @@ pub fn check_tag(tag: &str) -> Result<(), BadInput> {
     }
 }
 
+/// Checks a sha256 digest as bootlace writes it: 64 lowercase hex digits.
+pub fn check_sha256(digest: &str) -> Result<(), String> {
+    let valid = digest.len() == 64 && digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("sha256 {digest:?} is not 64 lowercase hex digits"))
+    }
+}
+
 /// The pointer name for environment `env` under the `deploy.pointer` template.
 pub fn pointer_name(template: &str, env: &str) -> Result<String, BadInput> {
     crate::identity::userdata::check_name(env)

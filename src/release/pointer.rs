@@ -9,9 +9,12 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use super::manifest::Manifest;
+use super::{check_sha256, check_tag};
 use crate::store::{Store, Versioned, layout};
 
 pub const FORMAT_VERSION: u32 = 1;
+/// The most bytes of a pointer object read (DESIGN §6.5): a larger one is refused unread.
+pub const MAX_BYTES: u64 = 64 << 10;
 /// Past states kept in `history`.
 pub const HISTORY: usize = 20;
 /// Compare-and-swap attempts before a pointer change gives up on a busy pointer.
@@ -89,19 +92,32 @@ impl Pointer {
 
 async fn read(store: &Store, name: &str) -> anyhow::Result<Option<(Pointer, Versioned)>> {
     let key = layout::pointer(name);
-    let Some(object) = store.get(&key).await? else {
+    let Some(object) = store.get(&key, MAX_BYTES).await? else {
         return Ok(None);
     };
-    let pointer: Pointer = serde_json::from_slice(&object.bytes)
-        .map_err(|e| anyhow::anyhow!("reading pointer {}: {e}", store.url_of(&key)))?;
-    if pointer.format_version != FORMAT_VERSION {
-        anyhow::bail!(
-            "reading pointer {}: format_version {}; this bootlace reads version {FORMAT_VERSION}",
-            store.url_of(&key),
-            pointer.format_version
-        );
-    }
+    let pointer = Pointer::parse(&object.bytes)
+        .map_err(|why| anyhow::anyhow!("reading pointer {}: {why}", store.url_of(&key)))?;
     Ok(Some((pointer, object)))
+}
+
+impl Pointer {
+    /// A pointer from its bytes, checked: its format version, and every tag and digest
+    /// it names, with the rules the command line applies, before anything uses them.
+    pub fn parse(bytes: &[u8]) -> Result<Pointer, String> {
+        let pointer: Pointer = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if pointer.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "format_version {}; this bootlace reads version {FORMAT_VERSION}",
+                pointer.format_version
+            ));
+        }
+        check_tag(&pointer.tag).map_err(|e| e.0)?;
+        check_sha256(&pointer.sha256)?;
+        for entry in &pointer.history {
+            check_tag(&entry.tag).map_err(|e| format!("history: {}", e.0))?;
+        }
+        Ok(pointer)
+    }
 }
 
 /// Moves pointer `name` to the release that `choose` picks from its current state.

@@ -28,7 +28,6 @@ pub struct Pushed {
 /// An archive ready to upload: a packaged temp file or the operator's own file.
 struct Prepared {
     path: PathBuf,
-    _temp: Option<tempfile::NamedTempFile>,
     compression: Compression,
     sha256: String,
     size: u64,
@@ -52,8 +51,24 @@ pub async fn push(
     }
     // Before any work: a store that cannot guard the tag stops the push here.
     store.check_writes().await?;
+    // The temp archive belongs to this future, not to the packaging thread: when the
+    // push is dropped (interrupted by a signal, say), it is removed at once.
+    let temp = match source.is_dir() {
+        true => Some(
+            tempfile::Builder::new()
+                .prefix("bootlace-push-")
+                .suffix(".tar.zst")
+                .tempfile()
+                .context("creating a temporary archive")?,
+        ),
+        false => None,
+    };
+    let target = temp
+        .as_ref()
+        .map(|t| anyhow::Ok((t.path().to_owned(), t.reopen()?)))
+        .transpose()?;
     let owned = source.to_owned();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&owned, limits)).await??;
+    let prepared = tokio::task::spawn_blocking(move || prepare(&owned, target, limits)).await??;
     let archive = layout::blob(&prepared.sha256, prepared.compression);
     let uploaded = if store.size_of(&archive).await? == Some(prepared.size) {
         tracing::info!("{} is already in the store", archive);
@@ -120,11 +135,14 @@ fn tag_exists(store: &Store, tag: &str) -> anyhow::Error {
     )
 }
 
-/// Packages a directory into a temp file, or checks an existing archive.
-fn prepare(source: &Path, limits: Limits) -> anyhow::Result<Prepared> {
+/// Packages a directory into `temp` (its path and an open handle), or checks an
+/// existing archive.
+fn prepare(source: &Path, temp: Option<(PathBuf, File)>, limits: Limits) -> anyhow::Result<Prepared> {
     let meta = std::fs::metadata(source).map_err(|e| BadInput(format!("{}: {e}", source.display())))?;
-    if meta.is_dir() {
-        return package(source, limits);
+    match temp {
+        Some(temp) if meta.is_dir() => return package(source, temp, limits),
+        None if meta.is_dir() => anyhow::bail!("{}: became a directory while pushing", source.display()),
+        _ => {}
     }
     let name = source
         .file_name()
@@ -145,7 +163,6 @@ fn prepare(source: &Path, limits: Limits) -> anyhow::Result<Prepared> {
         })?;
     Ok(Prepared {
         path: source.to_owned(),
-        _temp: None,
         compression,
         sha256: inspected.sha256,
         size: inspected.size,
@@ -154,13 +171,9 @@ fn prepare(source: &Path, limits: Limits) -> anyhow::Result<Prepared> {
     })
 }
 
-fn package(dir: &Path, limits: Limits) -> anyhow::Result<Prepared> {
+fn package(dir: &Path, (path, file): (PathBuf, File), limits: Limits) -> anyhow::Result<Prepared> {
     let mtime = mtime_from_env().map_err(|e| BadInput(e.to_string()))?;
-    let temp = tempfile::Builder::new()
-        .prefix("bootlace-push-")
-        .suffix(".tar.zst")
-        .tempfile()?;
-    let out = Hashing::new(BufWriter::with_capacity(1 << 20, temp.reopen()?));
+    let out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
     let (out, totals) = pack_dir(dir, mtime, limits, out).map_err(|e| match e {
         PackError::Io { .. } => anyhow::anyhow!("packaging {}: {e}", dir.display()),
         other => BadInput(format!("packaging {}: {other}", dir.display())).into(),
@@ -168,10 +181,9 @@ fn package(dir: &Path, limits: Limits) -> anyhow::Result<Prepared> {
     let (writer, sha256, size) = out.finish();
     writer
         .into_inner()
-        .map_err(|e| anyhow::anyhow!("writing {}: {}", temp.path().display(), e.error()))?;
+        .map_err(|e| anyhow::anyhow!("writing {}: {}", path.display(), e.error()))?;
     Ok(Prepared {
-        path: temp.path().to_owned(),
-        _temp: Some(temp),
+        path,
         compression: Compression::Zstd,
         sha256,
         size,

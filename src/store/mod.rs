@@ -24,6 +24,9 @@ pub use open::{Access, open};
 /// `PART_SIZE * UPLOAD_CONCURRENCY` whatever the archive's size.
 const PART_SIZE: usize = 8 << 20;
 const UPLOAD_CONCURRENCY: usize = 4;
+/// What a compare-and-swap reads back to compare: swapped objects are pointers, far
+/// smaller than this.
+const SWAP_READ_CAP: u64 = 1 << 20;
 
 /// A failed store call, naming the object: `reading s3://b/app/pointers/prod.json: access denied`.
 #[derive(Debug, thiserror::Error)]
@@ -98,19 +101,42 @@ impl Store {
         }
     }
 
-    /// The object at `key`, or `None`.
-    pub async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+    /// The object at `key`, or `None`. At most `cap` bytes are read: a larger object is
+    /// an error, whatever the server says its size is, and nothing is allocated from
+    /// a size the server announces.
+    pub async fn get(&self, key: &str, cap: u64) -> Result<Option<Versioned>, StoreError> {
+        use futures::StreamExt;
         let result = match self.objects.get(&self.path(key)).await {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(err) => return Err(self.error("reading", key, &err)),
         };
+        let too_large = |size: u64| StoreError {
+            action: "reading",
+            url: self.url_of(key),
+            reason: format!("{size} bytes or more, over the {cap}-byte limit for this object; not read"),
+        };
+        if result.meta.size > cap {
+            return Err(too_large(result.meta.size));
+        }
         let version = UpdateVersion {
             e_tag: result.meta.e_tag.clone(),
             version: result.meta.version.clone(),
         };
-        let bytes = result.bytes().await.map_err(|e| self.error("reading", key, &e))?;
-        Ok(Some(Versioned { bytes, version }))
+        let mut bytes = bytes::BytesMut::new();
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.error("reading", key, &e))?;
+            let read = (bytes.len() + chunk.len()) as u64;
+            if read > cap {
+                return Err(too_large(read));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some(Versioned {
+            bytes: bytes.freeze(),
+            version,
+        }))
     }
 
     /// The object at `key` as a stream of chunks, in order.
@@ -240,7 +266,10 @@ impl Store {
         {
             Ok(_) if enforced => Ok(true),
             // Unguarded: at least notice when another writer got there in between.
-            Ok(_) => Ok(self.get(key).await?.is_some_and(|now| now.bytes == bytes)),
+            Ok(_) => Ok(self
+                .get(key, SWAP_READ_CAP)
+                .await?
+                .is_some_and(|now| now.bytes == bytes)),
             Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
                 Ok(false)
             }
@@ -269,7 +298,11 @@ impl Store {
             .open(lock)
             .map_err(locking)?;
         file.lock().map_err(locking)?;
-        if self.get(key).await?.is_none_or(|now| now.bytes != *expected) {
+        if self
+            .get(key, SWAP_READ_CAP)
+            .await?
+            .is_none_or(|now| now.bytes != *expected)
+        {
             return Ok(false);
         }
         self.objects

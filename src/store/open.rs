@@ -75,12 +75,20 @@ pub fn open(
         }
         "gs" => {
             let builder = GoogleCloudStorageBuilder::from_env().with_url(text);
-            let gcs = builder.with_retry(retry(config)).build().map_err(bad)?;
+            let gcs = builder
+                .with_retry(retry(config))
+                .with_client_options(client_options(config))
+                .build()
+                .map_err(bad)?;
             (Arc::new(gcs), prefix, Guard::Server)
         }
         "az" | "azure" => {
             let builder = MicrosoftAzureBuilder::from_env().with_url(text);
-            let azure = builder.with_retry(retry(config)).build().map_err(bad)?;
+            let azure = builder
+                .with_retry(retry(config))
+                .with_client_options(client_options(config))
+                .build()
+                .map_err(bad)?;
             (Arc::new(azure), prefix, Guard::Server)
         }
         other => {
@@ -113,9 +121,8 @@ fn s3_builder(
         .clone()
         .or_else(|| env("AWS_ENDPOINT_URL_S3"))
         .or_else(|| env("AWS_ENDPOINT_URL"));
-    let client = ClientOptions::new()
-        .with_connect_timeout(std::time::Duration::from_secs(5))
-        .with_allow_http(endpoint.as_ref().is_some_and(|e| e.starts_with("http://")));
+    let client =
+        client_options(config).with_allow_http(endpoint.as_ref().is_some_and(|e| e.starts_with("http://")));
     builder = builder
         .with_client_options(client)
         .with_http_connector(super::http::Connector);
@@ -154,6 +161,22 @@ fn s3_builder(
     }
     Ok(builder)
 }
+
+/// Timeouts that bound silence, never a transfer that is making progress: a connect,
+/// and each read (headers or body), must succeed within `store.idle_timeout` (and
+/// within `store.deadline`); a long download at a slow but steady rate goes on.
+fn client_options(config: &StoreConfig) -> ClientOptions {
+    let idle = config.idle_timeout.min(config.deadline).max(MIN_IDLE);
+    ClientOptions::new()
+        .with_timeout_disabled()
+        .with_connect_timeout(idle.min(CONNECT_TIMEOUT))
+        .with_read_timeout(idle)
+}
+
+/// A connect that takes longer than this will not succeed by waiting.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Below this, a busy but healthy server would look stalled.
+const MIN_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Store calls retry with backoff and jitter until `store.deadline`.
 fn retry(config: &StoreConfig) -> RetryConfig {

@@ -46,3 +46,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// The size of a compressed tar once decoded: an honest upper bound of the bytes it
+/// unpacks to, for manifests planted by hand (64 MiB for one that does not decode).
+pub fn decoded_len(archive: &[u8], compression: &str) -> u64 {
+    let mut sink = std::io::sink();
+    let decoded = if compression == "zstd" {
+        zstd::Decoder::new(archive).and_then(|mut decoder| std::io::copy(&mut decoder, &mut sink))
+    } else {
+        std::io::copy(&mut flate2::read::GzDecoder::new(archive), &mut sink)
+    };
+    decoded.unwrap_or(64 << 20)
+}
