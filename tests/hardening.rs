@@ -1,0 +1,599 @@
+//! Black-box regression tests for the faults a hostile tester found (issue 10), one
+//! per finding, named after what each guards. A `file://` store and a file identity
+//! keep them fast; the network faults are in `faults.rs`.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::archives::{self, raw_tar, sha256_hex};
+use support::{Outcome, bootlace, run, write};
+use tar::EntryType::Regular;
+
+/// One instance: a `file://` store, a user-data file, a state dir and a log dir that
+/// init scripts write to.
+struct Host {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Host {
+    fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "user-data",
+            "environment=prod\nrole=web\ncontext=b\nmachine_id=i-test\n",
+        );
+        std::fs::create_dir_all(dir.path().join("log")).unwrap();
+        let config = write(dir.path(), "config.toml", config);
+        Self { dir, config }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self) -> Command {
+        let mut command = bootlace();
+        command
+            .env("BOOTLACE_CONFIG", &self.config)
+            .env(
+                "BOOTLACE_STORE",
+                format!("file://{}", self.path("store").display()),
+            )
+            .env("BOOTLACE_STATE_DIR", self.path("state"))
+            .env(
+                "BOOTLACE_IDENTITY",
+                format!("file:{}", self.path("user-data").display()),
+            )
+            .env("LOG_DIR", self.path("log"));
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Outcome {
+        run(self.command().args(args))
+    }
+
+    /// Pushes a release whose `bootstrap/b/bootstrapper.sh` runs `script` (none when
+    /// `None`), and points prod at it.
+    fn release(&self, tag: &str, script: Option<&str>) {
+        let tree = self.path(&format!("tree-{tag}"));
+        std::fs::create_dir_all(tree.join("app")).unwrap();
+        std::fs::write(tree.join("app/version"), tag).unwrap();
+        if let Some(body) = script {
+            let file = tree.join("bootstrap/b/bootstrapper.sh");
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let tree = tree.to_str().unwrap();
+        let out = self.run(&["release", "push", tree, "--tag", tag, "--env", "prod"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+
+    fn report(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.path("state/last-run.json")).unwrap()).unwrap()
+    }
+
+    fn logged(&self, name: &str) -> bool {
+        self.path("log").join(name).exists()
+    }
+
+    fn current(&self) -> Option<String> {
+        std::fs::read_link(self.path("state/current"))
+            .ok()
+            .map(|p| p.display().to_string())
+    }
+
+    /// Writes pointer `prod` by hand, naming `tag` with `sha256`.
+    fn plant_pointer(&self, tag: &str, sha256: &str) {
+        let pointer = json!({"format_version": 1, "tag": tag, "sha256": sha256, "size": 1, "serial": 99,
+            "updated_at": "2026-11-25T00:00:00Z", "updated_by": "test", "history": []});
+        std::fs::write(self.path("store/pointers/prod.json"), pointer.to_string()).unwrap();
+    }
+}
+
+/// Waits up to `limit` for `check`.
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
+
+// 1. Sizes from outside are capped, never trusted for allocation.
+
+#[test]
+fn a_pointer_of_5_gb_is_refused_unread_and_the_boot_degrades() {
+    let host = Host::new("");
+    host.release("v1", Some("touch \"$LOG_DIR/ran\""));
+    assert_eq!(host.run(&["run"]).code, 0);
+    std::fs::remove_file(host.path("log/ran")).unwrap();
+    // A sparse 5 GB pointer: reading it whole would take 5 GB of memory.
+    let pointer = std::fs::File::options()
+        .write(true)
+        .open(host.path("store/pointers/prod.json"))
+        .unwrap();
+    pointer.set_len(5 << 30).unwrap();
+    let started = Instant::now();
+    let mut command = support::with_env_of(&host.command(), "/usr/bin/time");
+    let out = run(command.args(["-f", "maxrss=%M", env!("CARGO_BIN_EXE_bootlace"), "run"]));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(host.logged("ran"), "the current release's init ran");
+    let error = host.report()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("over the 65536-byte limit"), "{error}");
+    let rss_kib: u64 = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss="))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(rss_kib < 64 << 10, "peak RSS {rss_kib} KiB");
+}
+
+// 2. Housekeeping never stops init.
+
+#[test]
+fn a_stray_file_in_releases_does_not_stop_the_boot() {
+    let host = Host::new("[deploy]\nkeep = 0\n");
+    host.release("v1", Some("touch \"$LOG_DIR/v1\""));
+    assert_eq!(host.run(&["run"]).code, 0);
+    write(&host.path("state/releases"), "stray", "not a release");
+    std::fs::create_dir(host.path("state/releases/empty")).unwrap();
+    host.release("v2", Some("touch \"$LOG_DIR/v2\""));
+    assert_eq!(host.run(&["run"]).code, 0);
+    host.release("v3", Some("touch \"$LOG_DIR/v3\""));
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(host.logged("v3"));
+    assert!(
+        out.stderr
+            .contains("2 entries that are not complete releases: empty, stray"),
+        "{}",
+        out.stderr
+    );
+    // Pruning went on around them: v1 is gone, v2 kept as previous.
+    assert!(!host.path("state/releases/v1").exists());
+    assert!(host.path("state/releases/v2").exists());
+    assert!(host.path("state/releases/stray").is_file());
+}
+
+// 3. Daemons started by init keep running and logging after bootlace exits.
+
+#[test]
+fn a_daemon_started_by_init_outlives_bootlace_and_keeps_logging() {
+    let host = Host::new("");
+    let script = r#"echo "init says hello"
+( for i in 1 2 3 4 5 6 7 8 9 10; do echo "daemon line $i"; echo "daemon err $i" >&2; sleep 1; done
+  touch "$LOG_DIR/daemon-done" ) &
+"#;
+    host.release("v1", Some(script));
+    let stdout = std::fs::File::create(host.path("stdout")).unwrap();
+    let started = Instant::now();
+    let status = host
+        .command()
+        .arg("run")
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let bootlace_took = started.elapsed();
+    assert!(bootlace_took < Duration::from_secs(5), "{bootlace_took:?}");
+    assert!(
+        eventually(Duration::from_secs(20), || host.logged("daemon-done")),
+        "the daemon died (SIGPIPE?) before its tenth line"
+    );
+    // The daemon's last lines were written ~9 s after bootlace exited, and still
+    // reached bootlace's stdout (the journal, under systemd).
+    let output = std::fs::read_to_string(host.path("stdout")).unwrap();
+    assert!(output.contains("daemon line 10"), "{output}");
+    let tail = host.report()["init"]["output_tail"].as_str().unwrap().to_owned();
+    assert!(tail.contains("init says hello"), "{tail}");
+}
+
+// 4. The lock is never waited for silently or forever.
+
+#[test]
+fn a_held_lock_names_its_holder_and_is_given_up_after_lock_timeout() {
+    let host = Host::new("[deploy]\nlock_timeout = \"1s\"\n");
+    host.release("v1", Some("touch \"$LOG_DIR/started\"; sleep 4"));
+    let mut first = host
+        .command()
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || host.logged("started")));
+    let started = Instant::now();
+    let out = host.run(&["deploy"]);
+    let waited = started.elapsed();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.assert_one_error_line();
+    assert!(line.contains(&format!("held by pid {}", first.id())), "{line}");
+    assert!(line.contains("gave up after 1s"), "{line}");
+    assert!(out.stderr.contains("waiting up to 1s"), "{}", out.stderr);
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    assert!(first.wait().unwrap().success());
+}
+
+// 5. Names read from the store are checked before any use.
+
+#[test]
+fn a_pointer_naming_a_staging_dir_or_a_bad_tag_is_refused() {
+    let host = Host::new("");
+    host.release("v1", Some("touch \"$LOG_DIR/ran\""));
+    assert_eq!(host.run(&["run"]).code, 0);
+    for tag in [".staging-evil", "v 1", "../v1"] {
+        host.plant_pointer(tag, &"a".repeat(64));
+        let out = host.run(&["run"]);
+        assert_eq!(out.code, 3, "{tag}: {}", out.stderr);
+        let error = host.report()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains("must match"), "{error}");
+        assert_eq!(host.current().as_deref(), Some("releases/v1"));
+    }
+    // A bad digest, or a manifest whose archive is not at its content address.
+    host.plant_pointer("v1", "not-a-digest");
+    assert_eq!(host.run(&["run"]).code, 3);
+    assert!(
+        host.report()["error"]
+            .as_str()
+            .unwrap()
+            .contains("64 lowercase hex")
+    );
+}
+
+// 7. The state dir is absolute, or refused.
+
+#[test]
+fn a_relative_state_dir_gives_init_absolute_paths() {
+    let host = Host::new("");
+    host.release(
+        "v1",
+        Some("echo \"$BOOTLACE_RELEASE_DIR\" > \"$LOG_DIR/dir\"; test -d \"$BOOTLACE_RELEASE_DIR\""),
+    );
+    let out = run(host
+        .command()
+        .env_remove("BOOTLACE_STATE_DIR")
+        .current_dir(host.dir.path())
+        .args(["--state-dir", "./st", "run"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let dir = std::fs::read_to_string(host.path("log/dir")).unwrap();
+    assert!(Path::new(dir.trim()).is_absolute(), "{dir}");
+    assert!(dir.trim().starts_with(host.dir.path().to_str().unwrap()), "{dir}");
+}
+
+#[test]
+fn an_empty_state_dir_is_refused() {
+    let host = Host::new("[deploy]\nstate_dir = \"\"\n");
+    let out = run(host.command().env_remove("BOOTLACE_STATE_DIR").arg("run"));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.assert_one_error_line().contains("state dir is empty"));
+}
+
+// 8. SIGTERM during init is passed on, and the run still reports.
+
+#[test]
+fn sigterm_during_init_is_passed_to_the_script_and_reported() {
+    let host = Host::new("");
+    host.release(
+        "v1",
+        Some("trap 'touch \"$LOG_DIR/got-term\"; exit 7' TERM\ntouch \"$LOG_DIR/started\"\nsleep 30 & wait"),
+    );
+    let mut child = host
+        .command()
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || host.logged("started")));
+    let started = Instant::now();
+    // SAFETY: signalling a child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "bootlace exits with a report, not by the signal"
+    );
+    assert!(host.logged("got-term"), "the script got SIGTERM");
+    let report = host.report();
+    assert_eq!(report["status"], "failed");
+    assert!(report["error"].as_str().unwrap().contains("SIGTERM"), "{report}");
+    assert_eq!(report["init"]["exit_code"], 7);
+}
+
+// 9. Any failure to deploy the target degrades a run with a current release.
+
+#[test]
+fn any_deploy_failure_with_a_current_release_degrades() {
+    let host = Host::new("");
+    host.release("v1", Some("touch \"$LOG_DIR/v1\""));
+    assert_eq!(host.run(&["run"]).code, 0);
+    // A missing archive.
+    host.release("v2", Some("true"));
+    for blob in std::fs::read_dir(host.path("store/blobs/sha256")).unwrap() {
+        std::fs::remove_file(blob.unwrap().path()).unwrap();
+    }
+    std::fs::remove_file(host.path("log/v1")).unwrap();
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(host.logged("v1"));
+    assert_eq!(host.report()["tag"], "v1");
+    // An empty store (no pointer at all), as a missing bucket is.
+    std::fs::remove_file(host.path("log/v1")).unwrap();
+    let empty = host.path("empty-store");
+    std::fs::create_dir(&empty).unwrap();
+    let out = run(host
+        .command()
+        .env("BOOTLACE_STORE", format!("file://{}", empty.display()))
+        .arg("run"));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(host.logged("v1"));
+    assert!(host.report()["error"].as_str().unwrap().contains("no pointer"));
+}
+
+// 10. No init script is loud, and can be made a failure.
+
+#[test]
+fn no_init_script_is_a_warning_naming_the_candidates_or_a_failure_when_required() {
+    let host = Host::new("");
+    host.release("v1", None);
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("WARN"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("b/prod/i-test.sh, b/prod/bootstrapper.sh, b/bootstrapper.sh")
+    );
+    let warnings = host.report()["warnings"].clone();
+    assert!(
+        warnings[0].as_str().unwrap().contains("b/bootstrapper.sh"),
+        "{warnings}"
+    );
+    write(host.dir.path(), "config.toml", "[init]\nrequired = true\n");
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.assert_one_error_line().contains("init.required"));
+}
+
+// 11. Damage in the state dir is never trusted.
+
+#[test]
+fn an_empty_or_symlinked_release_dir_is_not_taken_as_a_release() {
+    let host = Host::new("");
+    host.release("v1", Some("touch \"$LOG_DIR/v1\""));
+    // An empty directory and a symlink where v1 would be unpacked.
+    std::fs::create_dir_all(host.path("state/releases/v1")).unwrap();
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(host.report()["deployed"], true, "the empty dir was replaced");
+    assert!(host.logged("v1"));
+    host.release("v2", Some("touch \"$LOG_DIR/v2\""));
+    std::os::unix::fs::symlink(host.path("state/releases/v1"), host.path("state/releases/v2")).unwrap();
+    assert_eq!(host.run(&["run"]).code, 0);
+    assert_eq!(host.report()["deployed"], true);
+    assert!(host.path("state/releases/v2").is_dir());
+    assert!(!host.path("state/releases/v2").is_symlink());
+    // `current` naming an unmarked release is no release: with the store gone, the
+    // boot fails instead of running it.
+    std::fs::remove_file(host.path("state/releases/v2/.bootlace-release.json")).unwrap();
+    std::fs::remove_file(host.path("log/v2")).unwrap();
+    let out = run(host
+        .command()
+        .env(
+            "BOOTLACE_STORE",
+            format!("file://{}", host.path("nowhere").display()),
+        )
+        .arg("run"));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(!host.logged("v2"), "init ran against an unmarked release");
+}
+
+// 12. Absurd durations are refused when the config is read.
+
+#[test]
+fn an_absurd_duration_is_refused_at_parse_time() {
+    let host = Host::new("[init]\ntimeout = \"18446744073709551615s\"\n");
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let line = out.assert_one_error_line();
+    assert!(
+        line.contains("init.timeout") && line.contains("one-year maximum"),
+        "{line}"
+    );
+}
+
+// 13. A manifest that understates its size is stopped at the lie.
+
+#[test]
+fn a_release_larger_than_its_manifest_says_is_stopped_at_the_lie() {
+    let host = Host::new("");
+    host.release("v1", Some("true"));
+    assert_eq!(host.run(&["run"]).code, 0);
+    let archive = archives::zstd(&raw_tar(&[("big", Regular, &vec![0u8; 1 << 20])]));
+    let sha = sha256_hex(&archive);
+    let key = format!("blobs/sha256/{sha}.tar.zst");
+    std::fs::write(host.path("store").join(&key), &archive).unwrap();
+    let manifest = json!({"format_version": 1, "tag": "v2", "archive": key, "compression": "zstd",
+        "sha256": sha, "size": archive.len(), "files": 1, "unpacked_bytes": 1000,
+        "created_at": "2026-11-25T00:00:00Z", "created_by": "test", "source_revision": null});
+    std::fs::write(host.path("store/builds/v2.json"), manifest.to_string()).unwrap();
+    let out = host.run(&["deploy", "--tag", "v2"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.assert_one_error_line()
+            .contains("more than 1000 bytes unpacked")
+    );
+    assert_eq!(host.current().as_deref(), Some("releases/v1"));
+    let left: Vec<_> = std::fs::read_dir(host.path("state/releases")).unwrap().collect();
+    assert_eq!(left.len(), 1, "no staging dir is left behind");
+}
+
+// 14. An interrupted push leaves no temporary archive.
+
+#[test]
+fn an_interrupted_push_removes_its_temporary_archive() {
+    let host = Host::new("");
+    let tree = host.path("big-tree");
+    std::fs::create_dir(&tree).unwrap();
+    let mut rng = fastrand::Rng::with_seed(14);
+    for i in 0..24 {
+        let data: Vec<u8> = std::iter::repeat_with(|| rng.u8(..)).take(8 << 20).collect();
+        std::fs::write(tree.join(format!("f{i}")), data).unwrap();
+    }
+    let tmp = host.path("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let child = host
+            .command()
+            .env("TMPDIR", &tmp)
+            .args(["release", "push", tree.to_str().unwrap(), "--tag", "big"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let packaging = || std::fs::read_dir(&tmp).unwrap().count() > 0;
+        assert!(eventually(Duration::from_secs(20), packaging));
+        // SAFETY: signalling a child we spawned.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("interrupted"), "{stderr}");
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
+// 15. One corrupt manifest does not hide the others.
+
+#[test]
+fn release_list_names_a_corrupt_manifest_and_lists_the_rest() {
+    let host = Host::new("");
+    host.release("v1", None);
+    host.release("v2", None);
+    std::fs::write(host.path("store/builds/v1.json"), "{not json").unwrap();
+    let out = host.run(&["release", "list"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("v2"), "{}", out.stdout);
+    assert!(!out.stdout.contains("v1 "), "{}", out.stdout);
+    assert!(out.stderr.contains("skipping v1"), "{}", out.stderr);
+    let out = host.run(&["--json", "release", "list"]);
+    let listed: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(listed["unreadable"]["v1"].is_string(), "{listed}");
+}
+
+// 16. A user-data file that is not a regular file is refused at once.
+
+#[test]
+fn a_fifo_as_user_data_is_refused_at_once() {
+    let host = Host::new("");
+    let fifo = host.path("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let started = Instant::now();
+    let out = run(host
+        .command()
+        .env("BOOTLACE_IDENTITY", format!("file:{}", fifo.display()))
+        .arg("identity"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.assert_one_error_line()
+            .contains("not a regular file (a FIFO)")
+    );
+}
+
+// 17. Messages say what happened.
+
+#[test]
+fn a_failed_run_says_so_without_pretending_a_release() {
+    let host = Host::new("");
+    std::fs::create_dir_all(host.path("store")).unwrap();
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("run failed: no release, no init script ran"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("already present"), "{}", out.stdout);
+}
+
+#[test]
+fn a_manifest_for_another_tag_is_named_as_such() {
+    let host = Host::new("");
+    host.release("v1", None);
+    let manifest = std::fs::read_to_string(host.path("store/builds/v1.json")).unwrap();
+    std::fs::write(host.path("store/builds/v2.json"), manifest).unwrap();
+    let out = host.run(&["release", "show", "v2"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.assert_one_error_line();
+    assert!(line.contains("it names tag \"v1\", not \"v2\""), "{line}");
+}
+
+#[test]
+fn a_config_read_error_names_the_os_error_once() {
+    let out = run(bootlace().args(["--config", "/nonexistent/bootlace.toml", "identity"]));
+    assert_eq!(out.code, 2);
+    let line = out.assert_one_error_line();
+    assert_eq!(line.matches("No such file or directory").count(), 1, "{line}");
+}
+
+#[test]
+fn status_exits_as_a_run_that_ended_with_bad_input() {
+    let host = Host::new("");
+    host.release("v1", None);
+    write(host.dir.path(), "user-data", "environment=prod\nrole=web\n");
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(host.run(&["status"]).code, 2);
+}
+
+#[test]
+fn a_non_executable_script_runs_by_its_shebang() {
+    let host = Host::new("");
+    let tree = host.path("tree");
+    std::fs::create_dir_all(tree.join("bootstrap/b")).unwrap();
+    // Bash-only syntax: under sh this fails.
+    std::fs::write(
+        tree.join("bootstrap/b/bootstrapper.sh"),
+        "#!/bin/bash\nif [[ -n \"$BASH_VERSION\" ]]; then touch \"$LOG_DIR/bash\"; fi\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        tree.join("bootstrap/b/bootstrapper.sh"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let tree = tree.to_str().unwrap();
+    assert_eq!(
+        host.run(&["release", "push", tree, "--tag", "v1", "--env", "prod"])
+            .code,
+        0
+    );
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(host.logged("bash"));
+}
