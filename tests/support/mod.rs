@@ -6,6 +6,7 @@
 pub mod archives;
 pub mod faulty;
 pub mod imds;
+pub mod proxy;
 pub mod s3;
 
 use std::path::{Path, PathBuf};

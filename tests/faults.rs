@@ -1,0 +1,255 @@
+//! Fault injection: `bootlace run` through a proxy (`support::proxy`) that spoils the
+//! answers of a real S3 server (moto) — resets, stalls, trickles, truncation, a lying
+//! `Content-Length`, 503 storms. Each run either succeeds (retried, resumed) or ends
+//! degraded (exit 3) with the current release intact and its init run, within the
+//! bound the config sets: `store.deadline` for retries, `store.idle_timeout` for
+//! silence, `deploy.timeout` for the whole download.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::proxy::{Fault, Proxy};
+use support::{Outcome, bootlace, run, s3, write};
+
+const CONFIG: &str = "[store]\ndeadline = \"2s\"\nidle_timeout = \"1s\"\n[deploy]\ndownload = \"stream\"\n";
+/// v2's payload: random, so the archive is as large.
+const PAYLOAD: usize = 3 << 20;
+
+/// An instance on v1, with v2 promoted in moto and not yet deployed.
+struct Host {
+    dir: tempfile::TempDir,
+    place: String,
+}
+
+impl Host {
+    fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "user-data",
+            "environment=prod\nrole=web\ncontext=b\nmachine_id=i-fault\n",
+        );
+        write(dir.path(), "config.toml", config);
+        std::fs::create_dir(dir.path().join("log")).unwrap();
+        let host = Self {
+            dir,
+            place: s3::moto().place(),
+        };
+        host.push("v1", 10);
+        assert_eq!(host.run(&s3::moto().endpoint, &["run"]).code, 0);
+        host.push("v2", PAYLOAD);
+        std::fs::remove_dir_all(host.path("log")).unwrap();
+        std::fs::create_dir(host.path("log")).unwrap();
+        host
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, endpoint: &str) -> Command {
+        let mut command = bootlace();
+        command
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
+            .env("BOOTLACE_STORE", format!("s3://{}", self.place))
+            .env("BOOTLACE_STATE_DIR", self.path("state"))
+            .env("BOOTLACE_CONFIG", self.path("config.toml"))
+            .env(
+                "BOOTLACE_IDENTITY",
+                format!("file:{}", self.path("user-data").display()),
+            )
+            .env("LOG_DIR", self.path("log"));
+        command
+    }
+
+    fn run(&self, endpoint: &str, args: &[&str]) -> Outcome {
+        run(self.command(endpoint).args(args))
+    }
+
+    fn push(&self, tag: &str, payload: usize) {
+        let tree = self.path(&format!("tree-{tag}"));
+        std::fs::create_dir_all(tree.join("bootstrap/b")).unwrap();
+        let mut rng = fastrand::Rng::with_seed(payload as u64);
+        let data: Vec<u8> = std::iter::repeat_with(|| rng.u8(..)).take(payload).collect();
+        std::fs::write(tree.join("payload"), data).unwrap();
+        let script = tree.join("bootstrap/b/bootstrapper.sh");
+        std::fs::write(&script, format!("#!/bin/sh\ntouch \"$LOG_DIR/{tag}\"\n")).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tree = tree.to_str().unwrap();
+        let out = self.run(
+            &s3::moto().endpoint,
+            &["release", "push", tree, "--tag", tag, "--env", "prod"],
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+
+    /// Runs through a proxy spoiling `matching` answers with `fault`, `times` times;
+    /// returns the outcome, how long it took and the report.
+    fn run_through(&self, matching: &str, fault: Fault, times: usize) -> (Outcome, Duration, Value, Proxy) {
+        let proxy = Proxy::start(&s3::moto().endpoint, matching, fault, times);
+        let started = Instant::now();
+        let out = self.run(&proxy.endpoint, &["run"]);
+        let took = started.elapsed();
+        let report =
+            serde_json::from_slice(&std::fs::read(self.path("state/last-run.json")).unwrap()).unwrap();
+        (out, took, report, proxy)
+    }
+
+    fn ran(&self, tag: &str) -> bool {
+        self.path("log").join(tag).exists()
+    }
+
+    /// A successful run deployed v2 and ran its init.
+    fn assert_updated(&self, out: &Outcome, report: &Value) {
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(report["tag"], "v2");
+        assert!(self.ran("v2"));
+        let payload = std::fs::read(self.path("state/current/payload")).unwrap();
+        assert_eq!(payload.len(), PAYLOAD);
+    }
+
+    /// A degraded run kept v1 current, ran its init, and said why.
+    fn assert_degraded(&self, out: &Outcome, report: &Value, why: &str) {
+        assert_eq!(out.code, 3, "{}", out.stderr);
+        assert_eq!(report["status"], "degraded");
+        assert_eq!(report["tag"], "v1");
+        assert!(self.ran("v1") && !self.ran("v2"));
+        let error = report["error"].as_str().unwrap();
+        assert!(error.contains(why), "{error}");
+        let target = std::fs::read_link(self.path("state/current")).unwrap();
+        assert_eq!(target, PathBuf::from("releases/v1"));
+        let left: Vec<String> = std::fs::read_dir(self.path("state/releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".staging-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
+/// Retries stop at `store.deadline` (2 s); a try that has not started answering by
+/// then is cut off after at most `store.idle_timeout` (1 s) more. The rest is start-up
+/// and the degraded init, with room for a slow machine.
+const GIVES_UP_WITHIN: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_reset_mid_archive_is_resumed() {
+    let host = Host::new(CONFIG);
+    let (out, _, report, proxy) = host.run_through("blobs/", Fault::Reset { after: 512 << 10 }, 1);
+    host.assert_updated(&out, &report);
+    assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_reset_every_time_degrades_within_the_deadline() {
+    let host = Host::new(CONFIG);
+    let fault = Fault::Reset { after: 512 << 10 };
+    let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
+    host.assert_degraded(&out, &report, "store unreachable");
+    assert!(took < GIVES_UP_WITHIN, "{took:?}");
+}
+
+#[test]
+fn a_stalled_answer_is_cut_off_after_idle_timeout_and_retried() {
+    let host = Host::new(CONFIG);
+    let (out, took, report, _) = host.run_through("blobs/", Fault::Stall { after: 1000 }, 1);
+    host.assert_updated(&out, &report);
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+}
+
+#[test]
+fn a_server_that_always_stalls_degrades_within_the_bound() {
+    let host = Host::new(CONFIG);
+    let (out, took, report, _) = host.run_through("blobs/", Fault::Stall { after: 0 }, usize::MAX);
+    host.assert_degraded(&out, &report, "store unreachable");
+    assert!(took < GIVES_UP_WITHIN, "{took:?}");
+}
+
+#[test]
+fn a_slow_but_steady_download_outlasts_the_deadline() {
+    // 3 MiB in 48 pieces, one every 60 ms: ~2.9 s, longer than store.deadline (2 s)
+    // and than idle_timeout (1 s), yet never silent for long.
+    let host = Host::new(CONFIG);
+    let fault = Fault::Trickle {
+        bytes: 64 << 10,
+        every: Duration::from_millis(60),
+    };
+    let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
+    host.assert_updated(&out, &report);
+    assert!(took > Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn a_trickle_is_stopped_by_deploy_timeout() {
+    let host = Host::new(&format!("{CONFIG}timeout = \"2s\"\n"));
+    let fault = Fault::Trickle {
+        bytes: 1024,
+        every: Duration::from_millis(50),
+    };
+    let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
+    host.assert_degraded(&out, &report, "deploy.timeout");
+    assert!(took < GIVES_UP_WITHIN, "{took:?}");
+}
+
+#[test]
+fn a_truncated_archive_is_resumed() {
+    let host = Host::new(CONFIG);
+    let (out, _, report, _) = host.run_through("blobs/", Fault::Truncate { after: 100 << 10 }, 1);
+    host.assert_updated(&out, &report);
+}
+
+#[test]
+fn an_archive_truncated_every_time_degrades() {
+    let host = Host::new(CONFIG);
+    let fault = Fault::Truncate { after: 100 << 10 };
+    let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
+    host.assert_degraded(&out, &report, "store unreachable");
+    assert!(took < GIVES_UP_WITHIN, "{took:?}");
+}
+
+#[test]
+fn a_pointer_claiming_50_gb_is_refused_without_allocating() {
+    let host = Host::new(CONFIG);
+    let fault = Fault::LieLength {
+        length: 53_687_091_200,
+    };
+    let (out, took, report, _) = host.run_through("pointers/", fault, usize::MAX);
+    host.assert_degraded(&out, &report, "over the 65536-byte limit");
+    assert!(took < GIVES_UP_WITHIN, "{took:?}");
+}
+
+#[test]
+fn a_storm_of_503s_is_retried_through() {
+    let host = Host::new(CONFIG);
+    let (out, _, report, proxy) = host.run_through("/", Fault::Unavailable, 3);
+    host.assert_updated(&out, &report);
+    assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+#[test]
+fn endless_503s_degrade_within_the_deadline() {
+    let host = Host::new(CONFIG);
+    let (out, took, report, _) = host.run_through("/", Fault::Unavailable, usize::MAX);
+    host.assert_degraded(&out, &report, "store unreachable");
+    assert!(took < GIVES_UP_WITHIN, "{took:?}");
+}
+
+#[test]
+fn a_reset_of_one_ranged_part_is_retried() {
+    let config = "[store]\ndeadline = \"5s\"\nidle_timeout = \"2s\"\n[deploy]\ndownload = \"ranges\"\n";
+    let host = Host::new(config);
+    // v3 is large enough for three ranged parts of 8 MiB.
+    host.push("v3", 20 << 20);
+    let (out, _, report, proxy) = host.run_through("blobs/", Fault::Reset { after: 1 << 20 }, 2);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(report["tag"], "v3");
+    assert!(host.ran("v3"));
+    assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
