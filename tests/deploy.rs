@@ -589,9 +589,9 @@ fn kill_9_at_random_moments_never_leaves_a_broken_current() {
             .count();
         assert_eq!(leftovers, 0);
     }
-    eprintln!("24 trials, {interrupted} killed before finishing (deploy takes {full:?})");
+    eprintln!("12 trials, {interrupted} killed before finishing (deploy takes {full:?})");
     assert!(
-        interrupted >= 10,
+        interrupted >= 6,
         "too few trials hit a deploy in progress: {interrupted}"
     );
 }
