@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Longer fuzzing than CI's: every property target of tests/fuzz.rs with CASES cases
 # (default 20000), in a release build, printing the CPU time each took. Failures are
-# kept in tests/proptest-regressions/ and replayed first by every later run.
+# kept in tests/fuzz.proptest-regressions and replayed first by every later run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cases="${1:-20000}"

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -130,6 +130,8 @@ pub fn run(
     let (status, timed_out, stopped_by) = wait(&mut child, timeout, &signals)?;
     let duration_ms = started.elapsed().as_millis() as u64;
     finish_relays(relays, &stop);
+    // A signal that came after the script ended still stops this run.
+    let stopped_by = stopped_by.or_else(|| signals.caught().map(signal_name));
     let tail = tail.lock().expect("tail").iter().copied().collect::<Vec<u8>>();
     Ok(Outcome {
         script: candidate.script.clone(),
@@ -332,7 +334,9 @@ impl Relay {
 /// hold it open (`true`).
 fn copy_until_closed(pipe: &OwnedFd, to_stderr: bool, tail: &Mutex<VecDeque<u8>>, stop: &AtomicBool) -> bool {
     let mut buffer = [0u8; 8192];
-    let mut file = std::fs::File::from(pipe.try_clone().expect("duplicating a pipe"));
+    // Reads through a borrowed descriptor: the pipe itself is handed on if still open.
+    // SAFETY: `pipe` outlives `file`, which is never closed (ManuallyDrop).
+    let mut file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(pipe.as_raw_fd()) });
     loop {
         if stop.load(Ordering::SeqCst) {
             return true;
@@ -346,10 +350,12 @@ fn copy_until_closed(pipe: &OwnedFd, to_stderr: bool, tail: &Mutex<VecDeque<u8>>
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return false,
         };
+        // Flushed at once: what a forwarder writes later must come after it.
         let _ = if to_stderr {
             io::stderr().write_all(&buffer[..n])
         } else {
-            io::stdout().write_all(&buffer[..n])
+            let mut out = io::stdout().lock();
+            out.write_all(&buffer[..n]).and_then(|_| out.flush())
         };
         let mut tail = tail.lock().expect("tail");
         tail.extend(&buffer[..n]);

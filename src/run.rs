@@ -98,7 +98,16 @@ async fn deploy_step(
     identity: &Identity,
     progress: deploy::fetch::Progress,
 ) -> anyhow::Result<deploy::Deployed> {
-    let manifest = deploy::target(config, identity, store).await?;
+    // Small reads have no whole-request timeout of their own (only idle and retry
+    // bounds): a server trickling a pointer is stopped here.
+    let manifest = tokio::time::timeout(config.deploy.timeout, deploy::target(config, identity, store))
+        .await
+        .unwrap_or_else(|_| {
+            anyhow::bail!(
+                "reading the pointer and manifest: not finished after {} (deploy.timeout)",
+                humantime::format_duration(config.deploy.timeout)
+            )
+        })?;
     deploy::deploy(config, state, store, &manifest, progress).await
 }
 

@@ -203,7 +203,7 @@ impl Checker {
                 }),
             };
         };
-        if parents.is_empty() && *last == RESERVED {
+        if components[0] == RESERVED {
             return Err(PolicyError::Reserved { path: shown });
         }
         let parent = self.parents(parents, &shown)?;

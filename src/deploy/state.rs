@@ -111,7 +111,7 @@ impl StateDir {
         }
         // Who holds it now, for anyone who has to wait.
         file.set_len(0).map_err(failed)?;
-        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        std::os::unix::fs::FileExt::write_all_at(&file, format!("{}\n", std::process::id()).as_bytes(), 0)
             .map_err(failed)?;
         Ok(file)
     }
@@ -187,6 +187,19 @@ impl StateDir {
         file.sync_all()?;
         sync_dir(staging.path())?;
         let target = self.release(tag);
+        if [self.current(), self.previous()]
+            .iter()
+            .flatten()
+            .any(|t| t == tag)
+        {
+            // Replacing it in place would leave a window where the release a link
+            // names is half removed.
+            return Err(io::Error::other(format!(
+                "{} holds another build of {tag}, and current or previous names it; \
+                 switch away from it (bootlace rollback) before deploying this one",
+                target.display()
+            )));
+        }
         match fs::symlink_metadata(&target) {
             Ok(meta) if meta.is_dir() => remove_tree(&target)?,
             Ok(_) => fs::remove_file(&target)?,
