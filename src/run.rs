@@ -114,7 +114,7 @@ async fn deploy_step(
 /// Whether a store call failed on the way (rather than the store answering with
 /// something bootlace refuses).
 fn is_store_failure(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| e.is::<StoreError>())
+    StoreError::unanswered(err)
 }
 
 /// The init step, timed.

@@ -493,11 +493,14 @@ fn release_list_names_a_corrupt_manifest_and_lists_the_rest() {
     host.release("v1", None);
     host.release("v2", None);
     std::fs::write(host.path("store/builds/v1.json"), "{not json").unwrap();
+    // And one over the 1 MiB a manifest may have: refused unread, the store still fine.
+    std::fs::write(host.path("store/builds/v3.json"), vec![b' '; 2 << 20]).unwrap();
     let out = host.run(&["release", "list"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("v2"), "{}", out.stdout);
     assert!(!out.stdout.contains("v1 "), "{}", out.stdout);
     assert!(out.stderr.contains("skipping v1"), "{}", out.stderr);
+    assert!(out.stderr.contains("skipping v3"), "{}", out.stderr);
     let out = host.run(&["--json", "release", "list"]);
     let listed: Value = serde_json::from_str(&out.stdout).unwrap();
     assert!(listed["unreadable"]["v1"].is_string(), "{listed}");

@@ -204,7 +204,7 @@ pub(super) async fn list(
                 pointers.insert(name, pointer);
             }
             Ok(None) => {}
-            Err(err) if err.chain().any(|e| e.is::<crate::store::StoreError>()) => return Err(err),
+            Err(err) if crate::store::StoreError::unanswered(&err) => return Err(err),
             Err(err) => tracing::warn!("skipping pointer {name}: {}", crate::exit::one_line(&err)),
         }
     }
@@ -224,7 +224,7 @@ pub(super) async fn list(
     for (tag, loaded) in loaded {
         match loaded {
             Ok(manifest) => manifests.extend(manifest),
-            Err(err) if err.chain().any(|e| e.is::<crate::store::StoreError>()) => return Err(err),
+            Err(err) if crate::store::StoreError::unanswered(&err) => return Err(err),
             Err(err) => {
                 let why = crate::exit::one_line(&err);
                 tracing::warn!("skipping {tag}: {why}");

@@ -181,6 +181,7 @@ async fn send_ranges(
             RangeAnswer::Bytes(chunks) => chunks,
             RangeAnswer::Ignored => {
                 return Err(StoreError {
+                    refused: false,
                     action: "reading",
                     url: store.url_of(key),
                     reason: "the server stopped answering range requests".into(),

@@ -28,10 +28,22 @@ const UPLOAD_CONCURRENCY: usize = 4;
 /// smaller than this.
 const SWAP_READ_CAP: u64 = 1 << 20;
 
+impl StoreError {
+    /// Whether `err` comes from a store that did not answer (as opposed to one whose
+    /// answer was refused, or no store failure at all).
+    pub fn unanswered(err: &anyhow::Error) -> bool {
+        err.chain()
+            .any(|e| e.downcast_ref::<StoreError>().is_some_and(|e| !e.refused))
+    }
+}
+
 /// A failed store call, naming the object: `reading s3://b/app/pointers/prod.json: access denied`.
 #[derive(Debug, thiserror::Error)]
 #[error("{action} {url}: {reason}")]
 pub struct StoreError {
+    /// The store answered, and what it sent was refused (an object over its size cap):
+    /// the store itself is working.
+    pub refused: bool,
     pub action: &'static str,
     pub url: String,
     pub reason: String,
@@ -95,6 +107,7 @@ impl Store {
 
     fn error(&self, action: &'static str, key: &str, err: &object_store::Error) -> StoreError {
         StoreError {
+            refused: false,
             action,
             url: self.url_of(key),
             reason: open::describe(err),
@@ -112,6 +125,7 @@ impl Store {
             Err(err) => return Err(self.error("reading", key, &err)),
         };
         let too_large = |size: u64| StoreError {
+            refused: true,
             action: "reading",
             url: self.url_of(key),
             reason: format!("{size} bytes or more, over the {cap}-byte limit for this object; not read"),
@@ -155,6 +169,7 @@ impl Store {
             .into_stream()
             .map(move |chunk| {
                 chunk.map_err(|e| StoreError {
+                    refused: false,
                     action: "reading",
                     url: url.clone(),
                     reason: open::describe(&e),
@@ -287,6 +302,7 @@ impl Store {
         expected: &Bytes,
     ) -> Result<bool, StoreError> {
         let locking = |e: std::io::Error| StoreError {
+            refused: false,
             action: "locking",
             url: lock.display().to_string(),
             reason: e.to_string(),
@@ -326,6 +342,7 @@ impl Store {
         let enforced = *probed.get_or_try_init(|| self.probe()).await?;
         if !enforced && *required {
             return Err(StoreError {
+                refused: false,
                 action: "writing to",
                 url: self.url.clone(),
                 reason: "the server ignores conditional writes (If-None-Match or If-Match), so tags \
@@ -388,6 +405,7 @@ impl Store {
             object_store::buffered::BufWriter::with_capacity(self.objects.clone(), self.path(key), PART_SIZE)
                 .with_max_concurrency(UPLOAD_CONCURRENCY);
         let local = |e: std::io::Error| StoreError {
+            refused: false,
             action: "reading",
             url: file.display().to_string(),
             reason: e.to_string(),
@@ -439,6 +457,7 @@ impl Store {
             None => err.to_string(),
         };
         StoreError {
+            refused: false,
             action,
             url: self.url_of(key),
             reason,
