@@ -127,9 +127,16 @@ pub fn run(
         Relay::start(child.stdout.take().map(OwnedFd::from), quiet_stdout, &tail, &stop),
         Relay::start(child.stderr.take().map(OwnedFd::from), true, &tail, &stop),
     ];
-    let (status, timed_out, stopped_by) = wait(&mut child, timeout, &signals)?;
+    let waited = wait(&mut child, timeout, &signals);
     let duration_ms = started.elapsed().as_millis() as u64;
+    if waited.is_err() {
+        // Waiting itself failed: the script must not outlive the run unwatched.
+        signal_group(child.id() as i32, libc::SIGKILL);
+        let _ = child.wait();
+    }
     finish_relays(relays, &stop);
+    let (status, timed_out, stopped_by) =
+        waited.map_err(|e| anyhow::anyhow!("waiting for init script {}: {e}", script.display()))?;
     // A signal that came after the script ended still stops this run.
     let stopped_by = stopped_by.or_else(|| signals.caught().map(signal_name));
     let tail = tail.lock().expect("tail").iter().copied().collect::<Vec<u8>>();

@@ -245,6 +245,13 @@ impl Run {
         store: Option<&Store>,
         result: anyhow::Result<()>,
     ) -> Ran {
+        // A degraded run whose init then failed: the failure is the error, and why
+        // the target was not deployed stays in the report too.
+        if result.is_err()
+            && let Some(why) = self.degraded.take()
+        {
+            self.warnings.push(why);
+        }
         let (status, exit, error) = match (&result, &self.degraded) {
             (Err(err), _) => (Status::Failed, exit::classify(err), Some(exit::one_line(err))),
             (Ok(()), Some(why)) => (Status::Degraded, Exit::Degraded, Some(why.clone())),

@@ -148,9 +148,18 @@ fn a_reset_mid_archive_is_resumed() {
 }
 
 #[test]
-fn a_reset_every_time_degrades_within_the_deadline() {
+fn resets_after_progress_every_time_are_resumed_piece_by_piece() {
     let host = Host::new(CONFIG);
     let fault = Fault::Reset { after: 512 << 10 };
+    let (out, _, report, proxy) = host.run_through("blobs/", fault, usize::MAX);
+    host.assert_updated(&out, &report);
+    assert!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst) >= 5);
+}
+
+#[test]
+fn a_reset_before_any_byte_every_time_degrades_within_the_deadline() {
+    let host = Host::new(CONFIG);
+    let fault = Fault::Reset { after: 0 };
     let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
     host.assert_degraded(&out, &report, "store unreachable");
     assert!(took < GIVES_UP_WITHIN, "{took:?}");
@@ -187,6 +196,36 @@ fn a_slow_but_steady_download_outlasts_the_deadline() {
 }
 
 #[test]
+fn a_download_longer_than_30_s_is_not_cut_off() {
+    // 3 MiB in 48 pieces, one every 700 ms: ~34 s, longer than any whole-request
+    // timeout a store client sets by default (object_store's is 30 s).
+    let host = Host::new(CONFIG);
+    let fault = Fault::Trickle {
+        bytes: 64 << 10,
+        every: Duration::from_millis(700),
+    };
+    let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
+    host.assert_updated(&out, &report);
+    assert!(took > Duration::from_secs(30), "{took:?}");
+}
+
+#[test]
+fn a_reset_long_after_the_deadline_is_resumed() {
+    // 1 MiB over ~3 s, then a reset: later than store.deadline (2 s) after the request
+    // started, when the store client has stopped retrying by itself.
+    let host = Host::new(CONFIG);
+    let fault = Fault::TrickleThenReset {
+        bytes: 64 << 10,
+        every: Duration::from_millis(190),
+        after: 1 << 20,
+    };
+    let (out, took, report, proxy) = host.run_through("blobs/", fault, 1);
+    host.assert_updated(&out, &report);
+    assert!(took > Duration::from_secs(3), "{took:?}");
+    assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
 fn a_trickle_is_stopped_by_deploy_timeout() {
     let host = Host::new(&format!("{CONFIG}timeout = \"2s\"\n"));
     let fault = Fault::Trickle {
@@ -206,9 +245,9 @@ fn a_truncated_archive_is_resumed() {
 }
 
 #[test]
-fn an_archive_truncated_every_time_degrades() {
+fn an_archive_truncated_before_any_byte_every_time_degrades() {
     let host = Host::new(CONFIG);
-    let fault = Fault::Truncate { after: 100 << 10 };
+    let fault = Fault::Truncate { after: 0 };
     let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
     host.assert_degraded(&out, &report, "store unreachable");
     assert!(took < GIVES_UP_WITHIN, "{took:?}");

@@ -208,7 +208,14 @@ pub(super) async fn list(
             Err(err) => tracing::warn!("skipping pointer {name}: {}", crate::exit::one_line(&err)),
         }
     }
-    let tags = names(store, layout::BUILDS).await?;
+    let mut tags = names(store, layout::BUILDS).await?;
+    tags.retain(|tag| match check_tag(tag) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!("skipping {}: {why}", layout::manifest(tag));
+            false
+        }
+    });
     let loaded: Vec<(String, anyhow::Result<Option<Manifest>>)> = futures::stream::iter(tags)
         .map(|tag| async move {
             let manifest = Manifest::load(store, &tag).await;

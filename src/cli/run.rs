@@ -48,12 +48,10 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
     })?;
     let pointer = release::pointer_name_for(&config.deploy.pointer, &identity)?;
     // Read-only looks: nothing in the state dir is created or locked.
-    let state_dir = &config.deploy.state_dir;
-    let release_dir = state_dir.join("releases").join(&manifest.tag);
-    let present = release_dir.is_dir();
-    let current = std::fs::read_link(state_dir.join("current"))
-        .ok()
-        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let state = crate::deploy::state::StateDir::at(&config.deploy.state_dir);
+    let release_dir = state.release(&manifest.tag);
+    let present = state.has_exactly(&manifest.tag, &manifest.sha256);
+    let current = state.current();
     let candidates = init::candidates(&config.init, &identity, &release_dir)?;
     let would_run = present.then(|| candidates.iter().find(|c| c.present)).flatten();
     if global.json {
@@ -110,7 +108,7 @@ pub fn status(global: &GlobalArgs, wait: bool) -> anyhow::Result<Exit> {
     let config = global.settings()?;
     let state_dir = &config.deploy.state_dir;
     if wait {
-        wait_for_run(state_dir, config.deploy.lock_timeout)?;
+        wait_for_run(state_dir, longest_run(&config))?;
     }
     let report = Report::load(state_dir)?
         .ok_or_else(|| anyhow::anyhow!("no run recorded in {}", state_dir.display()))?;
@@ -134,16 +132,25 @@ pub fn status(global: &GlobalArgs, wait: bool) -> anyhow::Result<Exit> {
     )
 }
 
-/// Waits while a run holds the state dir's lock (at most `deploy.lock_timeout`);
+/// Waits while a run holds the state dir's lock, at most as long as a run can take;
 /// returns at once when none does.
 fn wait_for_run(state_dir: &Path, timeout: std::time::Duration) -> anyhow::Result<()> {
     // No lock file: nothing has ever run here, so nothing is running.
     if !state_dir.join("lock").exists() {
         return Ok(());
     }
-    let state = crate::deploy::state::StateDir::open(state_dir)?;
+    let state = crate::deploy::state::StateDir::at(state_dir);
     drop(state.lock(timeout)?);
     Ok(())
+}
+
+/// The longest a run can hold the lock: each of its steps is bounded by a setting.
+fn longest_run(config: &crate::config::Config) -> std::time::Duration {
+    config.deploy.lock_timeout
+        + config.identity.deadline
+        + config.deploy.timeout
+        + config.init.timeout
+        + config.store.deadline
 }
 
 /// One line: what the run did.

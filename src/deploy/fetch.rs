@@ -12,6 +12,7 @@
 use std::io::{self, BufRead, Read};
 use std::ops::Range;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::{Buf, Bytes};
@@ -74,9 +75,17 @@ pub async fn fetch_and_unpack(
     };
     let sending = async {
         if ranges {
-            send_ranges(store, &manifest.archive, manifest.size, window, &mut outgoing).await
+            send_ranges(
+                store,
+                &manifest.archive,
+                manifest.size,
+                window,
+                config.store.deadline,
+                &mut outgoing,
+            )
+            .await
         } else {
-            send_stream(store, &manifest.archive, &mut outgoing).await
+            send_stream(store, &manifest.archive, config.store.deadline, &mut outgoing).await
         }
     };
     let sent = match tokio::time::timeout(config.deploy.timeout, sending).await {
@@ -136,15 +145,40 @@ impl Outgoing {
     }
 }
 
-/// One GET, its chunks passed on as they come.
-async fn send_stream(store: &Store, key: &str, outgoing: &mut Outgoing) -> Result<(), StoreError> {
-    let mut stream = store.get_stream(key).await?;
-    while let Some(chunk) = stream.next().await {
-        if !outgoing.send(chunk?).await {
-            return Ok(());
+/// One GET, its chunks passed on as they come. A stream that breaks after making
+/// progress is resumed where it stopped, by a GET of the rest, for as long as it keeps
+/// making progress: only `resume_for` without a byte ends it. (The store client's own
+/// retries stop `store.deadline` after the request started, which a long download
+/// outlasts.) Whatever arrives is still checked against the manifest's sha256.
+async fn send_stream(
+    store: &Store,
+    key: &str,
+    resume_for: Duration,
+    outgoing: &mut Outgoing,
+) -> Result<(), StoreError> {
+    let mut stream = store.get_stream(key, None).await?;
+    let mut progress_at = Instant::now();
+    let mut breaks = 0u32;
+    loop {
+        match stream.next().await {
+            None => return Ok(()),
+            Some(Ok(chunk)) => {
+                progress_at = Instant::now();
+                breaks = 0;
+                if !outgoing.send(chunk).await {
+                    return Ok(());
+                }
+            }
+            Some(Err(err)) if outgoing.size == 0 || progress_at.elapsed() > resume_for => return Err(err),
+            Some(Err(err)) => {
+                breaks += 1;
+                let pause = Duration::from_millis(100 << breaks.min(6)).min(resume_for);
+                tracing::info!("{err}; resuming at byte {} in {pause:?}", outgoing.size);
+                tokio::time::sleep(pause).await;
+                stream = store.get_stream(key, Some(outgoing.size)).await?;
+            }
         }
     }
-    Ok(())
 }
 
 /// Ranged GETs, `window` in flight, passed on in order. A server that answers the
@@ -154,6 +188,7 @@ async fn send_ranges(
     key: &str,
     size: u64,
     window: usize,
+    resume_for: Duration,
     outgoing: &mut Outgoing,
 ) -> Result<(), StoreError> {
     let parts: Vec<Range<u64>> = (0..size)
@@ -167,7 +202,7 @@ async fn send_ranges(
                 "{} answers ranges with the whole object; reading it as one stream",
                 store.url()
             );
-            return send_stream(store, key, outgoing).await;
+            return send_stream(store, key, resume_for, outgoing).await;
         }
     };
     if !outgoing.send_all(first).await {

@@ -62,9 +62,14 @@ impl StateDir {
     /// Opens (and creates) the state dir.
     pub fn open(root: &Path) -> io::Result<Self> {
         fs::create_dir_all(root.join(RELEASES))?;
-        Ok(Self {
+        Ok(Self::at(root))
+    }
+
+    /// The state dir at `root`, for looking only: nothing is created.
+    pub fn at(root: &Path) -> Self {
+        Self {
             root: root.to_owned(),
-        })
+        }
     }
 
     pub fn root(&self) -> &Path {

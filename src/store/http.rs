@@ -46,13 +46,25 @@ impl HttpService for RangeRepair {
     }
 }
 
-/// Whether `Content-Range: bytes a-b/size` covers exactly `Range: bytes=a-b`.
+/// Whether `Content-Range: bytes a-b/size` covers exactly `Range: bytes=a-b`, or
+/// `Range: bytes=a-` (the rest of the object, as a resumed read asks) with b = size - 1.
 fn same_range(asked: &[u8], sent: &[u8]) -> bool {
-    let asked = asked.strip_prefix(b"bytes=");
-    let sent = sent
-        .strip_prefix(b"bytes ")
-        .and_then(|sent| sent.split(|&b| b == b'/').next());
-    asked.is_some() && asked == sent
+    let (Some(asked), Some(sent)) = (asked.strip_prefix(b"bytes="), sent.strip_prefix(b"bytes ")) else {
+        return false;
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let (asked, sent) = (text(asked), text(sent));
+    let Some((range, total)) = sent.split_once('/') else {
+        return false;
+    };
+    if asked == range {
+        return true;
+    }
+    let (Some(start), Some((sent_start, sent_end))) = (asked.strip_suffix('-'), range.split_once('-')) else {
+        return false;
+    };
+    let last = total.parse::<u64>().ok().and_then(|t| t.checked_sub(1));
+    start == sent_start && last.is_some_and(|last| sent_end.parse::<u64>().ok() == Some(last))
 }
 
 #[cfg(test)]
@@ -65,5 +77,8 @@ mod tests {
         assert!(!same_range(b"bytes=0-8388607", b"bytes 0-1036646344/1036646345"));
         assert!(!same_range(b"bytes=0-99", b"bytes */1000"));
         assert!(!same_range(b"items=0-99", b"items 0-99/1000"));
+        assert!(same_range(b"bytes=500-", b"bytes 500-999/1000"));
+        assert!(!same_range(b"bytes=500-", b"bytes 0-999/1000"));
+        assert!(!same_range(b"bytes=500-", b"bytes 500-998/1000"));
     }
 }

@@ -154,14 +154,20 @@ impl Store {
     }
 
     /// The object at `key` as a stream of chunks, in order.
+    /// From byte `from` on when given (a resumed read).
     pub async fn get_stream(
         &self,
         key: &str,
+        from: Option<u64>,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
         use futures::StreamExt;
+        let options = object_store::GetOptions {
+            range: from.map(object_store::GetRange::Offset),
+            ..Default::default()
+        };
         let result = self
             .objects
-            .get(&self.path(key))
+            .get_opts(&self.path(key), options)
             .await
             .map_err(|e| self.error("reading", key, &e))?;
         let url = self.url_of(key);

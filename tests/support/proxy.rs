@@ -17,6 +17,12 @@ pub enum Fault {
     Stall { after: usize },
     /// The body in pieces of `bytes`, one every `every`.
     Trickle { bytes: usize, every: Duration },
+    /// A trickle as above for `after` bytes, then a TCP reset.
+    TrickleThenReset {
+        bytes: usize,
+        every: Duration,
+        after: usize,
+    },
     /// The head and `after` bytes of the body, then a clean close (FIN).
     Truncate { after: usize },
     /// The head says `Content-Length: length`; the real body follows, then a close.
@@ -157,6 +163,15 @@ fn spoil(fault: Fault, head: &str, body: &[u8], mut client: TcpStream) -> std::i
                 client.flush()?;
                 std::thread::sleep(every);
             }
+        }
+        Fault::TrickleThenReset { bytes, every, after } => {
+            client.write_all(head.as_bytes())?;
+            for piece in body[..cut(after)].chunks(bytes.max(1)) {
+                client.write_all(piece)?;
+                client.flush()?;
+                std::thread::sleep(every);
+            }
+            reset(&client);
         }
         Fault::Truncate { after } => {
             client.write_all(head.as_bytes())?;
