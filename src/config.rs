@@ -35,6 +35,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub deploy: DeployConfig,
     pub init: InitConfig,
+    pub health: HealthConfig,
     pub report: ReportConfig,
 }
 
@@ -195,6 +196,39 @@ impl Default for InitConfig {
     }
 }
 
+/// How a release is judged healthy after its init (DESIGN §6.2). Without a command or
+/// URL, a release is healthy when its init succeeded.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// `sh -c` in the release dir with the init environment; exit 0 = healthy.
+    pub command: String,
+    /// Or: GET; any 2xx = healthy.
+    pub url: String,
+    /// One try.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    pub tries: u32,
+    /// Between tries.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// A failed init or health check switches back to the last good release.
+    pub rollback: bool,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            command: String::new(),
+            url: String::new(),
+            timeout: Duration::from_secs(10),
+            tries: 6,
+            interval: Duration::from_secs(5),
+            rollback: true,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReportConfig {
@@ -237,6 +271,21 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.into(),
+            message: message.into(),
+            line: 1,
+        };
+        if !self.health.command.is_empty() && !self.health.url.is_empty() {
+            return Err(invalid("health", "set command or url, not both"));
+        }
+        if self.health.tries == 0 {
+            return Err(invalid("health.tries", "at least 1"));
+        }
+        if !self.health.url.is_empty() && reqwest::Url::parse(&self.health.url).is_err() {
+            return Err(invalid("health.url", "not a URL"));
+        }
         for key in &self.identity.required {
             if !crate::identity::userdata::is_valid_key(key) {
                 return Err(ConfigError::Invalid {

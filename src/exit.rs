@@ -16,14 +16,22 @@ pub enum Exit {
     BadInput = 2,
     /// Ran the already-current release because the target could not be deployed.
     Degraded = 3,
+    /// The target failed its init or health check; the last good release runs again.
+    RolledBack = 4,
 }
 
 impl Exit {
     /// The exit for a code bootlace documents; `None` for any other number.
     pub fn from_code(code: u8) -> Option<Exit> {
-        [Exit::Ok, Exit::Failed, Exit::BadInput, Exit::Degraded]
-            .into_iter()
-            .find(|exit| *exit as u8 == code)
+        [
+            Exit::Ok,
+            Exit::Failed,
+            Exit::BadInput,
+            Exit::Degraded,
+            Exit::RolledBack,
+        ]
+        .into_iter()
+        .find(|exit| *exit as u8 == code)
     }
 }
 

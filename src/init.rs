@@ -107,9 +107,25 @@ pub fn run(
     quiet_stdout: bool,
 ) -> anyhow::Result<Outcome> {
     let script = checked_script(&candidate.path, release)?;
-    let mut command = interpreted(&script)?;
+    let command = interpreted(&script)?;
+    let mut outcome = execute(command, release, env, timeout, quiet_stdout)
+        .map_err(|e| anyhow::anyhow!("init script {}: {e:#}", script.display()))?;
+    outcome.script = candidate.script.clone();
+    Ok(outcome)
+}
+
+/// Runs `command` in `dir` as an init script runs (DESIGN §5): its own process group,
+/// output relayed and its tail kept, stopped at `timeout` or when bootlace is told to
+/// stop. The outcome's `script` is left empty for the caller to name.
+pub fn execute(
+    mut command: Command,
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+    timeout: Duration,
+    quiet_stdout: bool,
+) -> anyhow::Result<Outcome> {
     command
-        .current_dir(release)
+        .current_dir(dir)
         .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -118,9 +134,7 @@ pub fn run(
     // From here to the report, SIGTERM and SIGINT are passed on to the script.
     let signals = Signals::catch()?;
     let started = Instant::now();
-    let mut child = command
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("starting init script {}: {e}", script.display()))?;
+    let mut child = command.spawn().map_err(|e| anyhow::anyhow!("starting it: {e}"))?;
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_BYTES)));
     let stop = Arc::new(AtomicBool::new(false));
     let relays = [
@@ -135,13 +149,12 @@ pub fn run(
         let _ = child.wait();
     }
     finish_relays(relays, &stop);
-    let (status, timed_out, stopped_by) =
-        waited.map_err(|e| anyhow::anyhow!("waiting for init script {}: {e}", script.display()))?;
+    let (status, timed_out, stopped_by) = waited.map_err(|e| anyhow::anyhow!("waiting for it: {e}"))?;
     // A signal that came after the script ended still stops this run.
     let stopped_by = stopped_by.or_else(|| signals.caught().map(signal_name));
     let tail = tail.lock().expect("tail").iter().copied().collect::<Vec<u8>>();
     Ok(Outcome {
-        script: candidate.script.clone(),
+        script: String::new(),
         exit_code: status.code().or_else(|| status.signal().map(|s| 128 + s)),
         duration_ms,
         output_tail: String::from_utf8_lossy(&tail).into_owned(),
@@ -432,8 +445,34 @@ fn forward(pipe: OwnedFd, to_stderr: bool) {
     }
 }
 
-/// The environment an init script gets on top of bootlace's own.
-pub fn environment(identity: &Identity, tag: &str, release: &Path) -> BTreeMap<String, String> {
+/// Why an init script runs (`BOOTLACE_PHASE`): at boot, for an update by the agent, or
+/// to bring the last good release back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Boot,
+    Update,
+    Rollback,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Boot => "boot",
+            Phase::Update => "update",
+            Phase::Rollback => "rollback",
+        }
+    }
+}
+
+/// The environment an init script (and a health command) gets on top of bootlace's
+/// own. `previous`: what was current before (`BOOTLACE_PREVIOUS_TAG`, empty if none).
+pub fn environment(
+    identity: &Identity,
+    tag: &str,
+    release: &Path,
+    phase: Phase,
+    previous: Option<&str>,
+) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let mut set = |key: &str, value: &str| {
         env.insert(format!("BOOTLACE_{key}"), value.to_owned());
@@ -450,6 +489,8 @@ pub fn environment(identity: &Identity, tag: &str, release: &Path) -> BTreeMap<S
         }
     }
     set("RELEASE_DIR", &release.display().to_string());
+    set("PHASE", phase.name());
+    set("PREVIOUS_TAG", previous.unwrap_or_default());
     // Extras never shadow the variables above (an extra named `tag`, say).
     for (key, value) in &identity.extra {
         env.entry(format!("BOOTLACE_{}", key.to_ascii_uppercase()))

@@ -4,7 +4,9 @@
 //! operator's release tool.
 //!
 //! Modules, one concern each:
-//! - [`run`]: the boot flow — lock, identity, deploy, init, report;
+//! - [`run`]: the flow — identity, target, fetch, switch, init, health, commit or roll
+//!   back, report — for the boot run and the agent alike;
+//! - [`health`]: health checks after init (a command or a URL);
 //! - [`identity`]: who this instance is, from IMDS or a file, and the user-data parser;
 //! - [`deploy`]: fetch, verify, unpack, activate and prune releases on the instance;
 //! - [`init`]: choosing and running the one init script;
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod deploy;
 pub mod exit;
+pub mod health;
 pub mod identity;
 pub mod init;
 pub mod logging;

@@ -1,6 +1,8 @@
-//! The run report (DESIGN §5): what a boot run did, written atomically to
-//! `<state_dir>/last-run.json`, kept in `<state_dir>/runs/` (the last 20), and uploaded
-//! to `reports/<environment>/<role>/<machine_id>.json`.
+//! The run report (DESIGN §5, version 2 of §6.1): what a boot run or an agent update
+//! did, written atomically to `<state_dir>/last-run.json`, kept in `<state_dir>/runs/`
+//! (the last 20), and uploaded to `reports/<environment>/<role>/<machine_id>.json`.
+//! Version 1 reports (older bootlace) still read: the fields version 2 added take
+//! their empty values.
 
 use std::fs;
 use std::io::Write;
@@ -10,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deploy::state::sync_dir;
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const LAST_RUN: &str = "last-run.json";
 /// The most bytes of a report read, locally or from the store (DESIGN §6.5's caps).
 pub const MAX_BYTES: u64 = 1 << 20;
@@ -23,6 +25,18 @@ pub enum Status {
     Ok,
     Failed,
     Degraded,
+    /// The target failed its init or health check; the last good release runs again.
+    #[serde(rename = "rolled_back")]
+    RolledBack,
+}
+
+/// What started a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    #[default]
+    Boot,
+    Agent,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,6 +51,23 @@ pub struct Report {
     pub sha256: Option<String>,
     pub deployed: bool,
     pub init: Option<Init>,
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// What was current before this run, if anything.
+    #[serde(default)]
+    pub previous_tag: Option<String>,
+    #[serde(default)]
+    pub health: Option<Health>,
+    #[serde(default)]
+    pub rolled_back_from: Option<RolledBackFrom>,
+    /// The staged rollout this instance is part of (DESIGN §6.3); null without one.
+    #[serde(default)]
+    pub rollout: Option<serde_json::Value>,
+    /// When the pointer was last read.
+    #[serde(default)]
+    pub checked_at: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
     pub timings_ms: Timings,
     pub started_at: String,
     pub finished_at: String,
@@ -57,6 +88,23 @@ pub struct Init {
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
     pub output_tail: String,
+}
+
+/// The health check of the release that runs now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Health {
+    pub ok: bool,
+    pub tries: u32,
+    pub duration_ms: u64,
+    pub output_tail: String,
+}
+
+/// The release that was rolled back, and why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RolledBackFrom {
+    pub tag: String,
+    pub sha256: Option<String>,
+    pub reason: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -1,18 +1,27 @@
-//! The boot run (DESIGN §1): lock → identity → deploy → init → report. Every run ends
-//! with a report, whatever failed; a target that cannot be deployed, for any reason,
-//! while a verified release is current degrades the run instead of failing the boot.
+//! The flow (DESIGN §1, §6.2), one for both triggers: identity → target → fetch →
+//! switch → init → health → commit or roll back → report. `bootlace run` passes
+//! through it once at boot; the agent passes through its second half whenever the
+//! pointer names something new. Every pass ends with a report, whatever failed:
+//!
+//! - a target that cannot be deployed, for any reason, while a verified release is
+//!   current degrades the run (exit 3): the current release's init runs instead;
+//! - a target whose init or health check fails is rolled back to the last good
+//!   release (exit 4), and not tried again until the pointer's serial changes;
+//! - only with nothing to fall back to does the run fail (exit 1, or 2 for bad input).
 
 use std::time::Instant;
 
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::deploy::{self, state::StateDir};
+use crate::deploy::state::{Failed, StateDir};
+use crate::deploy::{self, Target};
 use crate::exit::{self, Exit};
 use crate::identity::{self, Identity};
-use crate::init;
-use crate::report::{self, Report, Status, Timings};
+use crate::init::{self, Phase};
+use crate::report::{self, Report, RolledBackFrom, Status, Timings, Trigger};
 use crate::store::{self, Store, StoreError, layout};
+use crate::{health, release};
 
 /// A finished run: its report and the exit code it maps to.
 pub struct Ran {
@@ -27,7 +36,7 @@ pub async fn boot(config: &Config, progress: deploy::fetch::Progress, json: bool
     let state = StateDir::open(&config.deploy.state_dir)
         .map_err(|e| anyhow::anyhow!("opening state dir {}: {e}", config.deploy.state_dir.display()))?;
     let _lock = state.lock(config.deploy.lock_timeout)?;
-    let mut run = Run::new();
+    let mut run = Run::new(Trigger::Boot);
     let identity = match run
         .time(
             |t| &mut t.identity,
@@ -39,157 +48,283 @@ pub async fn boot(config: &Config, progress: deploy::fetch::Progress, json: bool
         Err(err) => return Ok(run.finish(config, &state, None, None, Err(err)).await),
     };
     run.note_identity(&identity);
-    let (store, deployed) =
-        match store::open(&config.store, identity.credentials.as_ref(), store::Access::Read) {
-            Ok(store) => {
-                let deployed = run
-                    .time(
-                        |t| &mut t.deploy,
-                        deploy_step(config, &state, &store, &identity, progress),
-                    )
-                    .await;
-                (Some(store), deployed)
-            }
-            Err(err) => (None, Err(err)),
-        };
-    let tag = match deployed {
-        Ok(deployed) => {
-            run.tag = Some(deployed.tag.clone());
-            run.sha256 = Some(deployed.sha256);
-            run.deployed = deployed.deployed;
-            deployed.tag
+    let (store, target) = match store::open(&config.store, identity.credentials.as_ref(), store::Access::Read)
+    {
+        Ok(store) => {
+            let target = read_target(config, &identity, &store, &mut run).await;
+            (Some(store), target)
         }
-        // Whatever kept the target from being deployed, a verified current release
-        // still boots: its init runs and the run ends degraded, saying why.
-        Err(err) => {
-            // A store that did not answer is not asked again for the report's upload:
-            // that would hold the boot for another store.deadline.
-            let unreachable = is_store_failure(&err);
-            let store = store.filter(|_| !unreachable);
-            let Some(current) = state.current() else {
-                return Ok(run
-                    .finish(config, &state, Some(&identity), store.as_ref(), Err(err))
-                    .await);
-            };
-            let why = exit::one_line(&err);
-            warn!("{why}; running the current release {current} (degraded)");
-            run.degraded = Some(match unreachable {
-                true => format!("store unreachable: {why}"),
-                false => format!("target not deployed: {why}"),
-            });
-            run.tag = Some(current.clone());
-            let result = run_init(config, &state, &identity, &current, json, &mut run);
-            return Ok(run
-                .finish(config, &state, Some(&identity), store.as_ref(), result)
-                .await);
-        }
+        Err(err) => (None, Err(err)),
     };
-    let result = run_init(config, &state, &identity, &tag, json, &mut run);
+    let flow = Flow {
+        config,
+        state: &state,
+        identity: &identity,
+        phase: Phase::Boot,
+        json,
+    };
+    let target = match (&store, target) {
+        (Some(store), Ok(target)) => Ok((store, target)),
+        (_, Err(err)) => Err(err),
+        (None, Ok(_)) => Err(anyhow::anyhow!("no store to deploy from")),
+    };
+    let result = flow.converge(&mut run, target, progress).await;
+    let store = store.filter(|_| !run.store_unanswered);
     Ok(run
         .finish(config, &state, Some(&identity), store.as_ref(), result)
         .await)
 }
 
-/// Deploys what the pointer names.
-async fn deploy_step(
+/// The pointer and the manifest it names, within `deploy.timeout`: small reads have no
+/// whole-request timeout of their own, only idle and retry bounds.
+pub async fn read_target(
     config: &Config,
-    state: &StateDir,
-    store: &Store,
     identity: &Identity,
-    progress: deploy::fetch::Progress,
-) -> anyhow::Result<deploy::Deployed> {
-    // Small reads have no whole-request timeout of their own (only idle and retry
-    // bounds): a server trickling a pointer is stopped here.
-    let manifest = tokio::time::timeout(config.deploy.timeout, deploy::target(config, identity, store))
+    store: &Store,
+    run: &mut Run,
+) -> anyhow::Result<Target> {
+    let reading = deploy::target(config, identity, store);
+    let target = tokio::time::timeout(config.deploy.timeout, reading)
         .await
         .unwrap_or_else(|_| {
             anyhow::bail!(
                 "reading the pointer and manifest: not finished after {} (deploy.timeout)",
                 humantime::format_duration(config.deploy.timeout)
             )
-        })?;
-    deploy::deploy(config, state, store, &manifest, progress).await
+        });
+    if target.is_ok() {
+        run.checked_at = Some(release::now());
+    }
+    target
 }
 
-/// Whether a store call failed on the way (rather than the store answering with
-/// something bootlace refuses).
-fn is_store_failure(err: &anyhow::Error) -> bool {
-    StoreError::unanswered(err)
+/// What one pass needs besides the run's record.
+pub struct Flow<'a> {
+    pub config: &'a Config,
+    pub state: &'a StateDir,
+    pub identity: &'a Identity,
+    /// `Boot` for `run`, `Update` for the agent.
+    pub phase: Phase,
+    pub json: bool,
 }
 
-/// The init step, timed.
-fn run_init(
-    config: &Config,
-    state: &StateDir,
-    identity: &Identity,
-    tag: &str,
-    json: bool,
-    run: &mut Run,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let result = choose_and_run(config, state, identity, tag, json, run);
-    run.timings.init = started.elapsed().as_millis() as u64;
-    result
-}
-
-/// Runs the first present candidate; what it did goes into the run's record. No
-/// candidate present is a loud warning, or a failure with `init.required`.
-fn choose_and_run(
-    config: &Config,
-    state: &StateDir,
-    identity: &Identity,
-    tag: &str,
-    json: bool,
-    run: &mut Run,
-) -> anyhow::Result<()> {
-    let release = state.release(tag);
-    let candidates = init::candidates(&config.init, identity, &release)?;
-    let Some(chosen) = candidates.iter().find(|c| c.present) else {
-        let tried: Vec<&str> = candidates.iter().map(|c| c.script.as_str()).collect();
-        let why = format!(
-            "no init script in release {tag}: none of {} exists under {}",
-            tried.join(", "),
-            config.init.root
-        );
-        if config.init.required {
-            anyhow::bail!("{why} (init.required)");
+impl Flow<'_> {
+    /// Brings the instance to `target` (or, when it cannot be had, keeps what runs),
+    /// recording every step in `run`. The caller holds the state dir's lock.
+    pub async fn converge(
+        &self,
+        run: &mut Run,
+        target: anyhow::Result<(&Store, Target)>,
+        progress: deploy::fetch::Progress,
+    ) -> anyhow::Result<()> {
+        run.previous_tag = self.state.current();
+        let deployed = match target {
+            Ok((store, target)) => self.deploy(run, store, target, progress).await,
+            Err(err) => Err(err),
+        };
+        match deployed {
+            Ok(target) => self.start(run, &target.manifest.tag, Some(&target)).await,
+            Err(err) => self.keep_current(run, err).await,
         }
-        warn!("{why}");
-        run.warnings.push(why);
-        return Ok(());
-    };
-    info!("running init script {}", chosen.script);
-    let env = init::environment(identity, tag, &release);
-    let outcome = init::run(chosen, &release, &env, config.init.timeout, json)?;
-    let succeeded = outcome.succeeded();
-    let (timed_out, code, stopped_by) = (outcome.timed_out, outcome.exit_code, outcome.stopped_by);
-    run.init = Some(report::Init {
-        script: outcome.script,
-        exit_code: outcome.exit_code,
-        duration_ms: outcome.duration_ms,
-        output_tail: outcome.output_tail,
-    });
-    if let Some(signal) = stopped_by {
-        anyhow::bail!(
-            "stopped: bootlace got {signal} while init script {} ran, and passed it on",
-            chosen.script
-        );
     }
-    match (succeeded, timed_out) {
-        (true, _) => Ok(()),
-        (false, true) => anyhow::bail!(
-            "init script {} timed out after {}",
-            chosen.script,
-            humantime::format_duration(config.init.timeout)
-        ),
-        (false, false) => anyhow::bail!("init script {} exited with {}", chosen.script, code.unwrap_or(-1)),
+
+    /// Fetches and switches to the target, unless it failed before under the same
+    /// pointer serial.
+    async fn deploy(
+        &self,
+        run: &mut Run,
+        store: &Store,
+        target: Target,
+        progress: deploy::fetch::Progress,
+    ) -> anyhow::Result<Target> {
+        let (tag, serial) = (&target.manifest.tag, target.pointer.serial);
+        if let Some(failed) = self.state.failed()
+            && failed.tag == *tag
+            && failed.serial == serial
+            && self.state.current().as_deref() != Some(tag)
+        {
+            anyhow::bail!(
+                "{tag} failed at pointer serial {serial} ({}) and is not tried again until the pointer changes",
+                failed.reason
+            );
+        }
+        let started = Instant::now();
+        let deployed = deploy::deploy(self.config, self.state, store, &target.manifest, progress).await;
+        run.timings.deploy = started.elapsed().as_millis() as u64;
+        let deployed = deployed.inspect_err(|err| run.store_unanswered = StoreError::unanswered(err))?;
+        run.tag = Some(deployed.tag);
+        run.sha256 = Some(deployed.sha256);
+        run.deployed = deployed.deployed;
+        Ok(target)
+    }
+
+    /// The target could not be had: the current release's init runs instead and the
+    /// run ends degraded, or fails with nothing current.
+    async fn keep_current(&self, run: &mut Run, err: anyhow::Error) -> anyhow::Result<()> {
+        run.store_unanswered |= StoreError::unanswered(&err);
+        let Some(current) = self.state.current() else {
+            return Err(err);
+        };
+        let why = exit::one_line(&err);
+        warn!("{why}; running the current release {current} (degraded)");
+        run.degraded = Some(match run.store_unanswered {
+            true => format!("store unreachable: {why}"),
+            false => format!("target not deployed: {why}"),
+        });
+        run.tag = Some(current.clone());
+        run.sha256 = self.state.sha256_of(&current);
+        self.start(run, &current, None).await
+    }
+
+    /// Runs `tag`'s init and health check; commits it as good, or rolls back.
+    /// `target`: the pointer's target, when `tag` is it.
+    async fn start(&self, run: &mut Run, tag: &str, target: Option<&Target>) -> anyhow::Result<()> {
+        let failure = match self.init_and_health(run, tag, self.phase).await {
+            Ok(()) => {
+                self.commit(tag);
+                return Ok(());
+            }
+            Err(failure) => failure,
+        };
+        // Told to stop (SIGTERM): no time to start another release.
+        let good = self.state.good().filter(|good| good != tag && !run.stopped);
+        let (Some(good), true) = (good, self.config.health.rollback) else {
+            return Err(failure);
+        };
+        self.roll_back(run, tag, &good, target, failure).await
+    }
+
+    /// Switches back to `good` after `failed_tag` failed, and starts it again.
+    async fn roll_back(
+        &self,
+        run: &mut Run,
+        failed_tag: &str,
+        good: &str,
+        target: Option<&Target>,
+        failure: anyhow::Error,
+    ) -> anyhow::Result<()> {
+        let reason = exit::one_line(&failure);
+        warn!("{failed_tag} failed: {reason}; rolling back to {good}");
+        self.state
+            .activate(good)
+            .map_err(|e| anyhow::anyhow!("rolling back to {good}: {e}; ({reason})"))?;
+        if let Some(target) = target {
+            let failed = Failed {
+                tag: failed_tag.to_owned(),
+                serial: target.pointer.serial,
+                reason: reason.clone(),
+                at: release::now(),
+            };
+            if let Err(err) = self.state.record_failed(&failed) {
+                warn!("recording that {failed_tag} failed: {err}");
+            }
+        }
+        run.rolled_back_from = Some(RolledBackFrom {
+            tag: failed_tag.to_owned(),
+            sha256: run.sha256.take(),
+            reason: reason.clone(),
+        });
+        run.tag = Some(good.to_owned());
+        run.sha256 = self.state.sha256_of(good);
+        run.deployed = false;
+        run.health = None;
+        self.init_and_health(run, good, Phase::Rollback)
+            .await
+            .map_err(|err| {
+                anyhow::anyhow!("rolled back to {good} after {reason}, but {good} failed too: {err:#}")
+            })
+    }
+
+    /// Records `tag` as good; a failure to do so is logged, never fatal.
+    fn commit(&self, tag: &str) {
+        if let Err(err) = self.state.mark_good(tag) {
+            warn!("recording {tag} as good: {err}");
+        }
+    }
+
+    /// `tag`'s init, then its health check: the first failure.
+    async fn init_and_health(&self, run: &mut Run, tag: &str, phase: Phase) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let release = self.state.release(tag);
+        let previous = run.previous_tag.clone();
+        let env = init::environment(self.identity, tag, &release, phase, previous.as_deref());
+        let result = self.choose_and_run(run, tag, &env);
+        run.timings.init = started.elapsed().as_millis() as u64;
+        result?;
+        let Some(checked) = health::check(&self.config.health, &release, &env).await else {
+            return Ok(());
+        };
+        let ok = checked.ok;
+        let reason = health::reason(&checked);
+        run.health = Some(checked);
+        if ok {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("{tag}: {reason}"))
+        }
+    }
+
+    /// Runs the first present candidate; what it did goes into the run's record. No
+    /// candidate present is a loud warning, or a failure with `init.required`.
+    fn choose_and_run(
+        &self,
+        run: &mut Run,
+        tag: &str,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
+        let config = self.config;
+        let release = self.state.release(tag);
+        let candidates = init::candidates(&config.init, self.identity, &release)?;
+        let Some(chosen) = candidates.iter().find(|c| c.present) else {
+            let tried: Vec<&str> = candidates.iter().map(|c| c.script.as_str()).collect();
+            let why = format!(
+                "no init script in release {tag}: none of {} exists under {}",
+                tried.join(", "),
+                config.init.root
+            );
+            if config.init.required {
+                anyhow::bail!("{why} (init.required)");
+            }
+            warn!("{why}");
+            run.warnings.push(why);
+            return Ok(());
+        };
+        info!("running init script {}", chosen.script);
+        let outcome = init::run(chosen, &release, env, config.init.timeout, self.json)?;
+        let succeeded = outcome.succeeded();
+        let (timed_out, code, stopped_by) = (outcome.timed_out, outcome.exit_code, outcome.stopped_by);
+        run.init = Some(report::Init {
+            script: outcome.script,
+            exit_code: outcome.exit_code,
+            duration_ms: outcome.duration_ms,
+            output_tail: outcome.output_tail,
+        });
+        if let Some(signal) = stopped_by {
+            run.stopped = true;
+            anyhow::bail!(
+                "stopped: bootlace got {signal} while init script {} ran, and passed it on",
+                chosen.script
+            );
+        }
+        match (succeeded, timed_out) {
+            (true, _) => Ok(()),
+            (false, true) => anyhow::bail!(
+                "init script {} timed out after {}",
+                chosen.script,
+                humantime::format_duration(config.init.timeout)
+            ),
+            (false, false) => {
+                anyhow::bail!("init script {} exited with {}", chosen.script, code.unwrap_or(-1))
+            }
+        }
     }
 }
 
-/// What a run has learned so far.
-struct Run {
+/// What a run has learned so far; turned into the report in one place, [`Run::finish`].
+pub struct Run {
     started: Instant,
     started_at: String,
+    trigger: Trigger,
     timings: Timings,
     machine_id: Option<String>,
     environment: Option<String>,
@@ -199,15 +334,25 @@ struct Run {
     sha256: Option<String>,
     deployed: bool,
     init: Option<report::Init>,
+    health: Option<report::Health>,
+    previous_tag: Option<String>,
+    rolled_back_from: Option<RolledBackFrom>,
+    checked_at: Option<String>,
     degraded: Option<String>,
     warnings: Vec<String>,
+    /// The store did not answer: it is not asked again for the report's upload, which
+    /// would hold the run for another `store.deadline`.
+    store_unanswered: bool,
+    /// bootlace was told to stop while an init script ran.
+    stopped: bool,
 }
 
 impl Run {
-    fn new() -> Self {
+    pub fn new(trigger: Trigger) -> Self {
         Self {
             started: Instant::now(),
-            started_at: crate::release::now(),
+            started_at: release::now(),
+            trigger,
             timings: Timings::default(),
             machine_id: None,
             environment: None,
@@ -217,8 +362,14 @@ impl Run {
             sha256: None,
             deployed: false,
             init: None,
+            health: None,
+            previous_tag: None,
+            rolled_back_from: None,
+            checked_at: None,
             degraded: None,
             warnings: Vec::new(),
+            store_unanswered: false,
+            stopped: false,
         }
     }
 
@@ -229,7 +380,7 @@ impl Run {
         result
     }
 
-    fn note_identity(&mut self, identity: &Identity) {
+    pub fn note_identity(&mut self, identity: &Identity) {
         self.machine_id = Some(identity.machine_id.clone());
         self.environment = identity.environment.clone();
         self.role = identity.role.clone();
@@ -237,7 +388,7 @@ impl Run {
     }
 
     /// Writes the report locally and to the store, and picks the exit code.
-    async fn finish(
+    pub async fn finish(
         mut self,
         config: &Config,
         state: &StateDir,
@@ -252,10 +403,11 @@ impl Run {
         {
             self.warnings.push(why);
         }
-        let (status, exit, error) = match (&result, &self.degraded) {
-            (Err(err), _) => (Status::Failed, exit::classify(err), Some(exit::one_line(err))),
-            (Ok(()), Some(why)) => (Status::Degraded, Exit::Degraded, Some(why.clone())),
-            (Ok(()), None) => (Status::Ok, Exit::Ok, None),
+        let (status, exit, error) = match (&result, &self.rolled_back_from, &self.degraded) {
+            (Err(err), ..) => (Status::Failed, exit::classify(err), Some(exit::one_line(err))),
+            (Ok(()), Some(from), _) => (Status::RolledBack, Exit::RolledBack, Some(from.reason.clone())),
+            (Ok(()), None, Some(why)) => (Status::Degraded, Exit::Degraded, Some(why.clone())),
+            (Ok(()), None, None) => (Status::Ok, Exit::Ok, None),
         };
         self.timings.total = self.started.elapsed().as_millis() as u64;
         let report = Report {
@@ -269,9 +421,16 @@ impl Run {
             sha256: self.sha256.take(),
             deployed: self.deployed,
             init: self.init.take(),
+            trigger: self.trigger,
+            previous_tag: self.previous_tag.take(),
+            health: self.health.take(),
+            rolled_back_from: self.rolled_back_from.take(),
+            rollout: None,
+            checked_at: self.checked_at.take(),
+            hostname: hostname(),
             timings_ms: std::mem::take(&mut self.timings),
             started_at: self.started_at.clone(),
-            finished_at: crate::release::now(),
+            finished_at: release::now(),
             bootlace_version: env!("CARGO_PKG_VERSION").to_owned(),
             error,
             exit_code: (exit == Exit::BadInput).then_some(exit as u8),
@@ -285,6 +444,15 @@ impl Run {
         }
         Ran { report, exit }
     }
+}
+
+/// This machine's host name, as the kernel has it.
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 /// Uploads the report; a failure is logged, never fatal.

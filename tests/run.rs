@@ -265,22 +265,32 @@ fn the_report_is_exact_and_uploaded() {
         keys,
         [
             "bootlace_version",
+            "checked_at",
             "context",
             "deployed",
             "environment",
             "error",
             "finished_at",
             "format_version",
+            "health",
+            "hostname",
             "init",
             "machine_id",
+            "previous_tag",
             "role",
+            "rolled_back_from",
+            "rollout",
             "sha256",
             "started_at",
             "status",
             "tag",
-            "timings_ms"
+            "timings_ms",
+            "trigger"
         ]
     );
+    assert_eq!(report["format_version"], 2);
+    assert_eq!(report["trigger"], "boot");
+    assert!(report["checked_at"].is_string());
     let mut timings: Vec<&str> = report["timings_ms"]
         .as_object()
         .unwrap()

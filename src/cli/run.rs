@@ -26,7 +26,7 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     if let Some(error) = &ran.report.error {
         eprintln!(
             "{}: {error}",
-            if ran.report.status == Status::Degraded {
+            if matches!(ran.report.status, Status::Degraded | Status::RolledBack) {
                 "warning"
             } else {
                 "error"
@@ -43,7 +43,7 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
     let (identity, manifest) = runtime.block_on(async {
         let identity = identity::resolve(&config.identity, &config.identity.source).await?;
         let store = store::open(&config.store, identity.credentials.as_ref(), store::Access::Read)?;
-        let manifest = deploy::target(&config, &identity, &store).await?;
+        let manifest = deploy::target(&config, &identity, &store).await?.manifest;
         anyhow::Ok((identity, manifest))
     })?;
     let pointer = release::pointer_name_for(&config.deploy.pointer, &identity)?;
@@ -128,6 +128,7 @@ pub fn status(global: &GlobalArgs, wait: bool) -> anyhow::Result<Exit> {
             (None, Status::Ok) => Exit::Ok,
             (None, Status::Failed) => Exit::Failed,
             (None, Status::Degraded) => Exit::Degraded,
+            (None, Status::RolledBack) => Exit::RolledBack,
         },
     )
 }
@@ -159,11 +160,16 @@ pub(super) fn summary(report: &Report) -> String {
         Status::Ok => "ok",
         Status::Failed => "failed",
         Status::Degraded => "degraded",
+        Status::RolledBack => "rolled back",
     };
     let release = match (&report.tag, report.deployed, report.status) {
         (None, ..) => "no release".to_owned(),
         (Some(tag), true, _) => format!("{tag} (deployed)"),
         (Some(tag), false, Status::Degraded) => format!("{tag} (current; the target was not deployed)"),
+        (Some(tag), _, Status::RolledBack) => match &report.rolled_back_from {
+            Some(from) => format!("{tag} again (from {})", from.tag),
+            None => format!("{tag} again"),
+        },
         (Some(tag), false, _) => format!("{tag} (already present)"),
     };
     let init = match (&report.init, report.status) {

@@ -30,13 +30,27 @@ pub struct Deployed {
     pub pruned: Vec<String>,
 }
 
+/// What an instance should run: its pointer, and the manifest of the tag it names.
+#[derive(Debug)]
+pub struct Target {
+    pub pointer: Pointer,
+    pub manifest: Manifest,
+}
+
 /// The release the identity's pointer names.
-pub async fn target(config: &Config, identity: &Identity, store: &Store) -> anyhow::Result<Manifest> {
+pub async fn target(config: &Config, identity: &Identity, store: &Store) -> anyhow::Result<Target> {
     let name = crate::release::pointer_name_for(&config.deploy.pointer, identity)?;
     let url = store.url_of(&crate::store::layout::pointer(&name));
     let pointer = Pointer::load(store, &name)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no pointer {url}: nothing to deploy"))?;
+    let manifest = manifest_for(store, &pointer, &url).await?;
+    Ok(Target { pointer, manifest })
+}
+
+/// The manifest of the tag `pointer` (read from `url`) names, which must be the build
+/// the pointer says.
+pub async fn manifest_for(store: &Store, pointer: &Pointer, url: &str) -> anyhow::Result<Manifest> {
     let manifest = target_tag(store, &pointer.tag).await?;
     if manifest.sha256 != pointer.sha256 {
         anyhow::bail!(

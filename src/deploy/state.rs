@@ -6,6 +6,8 @@
 //! releases/.staging-*    in progress; removed at the start of every deploy
 //! current -> releases/<tag>
 //! previous -> releases/<tag>   what `current` named before the last switch
+//! good -> releases/<tag>       the last release whose init and health check passed
+//! failed.json            the (tag, pointer serial) that failed and was rolled back
 //! lock                   flock, with the holder's pid inside
 //! ```
 //!
@@ -28,11 +30,23 @@ const RELEASES: &str = "releases";
 const STAGING: &str = ".staging-";
 const CURRENT: &str = "current";
 const PREVIOUS: &str = "previous";
+const GOOD: &str = "good";
+const FAILED: &str = "failed.json";
 const LOCK: &str = "lock";
 /// A mark is a few hundred bytes; anything larger is not one.
 const MARKER_CAP: u64 = 4 << 10;
 /// How often a busy lock is tried again.
 const LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// A target that failed and was rolled back: not tried again until the pointer's
+/// serial changes (a new promote is an explicit retry).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failed {
+    pub tag: String,
+    pub serial: u64,
+    pub reason: String,
+    pub at: String,
+}
 
 /// What a complete release's mark says.
 #[derive(Debug, Serialize, Deserialize)]
@@ -142,6 +156,11 @@ impl StateDir {
         (mark.tag == tag).then_some(mark.sha256)
     }
 
+    /// The archive sha256 of release `tag`, if it is complete here.
+    pub fn sha256_of(&self, tag: &str) -> Option<String> {
+        self.verified(tag)
+    }
+
     /// Whether `tag` is unpacked and verified here.
     pub fn has(&self, tag: &str) -> bool {
         self.verified(tag).is_some()
@@ -232,6 +251,40 @@ impl StateDir {
         self.has(&tag).then_some(tag)
     }
 
+    /// The last release whose init and health check passed.
+    pub fn good(&self) -> Option<String> {
+        self.target(GOOD)
+    }
+
+    /// Records `tag` as good: it passed its init and health check.
+    pub fn mark_good(&self, tag: &str) -> io::Result<()> {
+        if self.good().as_deref() == Some(tag) {
+            return Ok(());
+        }
+        self.point(GOOD, tag)?;
+        sync_dir(&self.root)
+    }
+
+    /// The target that failed last, if any.
+    pub fn failed(&self) -> Option<Failed> {
+        let mut text = Vec::new();
+        File::open(self.root.join(FAILED))
+            .ok()?
+            .take(MARKER_CAP)
+            .read_to_end(&mut text)
+            .ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Records a failed target, atomically.
+    pub fn record_failed(&self, failed: &Failed) -> io::Result<()> {
+        let mut temp = tempfile::NamedTempFile::new_in(&self.root)?;
+        temp.write_all(&serde_json::to_vec(failed).expect("a record always serialises"))?;
+        temp.as_file().sync_all()?;
+        temp.persist(self.root.join(FAILED)).map_err(|e| e.error)?;
+        sync_dir(&self.root)
+    }
+
     /// Makes `tag` current; what was current becomes previous.
     pub fn activate(&self, tag: &str) -> io::Result<()> {
         let old = self.current();
@@ -254,11 +307,11 @@ impl StateDir {
         })
     }
 
-    /// Removes all but the newest `keep` releases, never `current` or `previous`.
+    /// Removes all but the newest `keep` releases, never `current`, `previous` or `good`.
     /// What is not a release (a stray file, an unmarked directory) is left alone and
     /// named once in the log.
     pub fn prune(&self, keep: usize) -> io::Result<Vec<String>> {
-        let protected = [self.current(), self.previous()];
+        let protected = [self.current(), self.previous(), self.good()];
         let mut releases = Vec::new();
         let mut strays = Vec::new();
         for entry in fs::read_dir(self.root.join(RELEASES))? {

@@ -1,0 +1,126 @@
+//! Health checks (DESIGN §6.2): after a release's init, a command (`sh -c` in the
+//! release with the init environment; exit 0 = healthy) or a URL (any 2xx = healthy),
+//! tried up to `health.tries` times, `health.interval` apart, each try bounded by
+//! `health.timeout`. Without either, a release is healthy when its init succeeded.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::config::HealthConfig;
+use crate::init;
+use crate::report::Health;
+
+/// Bytes of a URL answer's body kept for the report.
+const BODY_TAIL: usize = 1 << 10;
+
+/// Checks the release in `release`; `None` when no check is configured.
+pub async fn check(config: &HealthConfig, release: &Path, env: &BTreeMap<String, String>) -> Option<Health> {
+    let probe = match (config.command.is_empty(), config.url.is_empty()) {
+        (true, true) => return None,
+        (false, _) => Probe::Command(&config.command),
+        (true, false) => Probe::Url(&config.url),
+    };
+    let started = Instant::now();
+    let mut tries = 0;
+    let (ok, output) = loop {
+        tries += 1;
+        let (healthy, said) = probe.once(release, env, config.timeout).await;
+        if healthy || tries >= config.tries {
+            break (healthy, said);
+        }
+        tracing::info!(
+            "health check {tries}/{} failed; next try in {}",
+            config.tries,
+            humantime::format_duration(config.interval)
+        );
+        tokio::time::sleep(config.interval).await;
+    };
+    Some(Health {
+        ok,
+        tries,
+        duration_ms: started.elapsed().as_millis() as u64,
+        output_tail: output,
+    })
+}
+
+/// Why a failed check failed, in one phrase for the report.
+pub fn reason(health: &Health) -> String {
+    let last = health
+        .output_tail
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output");
+    let last: String = last.chars().take(200).collect();
+    format!("health check failed {} times: {last}", health.tries)
+}
+
+enum Probe<'a> {
+    Command(&'a str),
+    Url(&'a str),
+}
+
+impl Probe<'_> {
+    /// One try: whether it passed, and what it said.
+    async fn once(
+        &self,
+        release: &Path,
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> (bool, String) {
+        match self {
+            Probe::Command(command) => {
+                let mut sh = Command::new("/bin/sh");
+                sh.arg("-c").arg(command);
+                match init::execute(sh, release, env, timeout, true) {
+                    Ok(outcome) => {
+                        let healthy = outcome.succeeded();
+                        let mut said = outcome.output_tail;
+                        if outcome.timed_out {
+                            said.push_str(&format!(
+                                "\ntimed out after {}",
+                                humantime::format_duration(timeout)
+                            ));
+                        } else if outcome.exit_code != Some(0) {
+                            said.push_str(&format!("\nexited with {}", outcome.exit_code.unwrap_or(-1)));
+                        }
+                        (healthy, said)
+                    }
+                    Err(err) => (false, format!("{err:#}")),
+                }
+            }
+            Probe::Url(url) => get(url, timeout).await,
+        }
+    }
+}
+
+/// GET `url`: healthy on any 2xx. What it said: the start of the body, then the status.
+async fn get(url: &str, timeout: Duration) -> (bool, String) {
+    let client = match reqwest::Client::builder().timeout(timeout).no_proxy().build() {
+        Ok(client) => client,
+        Err(err) => return (false, format!("GET {url}: {err}")),
+    };
+    match client.get(url).send().await {
+        Ok(mut response) => {
+            let status = response.status();
+            let mut body = Vec::new();
+            while body.len() < BODY_TAIL {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                    _ => break,
+                }
+            }
+            body.truncate(BODY_TAIL);
+            // The status last: it is the line a failure's reason quotes.
+            let body = String::from_utf8_lossy(&body);
+            let said = format!("{}\nGET {url}: {status}", body.trim_end());
+            (status.is_success(), said.trim_start().to_owned())
+        }
+        Err(err) => (
+            false,
+            format!("GET {url}: {}", crate::exit::one_line(&err.into())),
+        ),
+    }
+}
