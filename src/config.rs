@@ -36,6 +36,7 @@ pub struct Config {
     pub deploy: DeployConfig,
     pub init: InitConfig,
     pub health: HealthConfig,
+    pub agent: AgentConfig,
     pub report: ReportConfig,
 }
 
@@ -196,6 +197,41 @@ impl Default for InitConfig {
     }
 }
 
+/// The agent (DESIGN §6.2): how often it checks the pointer, and when it reports.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Extra random delay up to this; `None`: min(interval / 10, 60 s).
+    #[serde(with = "optional_duration")]
+    pub jitter: Option<Duration>,
+    /// The stored report is refreshed at least this often, even when nothing changed.
+    #[serde(with = "duration")]
+    pub report_interval: Duration,
+    /// While it exists, a new release is fetched but not switched to.
+    pub hold_file: PathBuf,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(300),
+            jitter: None,
+            report_interval: Duration::from_secs(3600),
+            hold_file: PathBuf::from("/run/bootlace/hold"),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// The most random delay added to each interval.
+    pub fn jitter(&self) -> Duration {
+        self.jitter
+            .unwrap_or_else(|| (self.interval / 10).min(Duration::from_secs(60)))
+    }
+}
+
 /// How a release is judged healthy after its init (DESIGN §6.2). Without a command or
 /// URL, a release is healthy when its init succeeded.
 #[derive(Debug, Deserialize)]
@@ -329,6 +365,23 @@ pub mod duration {
             return Err(format!("duration `{text}` is longer than the one-year maximum"));
         }
         Ok(duration)
+    }
+}
+
+/// A duration that may be left empty (`""`) for its computed default.
+pub mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        super::duration::parse(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -16,7 +16,13 @@ use crate::report::Health;
 const BODY_TAIL: usize = 1 << 10;
 
 /// Checks the release in `release`; `None` when no check is configured.
-pub async fn check(config: &HealthConfig, release: &Path, env: &BTreeMap<String, String>) -> Option<Health> {
+/// `forward_signals`: as for init scripts ([`init::execute`]).
+pub async fn check(
+    config: &HealthConfig,
+    release: &Path,
+    env: &BTreeMap<String, String>,
+    forward_signals: bool,
+) -> Option<Health> {
     let probe = match (config.command.is_empty(), config.url.is_empty()) {
         (true, true) => return None,
         (false, _) => Probe::Command(&config.command),
@@ -26,7 +32,7 @@ pub async fn check(config: &HealthConfig, release: &Path, env: &BTreeMap<String,
     let mut tries = 0;
     let (ok, output) = loop {
         tries += 1;
-        let (healthy, said) = probe.once(release, env, config.timeout).await;
+        let (healthy, said) = probe.once(release, env, config.timeout, forward_signals).await;
         if healthy || tries >= config.tries {
             break (healthy, said);
         }
@@ -69,12 +75,13 @@ impl Probe<'_> {
         release: &Path,
         env: &BTreeMap<String, String>,
         timeout: Duration,
+        forward_signals: bool,
     ) -> (bool, String) {
         match self {
             Probe::Command(command) => {
                 let mut sh = Command::new("/bin/sh");
                 sh.arg("-c").arg(command);
-                match init::execute(sh, release, env, timeout, true) {
+                match init::execute(sh, release, env, timeout, true, forward_signals) {
                     Ok(outcome) => {
                         let healthy = outcome.succeeded();
                         let mut said = outcome.output_tail;

@@ -105,10 +105,11 @@ pub fn run(
     env: &BTreeMap<String, String>,
     timeout: Duration,
     quiet_stdout: bool,
+    forward_signals: bool,
 ) -> anyhow::Result<Outcome> {
     let script = checked_script(&candidate.path, release)?;
     let command = interpreted(&script)?;
-    let mut outcome = execute(command, release, env, timeout, quiet_stdout)
+    let mut outcome = execute(command, release, env, timeout, quiet_stdout, forward_signals)
         .map_err(|e| anyhow::anyhow!("init script {}: {e:#}", script.display()))?;
     outcome.script = candidate.script.clone();
     Ok(outcome)
@@ -117,12 +118,16 @@ pub fn run(
 /// Runs `command` in `dir` as an init script runs (DESIGN §5): its own process group,
 /// output relayed and its tail kept, stopped at `timeout` or when bootlace is told to
 /// stop. The outcome's `script` is left empty for the caller to name.
+/// `forward_signals`: SIGTERM and SIGINT to bootlace go to the command (a boot run);
+/// otherwise they are left to the caller, and the command runs to its end (the agent
+/// finishes the step in progress).
 pub fn execute(
     mut command: Command,
     dir: &Path,
     env: &BTreeMap<String, String>,
     timeout: Duration,
     quiet_stdout: bool,
+    forward_signals: bool,
 ) -> anyhow::Result<Outcome> {
     command
         .current_dir(dir)
@@ -132,7 +137,7 @@ pub fn execute(
         .stderr(Stdio::piped())
         .process_group(0);
     // From here to the report, SIGTERM and SIGINT are passed on to the script.
-    let signals = Signals::catch()?;
+    let signals = Signals::catch(forward_signals)?;
     let started = Instant::now();
     let mut child = command.spawn().map_err(|e| anyhow::anyhow!("starting it: {e}"))?;
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_BYTES)));
@@ -218,12 +223,21 @@ fn checked_script(path: &Path, release: &Path) -> anyhow::Result<PathBuf> {
 struct Signals {
     caught: Arc<AtomicUsize>,
     default_action: Arc<AtomicBool>,
+    /// `false`: nothing is caught here (`caught` stays empty).
+    active: bool,
 }
 
 static SIGNALS: std::sync::OnceLock<(Arc<AtomicUsize>, Arc<AtomicBool>)> = std::sync::OnceLock::new();
 
 impl Signals {
-    fn catch() -> io::Result<Self> {
+    fn catch(active: bool) -> io::Result<Self> {
+        if !active {
+            return Ok(Self {
+                caught: Arc::new(AtomicUsize::new(0)),
+                default_action: Arc::new(AtomicBool::new(true)),
+                active,
+            });
+        }
         let (caught, default_action) = match SIGNALS.get() {
             Some(installed) => installed.clone(),
             None => {
@@ -241,6 +255,7 @@ impl Signals {
         Ok(Self {
             caught,
             default_action,
+            active,
         })
     }
 
@@ -254,7 +269,9 @@ impl Signals {
 
 impl Drop for Signals {
     fn drop(&mut self) {
-        self.default_action.store(true, Ordering::SeqCst);
+        if self.active {
+            self.default_action.store(true, Ordering::SeqCst);
+        }
     }
 }
 

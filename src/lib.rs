@@ -6,6 +6,7 @@
 //! Modules, one concern each:
 //! - [`run`]: the flow — identity, target, fetch, switch, init, health, commit or roll
 //!   back, report — for the boot run and the agent alike;
+//! - [`agent`]: the long-running agent — check the pointer, update, report;
 //! - [`health`]: health checks after init (a command or a URL);
 //! - [`identity`]: who this instance is, from IMDS or a file, and the user-data parser;
 //! - [`deploy`]: fetch, verify, unpack, activate and prune releases on the instance;
@@ -20,6 +21,7 @@
 //! - [`exit`]: exit codes and how an error maps to one;
 //! - [`logging`]: `tracing` to stderr.
 
+pub mod agent;
 pub mod archive;
 pub mod cli;
 pub mod config;

@@ -116,6 +116,45 @@ pub struct Timings {
 }
 
 impl Report {
+    /// One line: what the run did.
+    pub fn summary(&self) -> String {
+        let report = self;
+        let status = match report.status {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Degraded => "degraded",
+            Status::RolledBack => "rolled back",
+        };
+        let release = match (&report.tag, report.deployed, report.status) {
+            (None, ..) => "no release".to_owned(),
+            (Some(tag), true, _) => format!("{tag} (deployed)"),
+            (Some(tag), false, Status::Degraded) => format!("{tag} (current; the target was not deployed)"),
+            (Some(tag), _, Status::RolledBack) => match &report.rolled_back_from {
+                Some(from) => format!("{tag} again (from {})", from.tag),
+                None => format!("{tag} again"),
+            },
+            (Some(tag), false, _) => format!("{tag} (already present)"),
+        };
+        let init = match (&report.init, report.status) {
+            (Some(init), _) => format!(
+                "init {} exited {} in {} ms",
+                init.script,
+                init.exit_code.map_or("-".into(), |c| c.to_string()),
+                init.duration_ms
+            ),
+            (None, Status::Failed) => "no init script ran".into(),
+            (None, _) => "no init script matched".into(),
+        };
+        let what = match report.trigger {
+            Trigger::Boot => "run",
+            Trigger::Agent => "update",
+        };
+        format!(
+            "{what} {status}: {release}, {init}; {} ms in all",
+            report.timings_ms.total
+        )
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("a report always serialises");
         bytes.push(b'\n');

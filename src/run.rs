@@ -109,6 +109,14 @@ pub struct Flow<'a> {
 }
 
 impl Flow<'_> {
+    /// A boot run passes SIGTERM on to the script it runs; the agent lets the step in
+    /// progress finish.
+    fn forward_signals(&self) -> bool {
+        self.phase == Phase::Boot
+    }
+}
+
+impl Flow<'_> {
     /// Brings the instance to `target` (or, when it cannot be had, keeps what runs),
     /// recording every step in `run`. The caller holds the state dir's lock.
     pub async fn converge(
@@ -123,8 +131,45 @@ impl Flow<'_> {
             Err(err) => Err(err),
         };
         match deployed {
-            Ok(target) => self.start(run, &target.manifest.tag, Some(&target)).await,
+            Ok(target) => {
+                self.start(run, &target.manifest.tag, Some(target.pointer.serial))
+                    .await
+            }
             Err(err) => self.keep_current(run, err).await,
+        }
+    }
+
+    /// After a crash between switching to `tag` and committing it (`current` is not
+    /// `good`): checks `tag`'s health and commits it or rolls back. Without a health
+    /// check configured, whether its init succeeded is unknown, so it runs again.
+    /// `serial`: the pointer's serial when it names `tag`, to record a failure under.
+    pub async fn recover(
+        &self,
+        run: &mut Run,
+        tag: &str,
+        good: &str,
+        serial: Option<u64>,
+    ) -> anyhow::Result<()> {
+        warn!("{tag} is current but was never committed (good is {good}): checking it");
+        run.previous_tag = Some(good.to_owned());
+        run.tag = Some(tag.to_owned());
+        run.sha256 = self.state.sha256_of(tag);
+        let release = self.state.release(tag);
+        let env = init::environment(self.identity, tag, &release, self.phase, Some(good));
+        let Some(checked) = health::check(&self.config.health, &release, &env, self.forward_signals()).await
+        else {
+            return self.start(run, tag, serial).await;
+        };
+        let (ok, reason) = (checked.ok, health::reason(&checked));
+        run.health = Some(checked);
+        if ok {
+            self.commit(tag);
+            return Ok(());
+        }
+        let failure = anyhow::anyhow!("{tag}: {reason}");
+        match self.config.health.rollback {
+            true => self.roll_back(run, tag, good, serial, failure).await,
+            false => Err(failure),
         }
     }
 
@@ -166,19 +211,24 @@ impl Flow<'_> {
             return Err(err);
         };
         let why = exit::one_line(&err);
-        warn!("{why}; running the current release {current} (degraded)");
         run.degraded = Some(match run.store_unanswered {
             true => format!("store unreachable: {why}"),
             false => format!("target not deployed: {why}"),
         });
         run.tag = Some(current.clone());
         run.sha256 = self.state.sha256_of(&current);
+        if self.phase == Phase::Update {
+            // The agent: the current release is running already; it is left alone.
+            warn!("{why}; keeping {current} (degraded)");
+            return Ok(());
+        }
+        warn!("{why}; running the current release {current} (degraded)");
         self.start(run, &current, None).await
     }
 
     /// Runs `tag`'s init and health check; commits it as good, or rolls back.
-    /// `target`: the pointer's target, when `tag` is it.
-    async fn start(&self, run: &mut Run, tag: &str, target: Option<&Target>) -> anyhow::Result<()> {
+    /// `serial`: the pointer's serial, when `tag` is what it names.
+    async fn start(&self, run: &mut Run, tag: &str, serial: Option<u64>) -> anyhow::Result<()> {
         let failure = match self.init_and_health(run, tag, self.phase).await {
             Ok(()) => {
                 self.commit(tag);
@@ -191,7 +241,7 @@ impl Flow<'_> {
         let (Some(good), true) = (good, self.config.health.rollback) else {
             return Err(failure);
         };
-        self.roll_back(run, tag, &good, target, failure).await
+        self.roll_back(run, tag, &good, serial, failure).await
     }
 
     /// Switches back to `good` after `failed_tag` failed, and starts it again.
@@ -200,7 +250,7 @@ impl Flow<'_> {
         run: &mut Run,
         failed_tag: &str,
         good: &str,
-        target: Option<&Target>,
+        serial: Option<u64>,
         failure: anyhow::Error,
     ) -> anyhow::Result<()> {
         let reason = exit::one_line(&failure);
@@ -208,10 +258,10 @@ impl Flow<'_> {
         self.state
             .activate(good)
             .map_err(|e| anyhow::anyhow!("rolling back to {good}: {e}; ({reason})"))?;
-        if let Some(target) = target {
+        if let Some(serial) = serial {
             let failed = Failed {
                 tag: failed_tag.to_owned(),
-                serial: target.pointer.serial,
+                serial,
                 reason: reason.clone(),
                 at: release::now(),
             };
@@ -251,7 +301,8 @@ impl Flow<'_> {
         let result = self.choose_and_run(run, tag, &env);
         run.timings.init = started.elapsed().as_millis() as u64;
         result?;
-        let Some(checked) = health::check(&self.config.health, &release, &env).await else {
+        let Some(checked) = health::check(&self.config.health, &release, &env, self.forward_signals()).await
+        else {
             return Ok(());
         };
         let ok = checked.ok;
@@ -290,7 +341,14 @@ impl Flow<'_> {
             return Ok(());
         };
         info!("running init script {}", chosen.script);
-        let outcome = init::run(chosen, &release, env, config.init.timeout, self.json)?;
+        let outcome = init::run(
+            chosen,
+            &release,
+            env,
+            config.init.timeout,
+            self.json,
+            self.forward_signals(),
+        )?;
         let succeeded = outcome.succeeded();
         let (timed_out, code, stopped_by) = (outcome.timed_out, outcome.exit_code, outcome.stopped_by);
         run.init = Some(report::Init {
@@ -385,6 +443,28 @@ impl Run {
         self.environment = identity.environment.clone();
         self.role = identity.role.clone();
         self.context = identity.context.clone();
+    }
+
+    /// Whether a store call failed to get an answer during this run.
+    pub fn store_unanswered(&self) -> bool {
+        self.store_unanswered
+    }
+
+    /// Notes when the pointer was read.
+    pub fn checked(&mut self) {
+        self.checked_at = Some(release::now());
+    }
+
+    /// Adds a warning to the report.
+    pub fn warn(&mut self, warning: String) {
+        self.warnings.push(warning);
+    }
+
+    /// Notes the release that runs, for a report of a step that switched nothing.
+    pub fn running(&mut self, state: &StateDir) {
+        self.tag = state.current();
+        self.sha256 = self.tag.as_deref().and_then(|tag| state.sha256_of(tag));
+        self.previous_tag = self.tag.clone();
     }
 
     /// Writes the report locally and to the store, and picks the exit code.

@@ -122,7 +122,7 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
             config.deploy.state_dir.display()
         ))?;
         outln!("{}", String::from_utf8_lossy(&ran.report.to_json()).trim_end());
-        say(&format!("\ndemo finished: {}", super::run::summary(&ran.report)))?;
+        say(&format!("\ndemo finished: {}", ran.report.summary()))?;
     }
     Ok(ran.exit)
 }

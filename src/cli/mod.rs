@@ -91,6 +91,12 @@ pub enum Command {
     Release(ReleaseCommand),
     /// The whole flow on a local store in a fresh temp dir
     Demo,
+    /// Long-running: follow the pointer, update, health-check, roll back
+    Agent {
+        /// One check and, if needed, one update; exits as `run` would
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +172,7 @@ impl Cli {
             Command::Rollback { to } => deploy::rollback(global, to.as_deref()),
             Command::Status { wait } => run::status(global, *wait),
             Command::Release(command) => release::run(global, command),
+            Command::Agent { once } => run::agent(global, *once),
         }
     }
 }

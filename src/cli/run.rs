@@ -21,7 +21,7 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     if global.json {
         print_json(&ran.report)?;
     } else {
-        outln!("{}", summary(&ran.report));
+        outln!("{}", ran.report.summary());
     }
     if let Some(error) = &ran.report.error {
         eprintln!(
@@ -34,6 +34,21 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
         );
     }
     Ok(ran.exit)
+}
+
+pub fn agent(global: &GlobalArgs, once: bool) -> anyhow::Result<Exit> {
+    let config = global.settings()?;
+    let runtime = runtime()?;
+    let _entered = runtime.enter();
+    let exit = runtime.block_on(crate::agent::run(&config, once))?;
+    // With --once --json: the report as it stands after the check.
+    if once && global.json {
+        let state = crate::deploy::state::StateDir::at(&config.deploy.state_dir);
+        if let Some(report) = Report::load(state.root())? {
+            print_json(&report)?;
+        }
+    }
+    Ok(exit)
 }
 
 pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
@@ -115,7 +130,7 @@ pub fn status(global: &GlobalArgs, wait: bool) -> anyhow::Result<Exit> {
     if global.json {
         print_json(&report)?;
     } else {
-        outln!("{}", summary(&report));
+        outln!("{}", report.summary());
         outln!("  started {}, finished {}", report.started_at, report.finished_at);
         if let Some(error) = &report.error {
             outln!("  error: {error}");
@@ -152,40 +167,6 @@ fn longest_run(config: &crate::config::Config) -> std::time::Duration {
         + config.deploy.timeout
         + config.init.timeout
         + config.store.deadline
-}
-
-/// One line: what the run did.
-pub(super) fn summary(report: &Report) -> String {
-    let status = match report.status {
-        Status::Ok => "ok",
-        Status::Failed => "failed",
-        Status::Degraded => "degraded",
-        Status::RolledBack => "rolled back",
-    };
-    let release = match (&report.tag, report.deployed, report.status) {
-        (None, ..) => "no release".to_owned(),
-        (Some(tag), true, _) => format!("{tag} (deployed)"),
-        (Some(tag), false, Status::Degraded) => format!("{tag} (current; the target was not deployed)"),
-        (Some(tag), _, Status::RolledBack) => match &report.rolled_back_from {
-            Some(from) => format!("{tag} again (from {})", from.tag),
-            None => format!("{tag} again"),
-        },
-        (Some(tag), false, _) => format!("{tag} (already present)"),
-    };
-    let init = match (&report.init, report.status) {
-        (Some(init), _) => format!(
-            "init {} exited {} in {} ms",
-            init.script,
-            init.exit_code.map_or("-".into(), |c| c.to_string()),
-            init.duration_ms
-        ),
-        (None, Status::Failed) => "no init script ran".into(),
-        (None, _) => "no init script matched".into(),
-    };
-    format!(
-        "run {status}: {release}, {init}; {} ms in all",
-        report.timings_ms.total
-    )
 }
 
 fn show(value: &Option<String>) -> &str {

@@ -80,6 +80,27 @@ pub async fn deploy(
     manifest: &Manifest,
     progress: fetch::Progress,
 ) -> anyhow::Result<Deployed> {
+    let mut fetched = make_present(config, state, store, manifest, progress).await?;
+    let tag = &manifest.tag;
+    state
+        .activate(tag)
+        .with_context(|| format!("making {tag} current"))?;
+    fetched.pruned = state.prune(config.deploy.keep as usize).unwrap_or_else(|err| {
+        warn!("pruning old releases in {}: {err}", state.root().display());
+        Vec::new()
+    });
+    Ok(fetched)
+}
+
+/// Makes `manifest`'s release present in the state dir, complete and verified, without
+/// switching to it (the agent's hold). The caller holds the state dir's lock.
+pub async fn make_present(
+    config: &Config,
+    state: &StateDir,
+    store: &Store,
+    manifest: &Manifest,
+    progress: fetch::Progress,
+) -> anyhow::Result<Deployed> {
     let started = Instant::now();
     if let Err(err) = state.clear_staging() {
         warn!("clearing unfinished deploys: {err}");
@@ -99,13 +120,6 @@ pub async fn deploy(
             .with_context(|| format!("committing release {tag}"))?;
         true
     };
-    state
-        .activate(tag)
-        .with_context(|| format!("making {tag} current"))?;
-    let pruned = state.prune(config.deploy.keep as usize).unwrap_or_else(|err| {
-        warn!("pruning old releases in {}: {err}", state.root().display());
-        Vec::new()
-    });
     Ok(Deployed {
         tag: tag.clone(),
         sha256: manifest.sha256.clone(),
@@ -113,7 +127,7 @@ pub async fn deploy(
         files: manifest.files,
         bytes: manifest.size,
         duration_ms: started.elapsed().as_millis() as u64,
-        pruned,
+        pruned: Vec::new(),
     })
 }
 

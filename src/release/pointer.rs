@@ -51,7 +51,30 @@ pub struct Moved {
     pub retries: u32,
 }
 
+/// What a conditional read of a pointer found.
+#[derive(Debug)]
+pub enum Checked {
+    /// The pointer, and the ETag to name in the next check.
+    Changed(Pointer, Option<String>),
+    NotModified,
+    Missing,
+}
+
 impl Pointer {
+    /// Reads pointer `name` unless its ETag is still `e_tag`: an unchanged pointer
+    /// costs one request and no body.
+    pub async fn check(store: &Store, name: &str, e_tag: Option<&str>) -> anyhow::Result<Checked> {
+        let key = layout::pointer(name);
+        let object = match store.get_if_changed(&key, e_tag, MAX_BYTES).await? {
+            crate::store::Fetched::Object(object) => object,
+            crate::store::Fetched::NotModified => return Ok(Checked::NotModified),
+            crate::store::Fetched::Missing => return Ok(Checked::Missing),
+        };
+        let pointer = Pointer::parse(&object.bytes)
+            .map_err(|why| anyhow::anyhow!("reading pointer {}: {why}", store.url_of(&key)))?;
+        Ok(Checked::Changed(pointer, object.version.e_tag))
+    }
+
     /// Reads pointer `name`; `None` when there is none yet.
     pub async fn load(store: &Store, name: &str) -> anyhow::Result<Option<Pointer>> {
         Ok(read(store, name).await?.map(|(pointer, _)| pointer))

@@ -56,6 +56,15 @@ pub struct Versioned {
     pub version: UpdateVersion,
 }
 
+/// What a conditional GET came back with.
+#[derive(Debug)]
+pub enum Fetched {
+    Object(Versioned),
+    /// The object still has the ETag named.
+    NotModified,
+    Missing,
+}
+
 /// What a ranged GET came back with.
 #[derive(Debug)]
 pub enum RangeAnswer {
@@ -118,10 +127,29 @@ impl Store {
     /// an error, whatever the server says its size is, and nothing is allocated from
     /// a size the server announces.
     pub async fn get(&self, key: &str, cap: u64) -> Result<Option<Versioned>, StoreError> {
+        match self.get_if_changed(key, None, cap).await? {
+            Fetched::Object(object) => Ok(Some(object)),
+            Fetched::Missing | Fetched::NotModified => Ok(None),
+        }
+    }
+
+    /// As [`Store::get`], but conditional on the object's ETag no longer being `e_tag`
+    /// (`If-None-Match`): an unchanged object costs one request and no body.
+    pub async fn get_if_changed(
+        &self,
+        key: &str,
+        e_tag: Option<&str>,
+        cap: u64,
+    ) -> Result<Fetched, StoreError> {
         use futures::StreamExt;
-        let result = match self.objects.get(&self.path(key)).await {
+        let options = object_store::GetOptions {
+            if_none_match: e_tag.map(str::to_owned),
+            ..Default::default()
+        };
+        let result = match self.objects.get_opts(&self.path(key), options).await {
             Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(object_store::Error::NotFound { .. }) => return Ok(Fetched::Missing),
+            Err(object_store::Error::NotModified { .. }) => return Ok(Fetched::NotModified),
             Err(err) => return Err(self.error("reading", key, &err)),
         };
         let too_large = |size: u64| StoreError {
@@ -147,7 +175,7 @@ impl Store {
             }
             bytes.extend_from_slice(&chunk);
         }
-        Ok(Some(Versioned {
+        Ok(Fetched::Object(Versioned {
             bytes: bytes.freeze(),
             version,
         }))

@@ -37,6 +37,8 @@ pub struct Proxy {
     pub spoiled: Arc<AtomicUsize>,
     /// Requests relayed in all.
     pub requests: Arc<AtomicUsize>,
+    /// Answers `304 Not Modified` relayed.
+    pub not_modified: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -48,7 +50,9 @@ impl Proxy {
         let upstream = upstream.trim_start_matches("http://").to_owned();
         let spoiled = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
+        let not_modified = Arc::new(AtomicUsize::new(0));
         let rule = Arc::new(Rule {
+            not_modified: not_modified.clone(),
             matching: matching.to_owned(),
             fault,
             times,
@@ -67,6 +71,7 @@ impl Proxy {
             endpoint,
             spoiled,
             requests,
+            not_modified,
         }
     }
 }
@@ -77,6 +82,7 @@ struct Rule {
     times: usize,
     spoiled: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    not_modified: Arc<AtomicUsize>,
 }
 
 impl Rule {
@@ -120,6 +126,9 @@ fn relay(client: TcpStream, upstream: &str, rule: &Rule) -> std::io::Result<()> 
         let Some((answer, length)) = read_head(&mut from_server)? else {
             return Ok(());
         };
+        if answer.starts_with("HTTP/1.1 304") {
+            rule.not_modified.fetch_add(1, Ordering::SeqCst);
+        }
         let mut body = vec![0u8; length];
         from_server.read_exact(&mut body)?;
         let head_only = head.starts_with("HEAD ");

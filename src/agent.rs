@@ -1,0 +1,480 @@
+//! `bootlace agent` (DESIGN §6.2): keeps a running instance on the release its
+//! pointer names, without reboots. It resolves the identity once (again on SIGHUP),
+//! then loops: wait `agent.interval` plus a random share of `agent.jitter`; read the
+//! pointer with `If-None-Match` on the last ETag (a 304 costs nothing and changes
+//! nothing); when the pointer names something new, take the state dir's lock and pass
+//! through the same flow as a boot run ([`crate::run::Flow`]) with
+//! `BOOTLACE_PHASE=update`, then report. Store errors back off as
+//! min(interval, 15 s × 2^n) while the current release keeps running. SIGTERM ends the
+//! wait at once; a step in progress finishes first (each is bounded by its own
+//! timeouts).
+
+use std::time::Duration;
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::deploy::state::StateDir;
+use crate::deploy::{self, Target};
+use crate::exit::{self, Exit};
+use crate::identity::{self, Identity};
+use crate::init::Phase;
+use crate::release::pointer::{Checked, Pointer};
+use crate::report::{Report, Trigger};
+use crate::run::{Flow, Run};
+use crate::store::{self, Store, StoreError, layout};
+
+/// The first backoff after a store error; it doubles up to `agent.interval`.
+const BACKOFF: Duration = Duration::from_secs(15);
+
+/// Runs the agent until SIGTERM (or for one check with `once`). The exit code: 0, or
+/// with `once` that of the check (0 nothing to do or updated, 1, 3 or 4).
+pub async fn run(config: &Config, once: bool) -> anyhow::Result<Exit> {
+    let state = StateDir::open(&config.deploy.state_dir)
+        .map_err(|e| anyhow::anyhow!("opening state dir {}: {e}", config.deploy.state_dir.display()))?;
+    let mut signals = Signals::new()?;
+    let identity = identity::resolve(&config.identity, &config.identity.source).await?;
+    let store = store::open(&config.store, identity.credentials.as_ref(), store::Access::Read)?;
+    let mut agent = Agent {
+        config,
+        state,
+        identity,
+        store,
+        e_tag: None,
+        failures: 0,
+        target: None,
+    };
+    agent.recover().await?;
+    let watchdog = watchdog();
+    let mut ready = false;
+    loop {
+        let exit = agent.check().await;
+        if once {
+            return Ok(exit);
+        }
+        let wait = agent.next_wait();
+        if !ready {
+            ready = true;
+            notify(&[sd_notify::NotifyState::Ready]);
+        }
+        notify(&[sd_notify::NotifyState::Status(&agent.status_line(wait))]);
+        match signals.wait(wait, watchdog).await {
+            Woke::Timer => {}
+            Woke::Hangup => agent.reload().await,
+            Woke::Stop(name) => {
+                info!("{name}: stopping");
+                notify(&[sd_notify::NotifyState::Stopping]);
+                return Ok(Exit::Ok);
+            }
+        }
+    }
+}
+
+struct Agent<'a> {
+    config: &'a Config,
+    state: StateDir,
+    identity: Identity,
+    store: Store,
+    /// The ETag of the pointer state last acted on.
+    e_tag: Option<String>,
+    /// Store errors in a row.
+    failures: u32,
+    /// What the pointer named at the last check, for the status line.
+    target: Option<(String, u64)>,
+}
+
+impl Agent<'_> {
+    fn flow(&self) -> Flow<'_> {
+        Flow {
+            config: self.config,
+            state: &self.state,
+            identity: &self.identity,
+            phase: Phase::Update,
+            // The agent's own stdout is the journal: init output goes there too.
+            json: false,
+        }
+    }
+
+    fn new_run(&self) -> Run {
+        let mut run = Run::new(Trigger::Agent);
+        run.note_identity(&self.identity);
+        run
+    }
+
+    /// On start: a switch that was never committed (a crash between switching and
+    /// committing) is checked before anything else.
+    async fn recover(&mut self) -> anyhow::Result<()> {
+        let (Some(current), Some(good)) = (self.state.current(), self.state.good()) else {
+            return Ok(());
+        };
+        if current == good {
+            return Ok(());
+        }
+        let _lock = self.state.lock(self.config.deploy.lock_timeout)?;
+        let _step = LongStep::start(self.config);
+        // The pointer's serial, if it still names that release: a failure is then
+        // recorded under it, and not retried until it changes.
+        let name = crate::release::pointer_name_for(&self.config.deploy.pointer, &self.identity)?;
+        let serial = match Pointer::load(&self.store, &name).await {
+            Ok(Some(pointer)) if pointer.tag == current => Some(pointer.serial),
+            _ => None,
+        };
+        let mut run = self.new_run();
+        let result = self.flow().recover(&mut run, &current, &good, serial).await;
+        self.finish(run, result).await;
+        Ok(())
+    }
+
+    /// One check, and an update when the pointer names something new.
+    async fn check(&mut self) -> Exit {
+        let name = match crate::release::pointer_name_for(&self.config.deploy.pointer, &self.identity) {
+            Ok(name) => name,
+            Err(err) => {
+                warn!("{err}");
+                return Exit::BadInput;
+            }
+        };
+        let reading = Pointer::check(&self.store, &name, self.e_tag.as_deref());
+        let checked = match tokio::time::timeout(self.config.deploy.timeout, reading).await {
+            Ok(checked) => checked,
+            Err(_) => Err(anyhow::anyhow!(
+                "reading pointer {name}: timed out (deploy.timeout)"
+            )),
+        };
+        let (pointer, e_tag) = match checked {
+            Ok(Checked::NotModified) => {
+                self.failures = 0;
+                self.heartbeat().await;
+                return Exit::Ok;
+            }
+            Ok(Checked::Missing) => {
+                self.failures = 0;
+                let url = self.store.url_of(&layout::pointer(&name));
+                warn!("no pointer {url}: keeping {}", self.current_name());
+                return Exit::Degraded;
+            }
+            Ok(Checked::Changed(pointer, e_tag)) => (pointer, e_tag),
+            Err(err) => return self.store_failed(&err),
+        };
+        self.failures = 0;
+        self.target = Some((pointer.tag.clone(), pointer.serial));
+        let url = self.store.url_of(&layout::pointer(&name));
+        match self.act(pointer, &url).await {
+            Some(exit) => {
+                // Acted on (or deliberately passed over): not read again until it changes.
+                self.e_tag = e_tag;
+                exit
+            }
+            None => Exit::Degraded,
+        }
+    }
+
+    /// What the pointer names, if it is new: fetched, and switched to unless held.
+    /// `None` when the step could not be taken now and must be tried again.
+    async fn act(&mut self, pointer: Pointer, url: &str) -> Option<Exit> {
+        let current = self.state.current();
+        if current.as_deref() == Some(pointer.tag.as_str()) {
+            self.heartbeat().await;
+            return Some(Exit::Ok);
+        }
+        if let Some(failed) = self.state.failed()
+            && failed.tag == pointer.tag
+            && failed.serial == pointer.serial
+        {
+            info!(
+                "{} failed at serial {} and is not tried again until the pointer changes",
+                failed.tag, failed.serial
+            );
+            self.heartbeat().await;
+            return Some(Exit::Ok);
+        }
+        let manifest = match deploy::manifest_for(&self.store, &pointer, url).await {
+            Ok(manifest) => manifest,
+            Err(err) if StoreError::unanswered(&err) => {
+                self.store_failed(&err);
+                return None;
+            }
+            Err(err) => return Some(self.report_unreachable_target(err).await),
+        };
+        let _lock = match self.state.lock(self.config.deploy.lock_timeout) {
+            Ok(lock) => lock,
+            Err(err) => {
+                warn!("{err}; trying again at the next check");
+                return None;
+            }
+        };
+        let target = Target { pointer, manifest };
+        let _step = LongStep::start(self.config);
+        if self.config.agent.hold_file.exists() {
+            return self.hold(target).await;
+        }
+        info!(
+            "{} -> {} (serial {})",
+            self.current_name(),
+            target.manifest.tag,
+            target.pointer.serial
+        );
+        let mut run = self.new_run();
+        run.checked();
+        let result = self
+            .flow()
+            .converge(
+                &mut run,
+                Ok((&self.store, target)),
+                indicatif::ProgressBar::hidden(),
+            )
+            .await;
+        // A store that stopped answering mid-update: tried again (after a backoff); a
+        // release that was refused is not, until the pointer changes.
+        let unanswered = run.store_unanswered();
+        let exit = self.finish(run, result).await;
+        if unanswered {
+            self.failures += 1;
+            return None;
+        }
+        Some(exit)
+    }
+
+    /// While the hold file exists: the target is fetched but not switched to; the
+    /// switch happens at the first check after the file is gone.
+    async fn hold(&mut self, target: Target) -> Option<Exit> {
+        let hold = self.config.agent.hold_file.display().to_string();
+        let tag = target.manifest.tag.clone();
+        let fetched = deploy::make_present(
+            self.config,
+            &self.state,
+            &self.store,
+            &target.manifest,
+            indicatif::ProgressBar::hidden(),
+        )
+        .await;
+        let mut run = self.new_run();
+        run.checked();
+        run.running(&self.state);
+        let note = match &fetched {
+            Ok(_) => format!("held by {hold}: {tag} is fetched and is switched to once the file is gone"),
+            Err(err) => format!("held by {hold}: fetching {tag} failed: {}", exit::one_line(err)),
+        };
+        info!("{note}");
+        run.warn(note);
+        self.finish(run, Ok(())).await;
+        // Read again at the next check, to switch once the hold is gone.
+        None
+    }
+
+    /// The pointer names a release that cannot be had (a missing or refused manifest):
+    /// the current release keeps running, and the report says why.
+    async fn report_unreachable_target(&mut self, err: anyhow::Error) -> Exit {
+        let mut run = self.new_run();
+        run.checked();
+        let result = self
+            .flow()
+            .converge(&mut run, Err(err), indicatif::ProgressBar::hidden())
+            .await;
+        self.finish(run, result).await
+    }
+
+    /// Writes the report (locally and to the store) and logs it in one line.
+    async fn finish(&self, run: Run, result: anyhow::Result<()>) -> Exit {
+        let ran = run
+            .finish(
+                self.config,
+                &self.state,
+                Some(&self.identity),
+                Some(&self.store),
+                result,
+            )
+            .await;
+        let line = ran.report.summary();
+        match ran.exit {
+            Exit::Ok => info!("{line}"),
+            _ => warn!("{line}: {}", ran.report.error.as_deref().unwrap_or("")),
+        }
+        ran.exit
+    }
+
+    /// Refreshes the stored report when it is older than `agent.report_interval`, so
+    /// that a silent instance is a dead one.
+    async fn heartbeat(&self) {
+        let path = self.state.root().join(crate::report::LAST_RUN);
+        let age = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|age| age < self.config.agent.report_interval) {
+            return;
+        }
+        let Ok(Some(mut report)) = Report::load(self.state.root()) else {
+            return;
+        };
+        report.checked_at = Some(crate::release::now());
+        if let Err(err) = report.save(self.state.root()) {
+            warn!("refreshing the report: {err}");
+        }
+        if let (true, Some(environment), Some(role)) = (
+            self.config.report.upload,
+            &self.identity.environment,
+            &self.identity.role,
+        ) {
+            let key = layout::report(environment, role, &self.identity.machine_id);
+            if let Err(err) = self.store.put(&key, report.to_json().into()).await {
+                warn!("uploading the report: {err}");
+            }
+        }
+    }
+
+    fn store_failed(&mut self, err: &anyhow::Error) -> Exit {
+        self.failures += 1;
+        warn!(
+            "{}; keeping {} and trying again in {}",
+            exit::one_line(err),
+            self.current_name(),
+            humantime::format_duration(self.backoff())
+        );
+        Exit::Degraded
+    }
+
+    /// min(interval, 15 s × 2^n) after n + 1 store errors in a row.
+    fn backoff(&self) -> Duration {
+        let doubled = BACKOFF.saturating_mul(1 << self.failures.saturating_sub(1).min(16));
+        doubled.min(self.config.agent.interval)
+    }
+
+    fn next_wait(&self) -> Duration {
+        if self.failures > 0 {
+            return self.backoff();
+        }
+        let jitter = self.config.agent.jitter();
+        self.config.agent.interval + jitter.mul_f64(fastrand::f64())
+    }
+
+    fn current_name(&self) -> String {
+        self.state.current().unwrap_or_else(|| "no release".into())
+    }
+
+    /// `prod → v43 (serial 9), next check in 4m 51s`.
+    fn status_line(&self, wait: Duration) -> String {
+        let name = self.identity.environment.as_deref().unwrap_or("-");
+        let target = match &self.target {
+            Some((tag, serial)) => format!("{tag} (serial {serial})"),
+            None => "?".into(),
+        };
+        let wait = humantime::format_duration(Duration::from_secs(wait.as_secs()));
+        format!(
+            "{name} → {target}, running {}, next check in {wait}",
+            self.current_name()
+        )
+    }
+
+    /// SIGHUP: the identity is resolved again (user-data may have changed), and the
+    /// pointer is checked at once.
+    async fn reload(&mut self) {
+        match identity::resolve(&self.config.identity, &self.config.identity.source).await {
+            Ok(identity) => {
+                self.identity = identity;
+                self.e_tag = None;
+                info!("SIGHUP: identity resolved again; checking now");
+            }
+            Err(err) => warn!(
+                "SIGHUP: {}; keeping the identity resolved before",
+                exit::one_line(&err)
+            ),
+        }
+    }
+}
+
+/// Why the wait between checks ended.
+enum Woke {
+    Timer,
+    Hangup,
+    Stop(&'static str),
+}
+
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits `wait`, pinging the systemd watchdog every `watchdog` meanwhile.
+    async fn wait(&mut self, wait: Duration, watchdog: Option<Duration>) -> Woke {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let tick = watchdog.map_or(until, |every| (tokio::time::Instant::now() + every).min(until));
+            tokio::select! {
+                _ = tokio::time::sleep_until(tick) => {
+                    if tick >= until {
+                        return Woke::Timer;
+                    }
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                _ = self.hup.recv() => return Woke::Hangup,
+                _ = self.term.recv() => return Woke::Stop("SIGTERM"),
+                _ = self.int.recv() => return Woke::Stop("SIGINT"),
+            }
+        }
+    }
+}
+
+/// While a long step runs (an update, a recovery), the systemd watchdog is given that
+/// step's own bound instead of its usual period, and gets it back afterwards: the step
+/// cannot ping while it runs an init script.
+struct LongStep {
+    usual: Option<u64>,
+}
+
+impl LongStep {
+    fn start(config: &Config) -> Self {
+        let mut usual = 0;
+        if !sd_notify::watchdog_enabled(false, &mut usual) {
+            return Self { usual: None };
+        }
+        let health = (config.health.timeout + config.health.interval) * config.health.tries;
+        // Fetch, init and health; then the rollback's init and health.
+        let bound = config.deploy.lock_timeout
+            + config.store.deadline
+            + config.deploy.timeout
+            + (config.init.timeout + health) * 2;
+        let usec = u32::try_from(bound.as_micros()).unwrap_or(u32::MAX);
+        notify(&[
+            sd_notify::NotifyState::WatchdogUsec(usec),
+            sd_notify::NotifyState::Watchdog,
+        ]);
+        Self { usual: Some(usual) }
+    }
+}
+
+impl Drop for LongStep {
+    fn drop(&mut self) {
+        if let Some(usual) = self.usual {
+            let usec = u32::try_from(usual).unwrap_or(u32::MAX);
+            notify(&[
+                sd_notify::NotifyState::WatchdogUsec(usec),
+                sd_notify::NotifyState::Watchdog,
+            ]);
+        }
+    }
+}
+
+/// Half the watchdog period systemd set, if it set one.
+fn watchdog() -> Option<Duration> {
+    let mut usec = 0;
+    sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2))
+}
+
+/// Tells systemd (when `NOTIFY_SOCKET` is set); a failure is logged, never fatal.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(err) = sd_notify::notify(false, states) {
+        tracing::debug!("sd_notify: {err}");
+    }
+}

@@ -1,0 +1,401 @@
+//! Black-box: `bootlace agent` (DESIGN §6.2) running as a process — updates, health
+//! checks and rollback, the hold file, signals, crash recovery, store outages, the
+//! conditional pointer read, and systemd's notify socket. `file://` where the store
+//! does not matter; moto behind the fault proxy where it does.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::proxy::{Fault, Proxy};
+use support::{Outcome, bootlace, run, s3, write};
+
+/// Every init script appends `<tag> <phase> <previous>` to `$LOG_DIR/init.log`.
+const INIT: &str =
+    "echo \"$BOOTLACE_TAG $BOOTLACE_PHASE ${BOOTLACE_PREVIOUS_TAG:--}\" >> \"$LOG_DIR/init.log\"";
+const FAST: &str = "[agent]\ninterval = \"200ms\"\njitter = \"0s\"\n";
+
+struct Host {
+    dir: tempfile::TempDir,
+    /// `s3://…` in moto, or `None` for a `file://` store.
+    place: Option<String>,
+    endpoint: String,
+}
+
+impl Host {
+    fn new(config: &str) -> Self {
+        Self::with_store(config, None)
+    }
+
+    fn on_moto(config: &str) -> Self {
+        Self::with_store(config, Some(s3::moto().place()))
+    }
+
+    fn with_store(config: &str, place: Option<String>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "user-data",
+            "environment=prod\nrole=web\ncontext=b\nmachine_id=i-agent\n",
+        );
+        write(dir.path(), "config.toml", config);
+        std::fs::create_dir(dir.path().join("log")).unwrap();
+        Self {
+            dir,
+            place,
+            endpoint: s3::moto().endpoint.clone(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self) -> Command {
+        let mut command = bootlace();
+        let store = match &self.place {
+            Some(place) => format!("s3://{place}"),
+            None => format!("file://{}", self.path("store").display()),
+        };
+        command
+            .env("BOOTLACE_CONFIG", self.path("config.toml"))
+            .env("BOOTLACE_STORE", store)
+            .env("BOOTLACE_STATE_DIR", self.path("state"))
+            .env(
+                "BOOTLACE_IDENTITY",
+                format!("file:{}", self.path("user-data").display()),
+            )
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
+            .env("LOG_DIR", self.path("log"));
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Outcome {
+        run(self.command().args(args))
+    }
+
+    /// Pushes and promotes `tag`, whose init logs and then runs `extra`; `healthy`
+    /// puts the file the health check looks for into it.
+    fn release(&self, tag: &str, extra: &str, healthy: bool) {
+        let tree = self.path(&format!("tree-{tag}"));
+        std::fs::create_dir_all(tree.join("bootstrap/b")).unwrap();
+        std::fs::write(tree.join("version"), tag).unwrap();
+        if healthy {
+            std::fs::write(tree.join("healthy"), "yes").unwrap();
+        }
+        let script = tree.join("bootstrap/b/bootstrapper.sh");
+        std::fs::write(&script, format!("#!/bin/sh\n{INIT}\n{extra}\n")).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tree = tree.to_str().unwrap();
+        let out = self.run(&["release", "push", tree, "--tag", tag, "--env", "prod"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+
+    fn promote(&self, tag: &str) {
+        assert_eq!(self.run(&["release", "promote", tag, "--env", "prod"]).code, 0);
+    }
+
+    fn start_agent(&self) -> Child {
+        self.command()
+            .arg("agent")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.path("agent.log")).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    fn inits(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("log/init.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn report(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.path("state/last-run.json")).unwrap()).unwrap()
+    }
+
+    fn current(&self) -> String {
+        std::fs::read_link(self.path("state/current"))
+            .unwrap()
+            .display()
+            .to_string()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("agent.log")).unwrap_or_default()
+    }
+}
+
+fn stop(mut agent: Child) -> std::process::ExitStatus {
+    // SAFETY: signalling a child we spawned.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    agent.wait().unwrap()
+}
+
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
+
+fn config_with_hold(extra: &str, dir: &std::path::Path) -> String {
+    format!("{FAST}hold_file = \"{}\"\n{extra}", dir.join("hold").display())
+}
+
+#[test]
+fn a_promote_reaches_a_running_agent_with_phase_update() {
+    let host = Host::new(FAST);
+    host.release("v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    let agent = host.start_agent();
+    host.release("v2", "", true);
+    assert!(
+        eventually(Duration::from_secs(15), || host.inits().len() == 2),
+        "{}",
+        host.log()
+    );
+    assert_eq!(host.inits(), ["v1 boot -", "v2 update v1"]);
+    assert!(eventually(Duration::from_secs(5), || host.report()["tag"] == "v2"));
+    let report = host.report();
+    assert_eq!(report["trigger"], "agent");
+    assert_eq!(report["status"], "ok");
+    assert_eq!(report["previous_tag"], "v1");
+    assert_eq!(host.current(), "releases/v2");
+    assert_eq!(stop(agent).code(), Some(0));
+}
+
+#[test]
+fn a_failing_health_check_is_rolled_back_and_not_retried_until_the_serial_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_hold(
+        "[health]\ncommand = \"test -f healthy\"\ntries = 2\ninterval = \"50ms\"\n",
+        dir.path(),
+    );
+    let host = Host::new(&config);
+    host.release("v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    let agent = host.start_agent();
+    host.release("v2", "", false);
+    assert!(
+        eventually(Duration::from_secs(15), || host.inits().len() == 3),
+        "{}",
+        host.log()
+    );
+    assert_eq!(host.inits(), ["v1 boot -", "v2 update v1", "v1 rollback v1"]);
+    assert!(eventually(Duration::from_secs(5), || host.report()["status"]
+        == "rolled_back"));
+    let report = host.report();
+    assert_eq!(report["rolled_back_from"]["tag"], "v2");
+    assert!(
+        report["rolled_back_from"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("health check failed")
+    );
+    assert_eq!(host.current(), "releases/v1");
+    // Several checks later, v2 has not been tried again.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(host.inits().len(), 3);
+    // A new serial is an explicit retry.
+    host.promote("v1");
+    host.promote("v2");
+    assert!(
+        eventually(Duration::from_secs(15), || host.inits().len() == 5),
+        "{}",
+        host.log()
+    );
+    assert_eq!(host.inits()[3], "v2 update v1");
+    assert_eq!(stop(agent).code(), Some(0));
+}
+
+#[test]
+fn the_hold_file_holds_the_switch_but_not_the_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::new(&config_with_hold("", dir.path()));
+    host.release("v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    std::fs::write(dir.path().join("hold"), "").unwrap();
+    let agent = host.start_agent();
+    host.release("v2", "", true);
+    assert!(eventually(Duration::from_secs(15), || host
+        .path("state/releases/v2")
+        .exists()));
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(host.current(), "releases/v1", "held");
+    assert_eq!(host.inits().len(), 1);
+    let warnings = host.report()["warnings"].to_string();
+    assert!(warnings.contains("held by"), "{warnings}");
+    std::fs::remove_file(dir.path().join("hold")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || host.inits().len() == 2),
+        "{}",
+        host.log()
+    );
+    assert_eq!(host.current(), "releases/v2");
+    assert_eq!(stop(agent).code(), Some(0));
+}
+
+#[test]
+fn sigterm_during_a_long_init_lets_it_finish_and_exits_0() {
+    let host = Host::new(FAST);
+    host.release("v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    let agent = host.start_agent();
+    host.release(
+        "v2",
+        "touch \"$LOG_DIR/started\"; sleep 2; touch \"$LOG_DIR/finished\"",
+        true,
+    );
+    assert!(eventually(Duration::from_secs(15), || host
+        .path("log/started")
+        .exists()));
+    let started = Instant::now();
+    let status = stop(agent);
+    assert_eq!(status.code(), Some(0), "{}", host.log());
+    assert!(host.path("log/finished").exists(), "the init ran to its end");
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(host.report()["status"], "ok");
+    assert_eq!(host.report()["tag"], "v2");
+}
+
+#[test]
+fn an_uncommitted_switch_is_health_checked_first_and_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::new(&config_with_hold(
+        "[health]\ncommand = \"test -f healthy\"\ntries = 1\n",
+        dir.path(),
+    ));
+    host.release("v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    // v2 switched to and never committed: what a kill -9 between the two leaves.
+    host.release("v2", "", false);
+    assert_eq!(host.run(&["deploy"]).code, 0);
+    assert_eq!(host.current(), "releases/v2");
+    let out = host.run(&["agent", "--once"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("never committed"), "{}", out.stderr);
+    assert_eq!(host.current(), "releases/v1");
+    assert_eq!(host.report()["status"], "rolled_back");
+    // Recorded under the pointer's serial: the check that followed left it alone.
+    assert_eq!(host.inits(), ["v1 boot -", "v1 rollback v1"]);
+}
+
+#[test]
+fn a_store_outage_backs_off_keeps_the_release_and_recovers() {
+    let host = Host::on_moto(FAST);
+    host.release("v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    // The first 4 pointer reads get 503 (each retried within store.deadline).
+    let proxy = Proxy::start(&s3::moto().endpoint, "pointers/", Fault::Unavailable, 20);
+    let mut command = host.command();
+    command
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+        .env("BOOTLACE_CONFIG", host.path("config.toml"));
+    write(
+        host.dir.path(),
+        "config.toml",
+        format!("{FAST}[store]\ndeadline = \"300ms\"\n"),
+    );
+    let agent = command
+        .arg("agent")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(host.path("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || host.log().contains("trying again in")),
+        "{}",
+        host.log()
+    );
+    assert_eq!(host.current(), "releases/v1");
+    host.release("v2", "", true);
+    assert!(
+        eventually(Duration::from_secs(30), || host.inits().len() == 2),
+        "{}",
+        host.log()
+    );
+    assert_eq!(host.current(), "releases/v2");
+    assert_eq!(stop(agent).code(), Some(0));
+}
+
+#[test]
+fn an_unchanged_pointer_costs_one_conditional_request_per_check() {
+    let host = Host::on_moto(FAST);
+    host.release("v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    let proxy = Proxy::start(&s3::moto().endpoint, "never-spoiled", Fault::Unavailable, 0);
+    let agent = host
+        .command()
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+        .arg("agent")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(stop(agent).code(), Some(0));
+    let (requests, not_modified) = (
+        proxy.requests.load(Ordering::SeqCst),
+        proxy.not_modified.load(Ordering::SeqCst),
+    );
+    // One full read at the first check; every later check is one request, a 304.
+    assert!(not_modified >= 5, "{not_modified} of {requests}");
+    assert_eq!(requests, not_modified + 1, "{not_modified} of {requests}");
+}
+
+#[test]
+fn systemd_hears_ready_and_status() {
+    let host = Host::new(FAST);
+    host.release("v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    let socket_path = host.path("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let agent = host
+        .command()
+        .env("NOTIFY_SOCKET", &socket_path)
+        .arg("agent")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut heard = String::new();
+    let mut buffer = [0u8; 4096];
+    while !(heard.contains("READY=1") && heard.contains("STATUS=")) {
+        let n = socket.recv(&mut buffer).expect("a datagram within 10 s");
+        heard.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        heard.push('\n');
+    }
+    assert!(heard.contains("STATUS=prod → v1 (serial 1)"), "{heard}");
+    assert!(heard.contains("next check in"), "{heard}");
+    assert_eq!(stop(agent).code(), Some(0));
+}
+
+#[test]
+fn agent_once_with_nothing_to_do_exits_0() {
+    let host = Host::new(FAST);
+    host.release("v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    let out = host.run(&["agent", "--once"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    host.release("v2", "exit 1", true);
+    let out = host.run(&["--json", "agent", "--once"]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["status"], "rolled_back");
+    assert_eq!(report["trigger"], "agent");
+}
