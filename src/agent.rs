@@ -30,9 +30,11 @@ const BACKOFF: Duration = Duration::from_secs(15);
 
 /// Runs the agent until SIGTERM (or for one check with `once`). The exit code: 0, or
 /// with `once` that of the check (0 nothing to do or updated, 1, 3 or 4).
-pub async fn run(config: &Config, once: bool) -> anyhow::Result<Exit> {
+/// `json`: stdout is for a JSON report, so init scripts' stdout goes to stderr.
+pub async fn run(config: &Config, once: bool, json: bool) -> anyhow::Result<Exit> {
     let state = StateDir::open(&config.deploy.state_dir)
         .map_err(|e| anyhow::anyhow!("opening state dir {}: {e}", config.deploy.state_dir.display()))?;
+    let _agent = state.agent_lock()?;
     let mut signals = Signals::new()?;
     let identity = identity::resolve(&config.identity, &config.identity.source).await?;
     let store = store::open(&config.store, identity.credentials.as_ref(), store::Access::Read)?;
@@ -44,6 +46,8 @@ pub async fn run(config: &Config, once: bool) -> anyhow::Result<Exit> {
         e_tag: None,
         failures: 0,
         target: None,
+        pointer_missing: false,
+        json,
     };
     agent.recover().await?;
     let watchdog = watchdog();
@@ -82,6 +86,9 @@ struct Agent<'a> {
     failures: u32,
     /// What the pointer named at the last check, for the status line.
     target: Option<(String, u64)>,
+    /// The pointer was missing at the last check (said once, not at every check).
+    pointer_missing: bool,
+    json: bool,
 }
 
 impl Agent<'_> {
@@ -91,8 +98,7 @@ impl Agent<'_> {
             state: &self.state,
             identity: &self.identity,
             phase: Phase::Update,
-            // The agent's own stdout is the journal: init output goes there too.
-            json: false,
+            json: self.json,
         }
     }
 
@@ -150,14 +156,21 @@ impl Agent<'_> {
             }
             Ok(Checked::Missing) => {
                 self.failures = 0;
-                let url = self.store.url_of(&layout::pointer(&name));
-                warn!("no pointer {url}: keeping {}", self.current_name());
+                if !self.pointer_missing {
+                    let url = self.store.url_of(&layout::pointer(&name));
+                    warn!(
+                        "no pointer {url}: keeping {} until there is one",
+                        self.current_name()
+                    );
+                }
+                self.pointer_missing = true;
                 return Exit::Degraded;
             }
             Ok(Checked::Changed(pointer, e_tag)) => (pointer, e_tag),
             Err(err) => return self.store_failed(&err),
         };
         self.failures = 0;
+        self.pointer_missing = false;
         self.target = Some((pointer.tag.clone(), pointer.serial));
         let url = self.store.url_of(&layout::pointer(&name));
         match self.act(pointer, &url).await {

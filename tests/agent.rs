@@ -399,3 +399,74 @@ fn agent_once_with_nothing_to_do_exits_0() {
     assert_eq!(report["status"], "rolled_back");
     assert_eq!(report["trigger"], "agent");
 }
+
+#[test]
+fn a_second_agent_on_the_same_state_dir_is_refused() {
+    let host = Host::new(FAST);
+    host.release("v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    let first = host.start_agent();
+    assert!(eventually(Duration::from_secs(10), || host
+        .path("state/agent.lock")
+        .exists()));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = host.run(&["agent"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.assert_one_error_line();
+    assert!(
+        line.contains(&format!(
+            "another agent runs on this state dir (pid {}",
+            first.id()
+        )),
+        "{line}"
+    );
+    assert_eq!(stop(first).code(), Some(0));
+}
+
+#[test]
+fn a_pointer_deleted_while_the_agent_runs_leaves_the_release_running() {
+    let host = Host::new(FAST);
+    host.release("v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    let agent = host.start_agent();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::remove_file(host.path("store/pointers/prod.json")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || host.log().contains("no pointer")),
+        "{}",
+        host.log()
+    );
+    assert_eq!(host.current(), "releases/v1");
+    // It comes back: the agent follows again.
+    host.release("v2", "", true);
+    assert!(
+        eventually(Duration::from_secs(15), || host.inits().len() == 2),
+        "{}",
+        host.log()
+    );
+    assert_eq!(stop(agent).code(), Some(0));
+}
+
+#[test]
+fn a_pointer_flipping_every_200ms_leaves_a_complete_release_current() {
+    let host = Host::new(FAST);
+    host.release("v1", "", true);
+    host.release("v2", "", true);
+    host.promote("v1");
+    assert_eq!(host.run(&["run"]).code, 0);
+    let agent = host.start_agent();
+    for i in 0..10 {
+        host.promote(if i % 2 == 0 { "v2" } else { "v1" });
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // It settles on the last state: v1.
+    assert!(
+        eventually(Duration::from_secs(10), || host.current() == "releases/v1"
+            && host.report()["tag"] == "v1"),
+        "{}",
+        host.log()
+    );
+    let version = std::fs::read_to_string(host.path("state/current/version")).unwrap();
+    assert_eq!(version, "v1");
+    assert_eq!(stop(agent).code(), Some(0));
+}

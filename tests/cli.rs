@@ -243,6 +243,18 @@ fn demo_runs_the_whole_flow() {
         out.stdout
     );
     assert!(out.stdout.contains("demo finished: run ok"), "{}", out.stdout);
+    // The agent's part: an update, then a broken release rolled back.
+    assert!(
+        out.stdout.contains("hello from the second release"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("then updated to demo-2, and rolled back from demo-3 to demo-2"),
+        "{}",
+        out.stdout
+    );
 
     let out = run(bootlace().args(["--json", "demo"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -253,6 +265,10 @@ fn demo_runs_the_whole_flow() {
     assert_eq!(json["report"]["status"], "ok");
     assert_eq!(json["report"]["init"]["script"], "b/prod/i-0123456789abcdef0.sh");
     assert_eq!(json["report"]["init"]["exit_code"], 0);
+    assert_eq!(json["update"]["status"], "ok");
+    assert_eq!(json["update"]["trigger"], "agent");
+    assert_eq!(json["rollback"]["status"], "rolled_back");
+    assert_eq!(json["rollback"]["tag"], "demo-2");
 }
 
 #[test]

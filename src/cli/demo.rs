@@ -1,7 +1,8 @@
 //! `bootlace demo`: the flow on a simulated instance in a fresh temp dir, with nothing
 //! but the binary: the sample user-data and release of `examples/` are built in. It
-//! resolves the identity, then packages the sample release and pushes it to a local
-//! `file://` store. Later steps join as they are built.
+//! resolves the identity, packages the sample release and pushes it to a local
+//! `file://` store, boots the instance from it (`run`), then shows the agent at work:
+//! an update reaching the running instance, and a broken release rolled back.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -111,20 +112,78 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
         indicatif::ProgressBar::hidden(),
         global.json,
     ))?;
-    if global.json {
-        print_json(
-            &serde_json::json!({"identity": identity, "manifest": pushed.manifest, "report": ran.report}),
-        )?;
-    } else {
+    if !global.json {
         say("   --- end of init output ---")?;
         say(&format!(
             "\n== report: {}/last-run.json",
             config.deploy.state_dir.display()
         ))?;
         outln!("{}", String::from_utf8_lossy(&ran.report.to_json()).trim_end());
-        say(&format!("\ndemo finished: {}", ran.report.summary()))?;
+        say(&format!("   {}", ran.report.summary()))?;
     }
-    Ok(ran.exit)
+    if ran.exit != Exit::Ok {
+        return Ok(ran.exit);
+    }
+
+    // The agent: a new release reaches the running instance, a broken one is undone.
+    config.agent.hold_file = dir.path().join("hold");
+    let agent_step =
+        |tag: &str, hello: &str, init_exit: &str, story: &str| -> anyhow::Result<crate::report::Report> {
+            say(&format!("\n== {story}"))?;
+            let tree = dir.path().join(tag);
+            write_release(&tree)?;
+            std::fs::write(tree.join("app/hello.txt"), hello)?;
+            if !init_exit.is_empty() {
+                let script = tree.join("bootstrap/b/prod/i-0123456789abcdef0.sh");
+                let mut text = std::fs::read_to_string(&script)?;
+                text.push_str(init_exit);
+                std::fs::write(&script, text)?;
+            }
+            say(&format!(
+                "   $ bootlace release push {} --tag {tag} --env {environment}",
+                tree.display()
+            ))?;
+            runtime.block_on(push(&store, &tree, tag, Some(&environment), limits, |_| {}))?;
+            say("   $ bootlace agent --once      (what the running agent does at its next check)")?;
+            say("   --- init output ---")?;
+            runtime.block_on(crate::agent::run(&config, true, global.json))?;
+            say("   --- end of init output ---")?;
+            let report = crate::report::Report::load(&config.deploy.state_dir)?
+                .ok_or_else(|| anyhow::anyhow!("the agent wrote no report"))?;
+            say(&format!("   {}", report.summary()))?;
+            Ok(report)
+        };
+    let update = agent_step(
+        "demo-2",
+        "hello from the second release\n",
+        "",
+        "update: the operator pushes demo-2; the agent on the running instance picks it up",
+    )?;
+    let rollback = agent_step(
+        "demo-3",
+        "hello from a broken release\n",
+        "echo 'demo-3: the service does not start' >&2\nexit 1\n",
+        "rollback: demo-3's init fails; the agent switches back to demo-2, the last good release",
+    )?;
+    if global.json {
+        print_json(
+            &serde_json::json!({"identity": identity, "manifest": pushed.manifest,
+            "report": ran.report, "update": update, "rollback": rollback}),
+        )?;
+    } else {
+        if let Some(from) = &rollback.rolled_back_from {
+            say(&format!("   rolled back from {}: {}", from.tag, from.reason))?;
+        }
+        say(&format!(
+            "\ndemo finished: {}\n   then updated to {}, and rolled back from demo-3 to {}",
+            ran.report.summary(),
+            update.tag.as_deref().unwrap_or("-"),
+            rollback.tag.as_deref().unwrap_or("-")
+        ))?;
+    }
+    let shown =
+        update.status == crate::report::Status::Ok && rollback.status == crate::report::Status::RolledBack;
+    Ok(if shown { Exit::Ok } else { Exit::Failed })
 }
 
 fn write_release(root: &Path) -> std::io::Result<()> {

@@ -40,7 +40,7 @@ pub fn agent(global: &GlobalArgs, once: bool) -> anyhow::Result<Exit> {
     let config = global.settings()?;
     let runtime = runtime()?;
     let _entered = runtime.enter();
-    let exit = runtime.block_on(crate::agent::run(&config, once))?;
+    let exit = runtime.block_on(crate::agent::run(&config, once, global.json))?;
     // With --once --json: the report as it stands after the check.
     if once && global.json {
         let state = crate::deploy::state::StateDir::at(&config.deploy.state_dir);

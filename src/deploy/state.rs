@@ -66,6 +66,8 @@ pub enum LockError {
         holder: String,
         waited: String,
     },
+    #[error("another agent runs on this state dir ({holder} holds {path}); one agent per state dir")]
+    AgentRunning { path: String, holder: String },
 }
 
 pub struct StateDir {
@@ -129,6 +131,33 @@ impl StateDir {
             }
         }
         // Who holds it now, for anyone who has to wait.
+        file.set_len(0).map_err(failed)?;
+        std::os::unix::fs::FileExt::write_all_at(&file, format!("{}\n", std::process::id()).as_bytes(), 0)
+            .map_err(failed)?;
+        Ok(file)
+    }
+
+    /// Takes the agent's own lock (`agent.lock`) for as long as the file is held: one
+    /// agent per state dir. A second is refused at once, naming the first.
+    pub fn agent_lock(&self) -> Result<File, LockError> {
+        let path = self.root.join("agent.lock");
+        let failed = |error| LockError::Io {
+            path: path.display().to_string(),
+            error,
+        };
+        let mut file = File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(failed)?;
+        if !try_lock(&file).map_err(failed)? {
+            return Err(LockError::AgentRunning {
+                path: path.display().to_string(),
+                holder: holder(&mut file),
+            });
+        }
         file.set_len(0).map_err(failed)?;
         std::os::unix::fs::FileExt::write_all_at(&file, format!("{}\n", std::process::id()).as_bytes(), 0)
             .map_err(failed)?;
