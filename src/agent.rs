@@ -150,6 +150,7 @@ impl Agent<'_> {
         };
         let (pointer, e_tag) = match checked {
             Ok(Checked::NotModified) => {
+                tracing::debug!("pointer {name} unchanged");
                 self.failures = 0;
                 self.heartbeat().await;
                 return Exit::Ok;
@@ -174,22 +175,20 @@ impl Agent<'_> {
         self.target = Some((pointer.tag.clone(), pointer.serial));
         let url = self.store.url_of(&layout::pointer(&name));
         match self.act(pointer, &url).await {
-            Some(exit) => {
-                // Acted on (or deliberately passed over): not read again until it changes.
+            Acted::Done(exit) => {
                 self.e_tag = e_tag;
                 exit
             }
-            None => Exit::Degraded,
+            Acted::Again(exit) => exit,
         }
     }
 
     /// What the pointer names, if it is new: fetched, and switched to unless held.
-    /// `None` when the step could not be taken now and must be tried again.
-    async fn act(&mut self, pointer: Pointer, url: &str) -> Option<Exit> {
+    async fn act(&mut self, pointer: Pointer, url: &str) -> Acted {
         let current = self.state.current();
         if current.as_deref() == Some(pointer.tag.as_str()) {
             self.heartbeat().await;
-            return Some(Exit::Ok);
+            return Acted::Done(Exit::Ok);
         }
         if let Some(failed) = self.state.failed()
             && failed.tag == pointer.tag
@@ -200,21 +199,20 @@ impl Agent<'_> {
                 failed.tag, failed.serial
             );
             self.heartbeat().await;
-            return Some(Exit::Ok);
+            return Acted::Done(Exit::Ok);
         }
         let manifest = match deploy::manifest_for(&self.store, &pointer, url).await {
             Ok(manifest) => manifest,
             Err(err) if StoreError::unanswered(&err) => {
-                self.store_failed(&err);
-                return None;
+                return Acted::Again(self.store_failed(&err));
             }
-            Err(err) => return Some(self.report_unreachable_target(err).await),
+            Err(err) => return Acted::Done(self.report_unreachable_target(err).await),
         };
         let _lock = match self.state.lock(self.config.deploy.lock_timeout) {
             Ok(lock) => lock,
             Err(err) => {
                 warn!("{err}; trying again at the next check");
-                return None;
+                return Acted::Again(Exit::Failed);
             }
         };
         let target = Target { pointer, manifest };
@@ -244,14 +242,14 @@ impl Agent<'_> {
         let exit = self.finish(run, result).await;
         if unanswered {
             self.failures += 1;
-            return None;
+            return Acted::Again(exit);
         }
-        Some(exit)
+        Acted::Done(exit)
     }
 
     /// While the hold file exists: the target is fetched but not switched to; the
     /// switch happens at the first check after the file is gone.
-    async fn hold(&mut self, target: Target) -> Option<Exit> {
+    async fn hold(&mut self, target: Target) -> Acted {
         let hold = self.config.agent.hold_file.display().to_string();
         let tag = target.manifest.tag.clone();
         let fetched = deploy::make_present(
@@ -273,7 +271,7 @@ impl Agent<'_> {
         run.warn(note);
         self.finish(run, Ok(())).await;
         // Read again at the next check, to switch once the hold is gone.
-        None
+        Acted::Again(Exit::Ok)
     }
 
     /// The pointer names a release that cannot be had (a missing or refused manifest):
@@ -395,6 +393,14 @@ impl Agent<'_> {
             ),
         }
     }
+}
+
+/// What a check did with a pointer that changed.
+enum Acted {
+    /// Done with (or deliberately passed over): not read again until it changes.
+    Done(Exit),
+    /// Not done: read and tried again at the next check.
+    Again(Exit),
 }
 
 /// Why the wait between checks ended.

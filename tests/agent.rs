@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::imds::{self, Imds};
 use support::proxy::{Fault, Proxy};
 use support::{Outcome, bootlace, run, s3, write};
 
@@ -102,13 +103,15 @@ impl Host {
         assert_eq!(self.run(&["release", "promote", tag, "--env", "prod"]).code, 0);
     }
 
-    fn start_agent(&self) -> Child {
-        self.command()
+    fn start_agent(&self) -> Agent {
+        let child = self
+            .command()
             .arg("agent")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.path("agent.log")).unwrap())
             .spawn()
-            .unwrap()
+            .unwrap();
+        Agent(child)
     }
 
     fn inits(&self) -> Vec<String> {
@@ -135,10 +138,34 @@ impl Host {
     }
 }
 
-fn stop(mut agent: Child) -> std::process::ExitStatus {
+/// A running agent, killed if a test ends (or fails) without stopping it.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Agent {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl From<Child> for Agent {
+    fn from(child: Child) -> Self {
+        Agent(child)
+    }
+}
+
+/// SIGTERM, then the exit status.
+fn stop(agent: impl Into<Agent>) -> std::process::ExitStatus {
+    let mut agent = agent.into();
     // SAFETY: signalling a child we spawned.
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    agent.wait().unwrap()
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    agent.0.wait().unwrap()
 }
 
 fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
@@ -316,6 +343,7 @@ fn a_store_outage_backs_off_keeps_the_release_and_recovers() {
         .stderr(std::fs::File::create(host.path("agent.log")).unwrap())
         .spawn()
         .unwrap();
+    let agent = Agent::from(agent);
     assert!(
         eventually(Duration::from_secs(20), || host.log().contains("trying again in")),
         "{}",
@@ -346,6 +374,7 @@ fn an_unchanged_pointer_costs_one_conditional_request_per_check() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let agent = Agent::from(agent);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(stop(agent).code(), Some(0));
     let (requests, not_modified) = (
@@ -373,6 +402,7 @@ fn systemd_hears_ready_and_status() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let agent = Agent::from(agent);
     let mut heard = String::new();
     let mut buffer = [0u8; 4096];
     while !(heard.contains("READY=1") && heard.contains("STATUS=")) {
@@ -469,4 +499,44 @@ fn a_pointer_flipping_every_200ms_leaves_a_complete_release_current() {
     let version = std::fs::read_to_string(host.path("state/current/version")).unwrap();
     assert_eq!(version, "v1");
     assert_eq!(stop(agent).code(), Some(0));
+}
+
+#[test]
+fn instance_role_credentials_are_refreshed_as_they_expire() {
+    // Role credentials that expire 2 s after each is issued; no keys in the environment.
+    let imds = Imds::start(imds::Options {
+        role_credentials_ttl: Some(Duration::from_secs(2)),
+        ..imds::Options::default()
+    });
+    let host = Host::on_moto(FAST);
+    host.release("v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    let agent = host
+        .command()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint())
+        .arg("agent")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(host.path("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let agent = Agent::from(agent);
+    std::thread::sleep(Duration::from_secs(3));
+    host.release("v2", "", true);
+    assert!(
+        eventually(Duration::from_secs(15), || host.inits().len() == 2),
+        "{}",
+        host.log()
+    );
+    assert_eq!(stop(agent).code(), Some(0));
+    let role = format!("/latest/meta-data/iam/security-credentials/{}", imds::ROLE);
+    let fetched = imds
+        .seen()
+        .iter()
+        .filter(|s| s.path == role && s.status == 200)
+        .count();
+    // At least one fresh set for each 2 s of the agent's life, over IMDSv2 tokens.
+    assert!(fetched >= 3, "{fetched} credential fetches");
+    assert!(imds.token_requests() >= 1);
 }

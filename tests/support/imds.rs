@@ -7,7 +7,11 @@
 //!   401 when tokens are required (IMDSv2 only, the default here) and served otherwise;
 //! - every request is 403 when the endpoint is disabled, and any request carrying
 //!   `X-Forwarded-For` is 403;
-//! - absent user-data is 404.
+//! - absent user-data is 404;
+//! - with an instance role, `meta-data/iam/security-credentials/` lists its name and
+//!   `…/security-credentials/<name>` answers fresh keys as JSON (`AccessKeyId`,
+//!   `SecretAccessKey`, `Token`, `Expiration`, `Code: Success`), each set expiring
+//!   after the role's TTL.
 //!
 //! Faults a test can set: a burst of 503s, slow answers, a late start, an expired or
 //! always-rejected token, and a token endpoint that does not exist (an old IMDS or a
@@ -59,6 +63,8 @@ pub struct Options {
     pub expire_first_token: bool,
     /// Every token is rejected.
     pub reject_tokens: bool,
+    /// An instance role whose credentials expire this long after each is issued.
+    pub role_credentials_ttl: Option<Duration>,
 }
 
 impl Default for Options {
@@ -73,6 +79,7 @@ impl Default for Options {
             start_after: Duration::ZERO,
             expire_first_token: false,
             reject_tokens: false,
+            role_credentials_ttl: None,
         }
     }
 }
@@ -278,12 +285,35 @@ fn decide(state: &mut State, request: &Request<Incoming>) -> (StatusCode, Vec<u8
         "/latest/meta-data/placement/availability-zone" => Some(AVAILABILITY_ZONE.as_bytes().to_vec()),
         "/latest/meta-data/instance-type" => Some(INSTANCE_TYPE.as_bytes().to_vec()),
         "/latest/user-data" => state.options.user_data.clone(),
+        "/latest/meta-data/iam/security-credentials/" => state
+            .options
+            .role_credentials_ttl
+            .map(|_| ROLE.as_bytes().to_vec()),
+        path if path == format!("/latest/meta-data/iam/security-credentials/{ROLE}") => {
+            state.options.role_credentials_ttl.map(role_credentials)
+        }
         _ => None,
     };
     match value {
         Some(body) => (StatusCode::OK, body, None),
         None => (StatusCode::NOT_FOUND, Vec::new(), None),
     }
+}
+
+/// The instance role's name.
+pub const ROLE: &str = "bootlace-test-role";
+
+/// A fresh set of role credentials, expiring `ttl` from now.
+fn role_credentials(ttl: Duration) -> Vec<u8> {
+    let now = std::time::SystemTime::now();
+    let at = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let serial = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!(
+        r#"{{"Code":"Success","LastUpdated":"{}","Type":"AWS-HMAC","AccessKeyId":"ASIAROLE{serial}","SecretAccessKey":"role-secret-{serial}","Token":"role-token-{serial}","Expiration":"{}"}}"#,
+        at(now),
+        at(now + ttl)
+    )
+    .into_bytes()
 }
 
 fn token(state: &mut State, request: &Request<Incoming>) -> (StatusCode, Vec<u8>, Option<u32>) {
