@@ -6,7 +6,7 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use support::{Outcome, bootlace, run, write};
@@ -205,18 +205,69 @@ fn a_missing_health_command_is_unhealthy() {
 }
 
 #[test]
-fn a_health_check_that_prints_10_mb_keeps_the_last_64_kib() {
-    let host =
-        Host::new("[health]\ncommand = \"head -c 10000000 /dev/zero | tr '\\\\0' x; echo END\"\ntries = 1\n");
+fn a_health_check_that_prints_100_mb_keeps_the_last_64_kib() {
+    let host = Host::new(
+        "[health]\ncommand = \"head -c 100000000 /dev/zero | tr '\\\\0' x; echo END\"\ntries = 1\n",
+    );
     host.release("v1", "", true);
-    let out = host.run(&["run"]);
-    assert_eq!(out.code, 0, "{}", out.stderr.len());
+    let status = host
+        .command()
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
     let tail = host.report()["health"]["output_tail"]
         .as_str()
         .unwrap()
         .to_owned();
     assert!(tail.len() <= 64 << 10 && tail.len() > 60 << 10, "{}", tail.len());
     assert!(tail.ends_with("END\n"));
+}
+
+#[test]
+fn an_unreachable_health_url_is_unhealthy() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = Host::new(&format!(
+        "[health]\nurl = \"http://127.0.0.1:{port}/health\"\ntries = 2\ninterval = \"50ms\"\ntimeout = \"1s\"\n"
+    ));
+    host.release("v1", "", true);
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let health = host.report()["health"].clone();
+    assert_eq!(health["ok"], false);
+    assert_eq!(health["tries"], 2);
+    assert!(
+        health["output_tail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("GET http://127.0.0.1:{port}/health")),
+        "{health}"
+    );
+}
+
+#[test]
+fn a_good_link_to_a_pruned_release_is_nothing_to_roll_back_to() {
+    let host = Host::new(HEALTH_FILE);
+    host.release("v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    // Damage: the release `good` names is gone.
+    std::fs::remove_dir_all(host.path("state/releases/v1")).unwrap();
+    host.release("v2", "", false);
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.assert_one_error_line().contains("health check failed"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(host.link("current"), "releases/v2");
 }
 
 #[test]
