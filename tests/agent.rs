@@ -5,137 +5,49 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::host::{Host, eventually};
 use support::imds::{self, Imds};
 use support::proxy::{Fault, Proxy};
-use support::{Outcome, bootlace, run, s3, write};
+use support::{s3, write};
 
 /// Every init script appends `<tag> <phase> <previous>` to `$LOG_DIR/init.log`.
 const INIT: &str =
     "echo \"$BOOTLACE_TAG $BOOTLACE_PHASE ${BOOTLACE_PREVIOUS_TAG:--}\" >> \"$LOG_DIR/init.log\"";
 const FAST: &str = "[agent]\ninterval = \"200ms\"\njitter = \"0s\"\n";
 
-struct Host {
-    dir: tempfile::TempDir,
-    /// `s3://…` in moto, or `None` for a `file://` store.
-    place: Option<String>,
-    endpoint: String,
+/// Pushes and promotes `tag` (with a `version` file): its init logs and then runs
+/// `extra`; `healthy` puts the file the health check looks for into it.
+fn release(host: &Host, tag: &str, extra: &str, healthy: bool) {
+    let mut files: Vec<(&str, &[u8])> = vec![("version", tag.as_bytes())];
+    if healthy {
+        files.push(("healthy", b"yes"));
+    }
+    host.push(tag, Some(&format!("{INIT}\n{extra}")), &files, true);
 }
 
-impl Host {
-    fn new(config: &str) -> Self {
-        Self::with_store(config, None)
-    }
+fn start_agent(host: &Host) -> Agent {
+    let child = host
+        .command()
+        .arg("agent")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(host.path("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    Agent(child)
+}
 
-    fn on_moto(config: &str) -> Self {
-        Self::with_store(config, Some(s3::moto().place()))
-    }
+/// What the agent logged.
+fn log(host: &Host) -> String {
+    std::fs::read_to_string(host.path("agent.log")).unwrap_or_default()
+}
 
-    fn with_store(config: &str, place: Option<String>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "user-data",
-            "environment=prod\nrole=web\ncontext=b\nmachine_id=i-agent\n",
-        );
-        write(dir.path(), "config.toml", config);
-        std::fs::create_dir(dir.path().join("log")).unwrap();
-        Self {
-            dir,
-            place,
-            endpoint: s3::moto().endpoint.clone(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self) -> Command {
-        let mut command = bootlace();
-        let store = match &self.place {
-            Some(place) => format!("s3://{place}"),
-            None => format!("file://{}", self.path("store").display()),
-        };
-        command
-            .env("BOOTLACE_CONFIG", self.path("config.toml"))
-            .env("BOOTLACE_STORE", store)
-            .env("BOOTLACE_STATE_DIR", self.path("state"))
-            .env(
-                "BOOTLACE_IDENTITY",
-                format!("file:{}", self.path("user-data").display()),
-            )
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
-            .env("LOG_DIR", self.path("log"));
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Outcome {
-        run(self.command().args(args))
-    }
-
-    /// Pushes and promotes `tag`, whose init logs and then runs `extra`; `healthy`
-    /// puts the file the health check looks for into it.
-    fn release(&self, tag: &str, extra: &str, healthy: bool) {
-        let tree = self.path(&format!("tree-{tag}"));
-        std::fs::create_dir_all(tree.join("bootstrap/b")).unwrap();
-        std::fs::write(tree.join("version"), tag).unwrap();
-        if healthy {
-            std::fs::write(tree.join("healthy"), "yes").unwrap();
-        }
-        let script = tree.join("bootstrap/b/bootstrapper.sh");
-        std::fs::write(&script, format!("#!/bin/sh\n{INIT}\n{extra}\n")).unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let tree = tree.to_str().unwrap();
-        let out = self.run(&["release", "push", tree, "--tag", tag, "--env", "prod"]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-    }
-
-    fn promote(&self, tag: &str) {
-        assert_eq!(self.run(&["release", "promote", tag, "--env", "prod"]).code, 0);
-    }
-
-    fn start_agent(&self) -> Agent {
-        let child = self
-            .command()
-            .arg("agent")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.path("agent.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Agent(child)
-    }
-
-    fn inits(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path("log/init.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn report(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.path("state/last-run.json")).unwrap()).unwrap()
-    }
-
-    fn current(&self) -> String {
-        std::fs::read_link(self.path("state/current"))
-            .unwrap()
-            .display()
-            .to_string()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path("agent.log")).unwrap_or_default()
-    }
+fn current(host: &Host) -> String {
+    host.link("current").unwrap_or_default()
 }
 
 /// A running agent, killed if a test ends (or fails) without stopping it.
@@ -168,17 +80,6 @@ fn stop(agent: impl Into<Agent>) -> std::process::ExitStatus {
     agent.0.wait().unwrap()
 }
 
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    check()
-}
-
 fn config_with_hold(extra: &str, dir: &std::path::Path) -> String {
     format!("{FAST}hold_file = \"{}\"\n{extra}", dir.join("hold").display())
 }
@@ -186,14 +87,14 @@ fn config_with_hold(extra: &str, dir: &std::path::Path) -> String {
 #[test]
 fn a_promote_reaches_a_running_agent_with_phase_update() {
     let host = Host::new(FAST);
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
-    let agent = host.start_agent();
-    host.release("v2", "", true);
+    let agent = start_agent(&host);
+    release(&host, "v2", "", true);
     assert!(
         eventually(Duration::from_secs(15), || host.inits().len() == 2),
         "{}",
-        host.log()
+        log(&host)
     );
     assert_eq!(host.inits(), ["v1 boot -", "v2 update v1"]);
     assert!(eventually(Duration::from_secs(5), || host.report()["tag"] == "v2"));
@@ -201,7 +102,7 @@ fn a_promote_reaches_a_running_agent_with_phase_update() {
     assert_eq!(report["trigger"], "agent");
     assert_eq!(report["status"], "ok");
     assert_eq!(report["previous_tag"], "v1");
-    assert_eq!(host.current(), "releases/v2");
+    assert_eq!(current(&host), "releases/v2");
     assert_eq!(stop(agent).code(), Some(0));
 }
 
@@ -213,14 +114,14 @@ fn a_failing_health_check_is_rolled_back_and_not_retried_until_the_serial_change
         dir.path(),
     );
     let host = Host::new(&config);
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
-    let agent = host.start_agent();
-    host.release("v2", "", false);
+    let agent = start_agent(&host);
+    release(&host, "v2", "", false);
     assert!(
         eventually(Duration::from_secs(15), || host.inits().len() == 3),
         "{}",
-        host.log()
+        log(&host)
     );
     assert_eq!(host.inits(), ["v1 boot -", "v2 update v1", "v1 rollback v1"]);
     assert!(eventually(Duration::from_secs(5), || host.report()["status"]
@@ -233,7 +134,7 @@ fn a_failing_health_check_is_rolled_back_and_not_retried_until_the_serial_change
             .unwrap()
             .contains("health check failed")
     );
-    assert_eq!(host.current(), "releases/v1");
+    assert_eq!(current(&host), "releases/v1");
     // Several checks later, v2 has not been tried again.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(host.inits().len(), 3);
@@ -243,7 +144,7 @@ fn a_failing_health_check_is_rolled_back_and_not_retried_until_the_serial_change
     assert!(
         eventually(Duration::from_secs(15), || host.inits().len() == 5),
         "{}",
-        host.log()
+        log(&host)
     );
     assert_eq!(host.inits()[3], "v2 update v1");
     assert_eq!(stop(agent).code(), Some(0));
@@ -253,16 +154,16 @@ fn a_failing_health_check_is_rolled_back_and_not_retried_until_the_serial_change
 fn the_hold_file_holds_the_switch_but_not_the_fetch() {
     let dir = tempfile::tempdir().unwrap();
     let host = Host::new(&config_with_hold("", dir.path()));
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
     std::fs::write(dir.path().join("hold"), "").unwrap();
-    let agent = host.start_agent();
-    host.release("v2", "", true);
+    let agent = start_agent(&host);
+    release(&host, "v2", "", true);
     assert!(eventually(Duration::from_secs(15), || host
         .path("state/releases/v2")
         .exists()));
     std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(host.current(), "releases/v1", "held");
+    assert_eq!(current(&host), "releases/v1", "held");
     assert_eq!(host.inits().len(), 1);
     let warnings = host.report()["warnings"].to_string();
     assert!(warnings.contains("held by"), "{warnings}");
@@ -270,19 +171,20 @@ fn the_hold_file_holds_the_switch_but_not_the_fetch() {
     assert!(
         eventually(Duration::from_secs(15), || host.inits().len() == 2),
         "{}",
-        host.log()
+        log(&host)
     );
-    assert_eq!(host.current(), "releases/v2");
+    assert_eq!(current(&host), "releases/v2");
     assert_eq!(stop(agent).code(), Some(0));
 }
 
 #[test]
 fn sigterm_during_a_long_init_lets_it_finish_and_exits_0() {
     let host = Host::new(FAST);
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
-    let agent = host.start_agent();
-    host.release(
+    let agent = start_agent(&host);
+    release(
+        &host,
         "v2",
         "touch \"$LOG_DIR/started\"; sleep 2; touch \"$LOG_DIR/finished\"",
         true,
@@ -292,7 +194,7 @@ fn sigterm_during_a_long_init_lets_it_finish_and_exits_0() {
         .exists()));
     let started = Instant::now();
     let status = stop(agent);
-    assert_eq!(status.code(), Some(0), "{}", host.log());
+    assert_eq!(status.code(), Some(0), "{}", log(&host));
     assert!(host.path("log/finished").exists(), "the init ran to its end");
     assert!(started.elapsed() >= Duration::from_millis(1500));
     assert_eq!(host.report()["status"], "ok");
@@ -306,16 +208,16 @@ fn an_uncommitted_switch_is_health_checked_first_and_rolled_back() {
         "[health]\ncommand = \"test -f healthy\"\ntries = 1\n",
         dir.path(),
     ));
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
     // v2 switched to and never committed: what a kill -9 between the two leaves.
-    host.release("v2", "", false);
+    release(&host, "v2", "", false);
     assert_eq!(host.run(&["deploy"]).code, 0);
-    assert_eq!(host.current(), "releases/v2");
+    assert_eq!(current(&host), "releases/v2");
     let out = host.run(&["agent", "--once"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("never committed"), "{}", out.stderr);
-    assert_eq!(host.current(), "releases/v1");
+    assert_eq!(current(&host), "releases/v1");
     assert_eq!(host.report()["status"], "rolled_back");
     // Recorded under the pointer's serial: the check that followed left it alone.
     assert_eq!(host.inits(), ["v1 boot -", "v1 rollback v1"]);
@@ -324,7 +226,7 @@ fn an_uncommitted_switch_is_health_checked_first_and_rolled_back() {
 #[test]
 fn a_store_outage_backs_off_keeps_the_release_and_recovers() {
     let host = Host::on_moto(FAST);
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
     // The first 4 pointer reads get 503 (each retried within store.deadline).
     let proxy = Proxy::start(&s3::moto().endpoint, "pointers/", Fault::Unavailable, 20);
@@ -345,25 +247,25 @@ fn a_store_outage_backs_off_keeps_the_release_and_recovers() {
         .unwrap();
     let agent = Agent::from(agent);
     assert!(
-        eventually(Duration::from_secs(20), || host.log().contains("trying again in")),
+        eventually(Duration::from_secs(20), || log(&host).contains("trying again in")),
         "{}",
-        host.log()
+        log(&host)
     );
-    assert_eq!(host.current(), "releases/v1");
-    host.release("v2", "", true);
+    assert_eq!(current(&host), "releases/v1");
+    release(&host, "v2", "", true);
     assert!(
         eventually(Duration::from_secs(30), || host.inits().len() == 2),
         "{}",
-        host.log()
+        log(&host)
     );
-    assert_eq!(host.current(), "releases/v2");
+    assert_eq!(current(&host), "releases/v2");
     assert_eq!(stop(agent).code(), Some(0));
 }
 
 #[test]
 fn an_unchanged_pointer_costs_one_conditional_request_per_check() {
     let host = Host::on_moto(FAST);
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
     let proxy = Proxy::start(&s3::moto().endpoint, "never-spoiled", Fault::Unavailable, 0);
     let agent = host
@@ -389,7 +291,7 @@ fn an_unchanged_pointer_costs_one_conditional_request_per_check() {
 #[test]
 fn systemd_hears_ready_and_status() {
     let host = Host::new(FAST);
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
     let socket_path = host.path("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
@@ -418,11 +320,11 @@ fn systemd_hears_ready_and_status() {
 #[test]
 fn agent_once_with_nothing_to_do_exits_0() {
     let host = Host::new(FAST);
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
     let out = host.run(&["agent", "--once"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    host.release("v2", "exit 1", true);
+    release(&host, "v2", "exit 1", true);
     let out = host.run(&["--json", "agent", "--once"]);
     assert_eq!(out.code, 4, "{}", out.stderr);
     let report: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -433,9 +335,9 @@ fn agent_once_with_nothing_to_do_exits_0() {
 #[test]
 fn a_second_agent_on_the_same_state_dir_is_refused() {
     let host = Host::new(FAST);
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
-    let first = host.start_agent();
+    let first = start_agent(&host);
     assert!(eventually(Duration::from_secs(10), || host
         .path("state/agent.lock")
         .exists()));
@@ -456,23 +358,23 @@ fn a_second_agent_on_the_same_state_dir_is_refused() {
 #[test]
 fn a_pointer_deleted_while_the_agent_runs_leaves_the_release_running() {
     let host = Host::new(FAST);
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
-    let agent = host.start_agent();
+    let agent = start_agent(&host);
     std::thread::sleep(Duration::from_millis(500));
     std::fs::remove_file(host.path("store/pointers/prod.json")).unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || host.log().contains("no pointer")),
+        eventually(Duration::from_secs(10), || log(&host).contains("no pointer")),
         "{}",
-        host.log()
+        log(&host)
     );
-    assert_eq!(host.current(), "releases/v1");
+    assert_eq!(current(&host), "releases/v1");
     // It comes back: the agent follows again.
-    host.release("v2", "", true);
+    release(&host, "v2", "", true);
     assert!(
         eventually(Duration::from_secs(15), || host.inits().len() == 2),
         "{}",
-        host.log()
+        log(&host)
     );
     assert_eq!(stop(agent).code(), Some(0));
 }
@@ -480,21 +382,21 @@ fn a_pointer_deleted_while_the_agent_runs_leaves_the_release_running() {
 #[test]
 fn a_pointer_flipping_every_200ms_leaves_a_complete_release_current() {
     let host = Host::new(FAST);
-    host.release("v1", "", true);
-    host.release("v2", "", true);
+    release(&host, "v1", "", true);
+    release(&host, "v2", "", true);
     host.promote("v1");
     assert_eq!(host.run(&["run"]).code, 0);
-    let agent = host.start_agent();
+    let agent = start_agent(&host);
     for i in 0..10 {
         host.promote(if i % 2 == 0 { "v2" } else { "v1" });
         std::thread::sleep(Duration::from_millis(200));
     }
     // It settles on the last state: v1.
     assert!(
-        eventually(Duration::from_secs(10), || host.current() == "releases/v1"
+        eventually(Duration::from_secs(10), || current(&host) == "releases/v1"
             && host.report()["tag"] == "v1"),
         "{}",
-        host.log()
+        log(&host)
     );
     let version = std::fs::read_to_string(host.path("state/current/version")).unwrap();
     assert_eq!(version, "v1");
@@ -509,7 +411,7 @@ fn instance_role_credentials_are_refreshed_as_they_expire() {
         ..imds::Options::default()
     });
     let host = Host::on_moto(FAST);
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
     let agent = host
         .command()
@@ -523,11 +425,11 @@ fn instance_role_credentials_are_refreshed_as_they_expire() {
         .unwrap();
     let agent = Agent::from(agent);
     std::thread::sleep(Duration::from_secs(3));
-    host.release("v2", "", true);
+    release(&host, "v2", "", true);
     assert!(
         eventually(Duration::from_secs(15), || host.inits().len() == 2),
         "{}",
-        host.log()
+        log(&host)
     );
     assert_eq!(stop(agent).code(), Some(0));
     let role = format!("/latest/meta-data/iam/security-credentials/{}", imds::ROLE);

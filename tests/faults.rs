@@ -7,87 +7,46 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::host::Host;
 use support::proxy::{Fault, Proxy};
-use support::{Outcome, bootlace, run, s3, write};
+use support::{Outcome, run, s3};
 
 const CONFIG: &str = "[store]\ndeadline = \"2s\"\nidle_timeout = \"1s\"\n[deploy]\ndownload = \"stream\"\n";
 /// v2's payload: random, so the archive is as large.
 const PAYLOAD: usize = 3 << 20;
 
 /// An instance on v1, with v2 promoted in moto and not yet deployed.
-struct Host {
-    dir: tempfile::TempDir,
-    place: String,
+struct Faulted {
+    host: Host,
 }
 
-impl Host {
+impl Faulted {
     fn new(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "user-data",
-            "environment=prod\nrole=web\ncontext=b\nmachine_id=i-fault\n",
-        );
-        write(dir.path(), "config.toml", config);
-        std::fs::create_dir(dir.path().join("log")).unwrap();
-        let host = Self {
-            dir,
-            place: s3::moto().place(),
-        };
-        host.push("v1", 10);
-        assert_eq!(host.run(&s3::moto().endpoint, &["run"]).code, 0);
-        host.push("v2", PAYLOAD);
-        std::fs::remove_dir_all(host.path("log")).unwrap();
-        std::fs::create_dir(host.path("log")).unwrap();
-        host
+        let host = Host::on_moto(config);
+        let faulted = Self { host };
+        faulted.push("v1", 10);
+        assert_eq!(faulted.host.run(&["run"]).code, 0);
+        faulted.push("v2", PAYLOAD);
+        let log = faulted.host.path("log");
+        std::fs::remove_dir_all(&log).unwrap();
+        std::fs::create_dir(&log).unwrap();
+        faulted
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.host.path(name)
     }
 
-    fn command(&self, endpoint: &str) -> Command {
-        let mut command = bootlace();
-        command
-            .env("AWS_ENDPOINT_URL", endpoint)
-            .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
-            .env("BOOTLACE_STORE", format!("s3://{}", self.place))
-            .env("BOOTLACE_STATE_DIR", self.path("state"))
-            .env("BOOTLACE_CONFIG", self.path("config.toml"))
-            .env(
-                "BOOTLACE_IDENTITY",
-                format!("file:{}", self.path("user-data").display()),
-            )
-            .env("LOG_DIR", self.path("log"));
-        command
-    }
-
-    fn run(&self, endpoint: &str, args: &[&str]) -> Outcome {
-        run(self.command(endpoint).args(args))
-    }
-
+    /// Pushes and promotes `tag`: `payload` random bytes, and an init that logs.
     fn push(&self, tag: &str, payload: usize) {
-        let tree = self.path(&format!("tree-{tag}"));
-        std::fs::create_dir_all(tree.join("bootstrap/b")).unwrap();
         let mut rng = fastrand::Rng::with_seed(payload as u64);
         let data: Vec<u8> = std::iter::repeat_with(|| rng.u8(..)).take(payload).collect();
-        std::fs::write(tree.join("payload"), data).unwrap();
-        let script = tree.join("bootstrap/b/bootstrapper.sh");
-        std::fs::write(&script, format!("#!/bin/sh\ntouch \"$LOG_DIR/{tag}\"\n")).unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let tree = tree.to_str().unwrap();
-        let out = self.run(
-            &s3::moto().endpoint,
-            &["release", "push", tree, "--tag", tag, "--env", "prod"],
-        );
-        assert_eq!(out.code, 0, "{}", out.stderr);
+        let script = format!("touch \"$LOG_DIR/{tag}\"");
+        self.host.push(tag, Some(&script), &[("payload", &data)], true);
     }
 
     /// Runs through a proxy spoiling `matching` answers with `fault`, `times` times;
@@ -95,7 +54,11 @@ impl Host {
     fn run_through(&self, matching: &str, fault: Fault, times: usize) -> (Outcome, Duration, Value, Proxy) {
         let proxy = Proxy::start(&s3::moto().endpoint, matching, fault, times);
         let started = Instant::now();
-        let out = self.run(&proxy.endpoint, &["run"]);
+        let out = run(self
+            .host
+            .command()
+            .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+            .arg("run"));
         let took = started.elapsed();
         let report =
             serde_json::from_slice(&std::fs::read(self.path("state/last-run.json")).unwrap()).unwrap();
@@ -103,7 +66,7 @@ impl Host {
     }
 
     fn ran(&self, tag: &str) -> bool {
-        self.path("log").join(tag).exists()
+        self.host.logged(tag)
     }
 
     /// A successful run deployed v2 and ran its init.
@@ -141,7 +104,7 @@ const GIVES_UP_WITHIN: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_reset_mid_archive_is_resumed() {
-    let host = Host::new(CONFIG);
+    let host = Faulted::new(CONFIG);
     let (out, _, report, proxy) = host.run_through("blobs/", Fault::Reset { after: 512 << 10 }, 1);
     host.assert_updated(&out, &report);
     assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -149,7 +112,7 @@ fn a_reset_mid_archive_is_resumed() {
 
 #[test]
 fn resets_after_progress_every_time_are_resumed_piece_by_piece() {
-    let host = Host::new(CONFIG);
+    let host = Faulted::new(CONFIG);
     let fault = Fault::Reset { after: 512 << 10 };
     let (out, _, report, proxy) = host.run_through("blobs/", fault, usize::MAX);
     host.assert_updated(&out, &report);
@@ -158,7 +121,7 @@ fn resets_after_progress_every_time_are_resumed_piece_by_piece() {
 
 #[test]
 fn a_reset_before_any_byte_every_time_degrades_within_the_deadline() {
-    let host = Host::new(CONFIG);
+    let host = Faulted::new(CONFIG);
     let fault = Fault::Reset { after: 0 };
     let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
     host.assert_degraded(&out, &report, "store unreachable");
@@ -167,7 +130,7 @@ fn a_reset_before_any_byte_every_time_degrades_within_the_deadline() {
 
 #[test]
 fn a_stalled_answer_is_cut_off_after_idle_timeout_and_retried() {
-    let host = Host::new(CONFIG);
+    let host = Faulted::new(CONFIG);
     let (out, took, report, _) = host.run_through("blobs/", Fault::Stall { after: 1000 }, 1);
     host.assert_updated(&out, &report);
     assert!(took >= Duration::from_secs(1), "{took:?}");
@@ -175,7 +138,7 @@ fn a_stalled_answer_is_cut_off_after_idle_timeout_and_retried() {
 
 #[test]
 fn a_server_that_always_stalls_degrades_within_the_bound() {
-    let host = Host::new(CONFIG);
+    let host = Faulted::new(CONFIG);
     let (out, took, report, _) = host.run_through("blobs/", Fault::Stall { after: 0 }, usize::MAX);
     host.assert_degraded(&out, &report, "store unreachable");
     assert!(took < GIVES_UP_WITHIN, "{took:?}");
@@ -185,7 +148,7 @@ fn a_server_that_always_stalls_degrades_within_the_bound() {
 fn a_slow_but_steady_download_outlasts_the_deadline() {
     // 3 MiB in 48 pieces, one every 60 ms: ~2.9 s, longer than store.deadline (2 s)
     // and than idle_timeout (1 s), yet never silent for long.
-    let host = Host::new(CONFIG);
+    let host = Faulted::new(CONFIG);
     let fault = Fault::Trickle {
         bytes: 64 << 10,
         every: Duration::from_millis(60),
@@ -199,7 +162,7 @@ fn a_slow_but_steady_download_outlasts_the_deadline() {
 fn a_download_longer_than_30_s_is_not_cut_off() {
     // 3 MiB in 48 pieces, one every 700 ms: ~34 s, longer than any whole-request
     // timeout a store client sets by default (object_store's is 30 s).
-    let host = Host::new(CONFIG);
+    let host = Faulted::new(CONFIG);
     let fault = Fault::Trickle {
         bytes: 64 << 10,
         every: Duration::from_millis(700),
@@ -213,7 +176,7 @@ fn a_download_longer_than_30_s_is_not_cut_off() {
 fn a_reset_long_after_the_deadline_is_resumed() {
     // 1 MiB over ~3 s, then a reset: later than store.deadline (2 s) after the request
     // started, when the store client has stopped retrying by itself.
-    let host = Host::new(CONFIG);
+    let host = Faulted::new(CONFIG);
     let fault = Fault::TrickleThenReset {
         bytes: 64 << 10,
         every: Duration::from_millis(190),
@@ -227,7 +190,7 @@ fn a_reset_long_after_the_deadline_is_resumed() {
 
 #[test]
 fn a_trickle_is_stopped_by_deploy_timeout() {
-    let host = Host::new(&format!("{CONFIG}timeout = \"2s\"\n"));
+    let host = Faulted::new(&format!("{CONFIG}timeout = \"2s\"\n"));
     let fault = Fault::Trickle {
         bytes: 1024,
         every: Duration::from_millis(50),
@@ -239,14 +202,14 @@ fn a_trickle_is_stopped_by_deploy_timeout() {
 
 #[test]
 fn a_truncated_archive_is_resumed() {
-    let host = Host::new(CONFIG);
+    let host = Faulted::new(CONFIG);
     let (out, _, report, _) = host.run_through("blobs/", Fault::Truncate { after: 100 << 10 }, 1);
     host.assert_updated(&out, &report);
 }
 
 #[test]
 fn an_archive_truncated_before_any_byte_every_time_degrades() {
-    let host = Host::new(CONFIG);
+    let host = Faulted::new(CONFIG);
     let fault = Fault::Truncate { after: 0 };
     let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
     host.assert_degraded(&out, &report, "store unreachable");
@@ -255,7 +218,7 @@ fn an_archive_truncated_before_any_byte_every_time_degrades() {
 
 #[test]
 fn a_pointer_claiming_50_gb_is_refused_without_allocating() {
-    let host = Host::new(CONFIG);
+    let host = Faulted::new(CONFIG);
     let fault = Fault::LieLength {
         length: 53_687_091_200,
     };
@@ -266,7 +229,7 @@ fn a_pointer_claiming_50_gb_is_refused_without_allocating() {
 
 #[test]
 fn a_storm_of_503s_is_retried_through() {
-    let host = Host::new(CONFIG);
+    let host = Faulted::new(CONFIG);
     let (out, _, report, proxy) = host.run_through("/", Fault::Unavailable, 3);
     host.assert_updated(&out, &report);
     assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 3);
@@ -274,7 +237,7 @@ fn a_storm_of_503s_is_retried_through() {
 
 #[test]
 fn endless_503s_degrade_within_the_deadline() {
-    let host = Host::new(CONFIG);
+    let host = Faulted::new(CONFIG);
     let (out, took, report, _) = host.run_through("/", Fault::Unavailable, usize::MAX);
     host.assert_degraded(&out, &report, "store unreachable");
     assert!(took < GIVES_UP_WITHIN, "{took:?}");
@@ -283,7 +246,7 @@ fn endless_503s_degrade_within_the_deadline() {
 #[test]
 fn a_reset_of_one_ranged_part_is_retried() {
     let config = "[store]\ndeadline = \"5s\"\nidle_timeout = \"2s\"\n[deploy]\ndownload = \"ranges\"\n";
-    let host = Host::new(config);
+    let host = Faulted::new(config);
     // v3 is large enough for three ranged parts of 8 MiB.
     host.push("v3", 20 << 20);
     let (out, _, report, proxy) = host.run_through("blobs/", Fault::Reset { after: 1 << 20 }, 2);

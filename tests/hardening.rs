@@ -5,109 +5,26 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::archives::{self, raw_tar, sha256_hex};
-use support::{Outcome, bootlace, run, write};
+use support::host::{Host, eventually};
+use support::{bootlace, run, write};
 use tar::EntryType::Regular;
 
-/// One instance: a `file://` store, a user-data file, a state dir and a log dir that
-/// init scripts write to.
-struct Host {
-    dir: tempfile::TempDir,
-    config: PathBuf,
+/// Pushes `tag` (with `app/version`) and points prod at it; its init runs `script`.
+fn release(host: &Host, tag: &str, script: Option<&str>) {
+    host.push(tag, script, &[("app/version", tag.as_bytes())], true);
 }
 
-impl Host {
-    fn new(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "user-data",
-            "environment=prod\nrole=web\ncontext=b\nmachine_id=i-test\n",
-        );
-        std::fs::create_dir_all(dir.path().join("log")).unwrap();
-        let config = write(dir.path(), "config.toml", config);
-        Self { dir, config }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self) -> Command {
-        let mut command = bootlace();
-        command
-            .env("BOOTLACE_CONFIG", &self.config)
-            .env(
-                "BOOTLACE_STORE",
-                format!("file://{}", self.path("store").display()),
-            )
-            .env("BOOTLACE_STATE_DIR", self.path("state"))
-            .env(
-                "BOOTLACE_IDENTITY",
-                format!("file:{}", self.path("user-data").display()),
-            )
-            .env("LOG_DIR", self.path("log"));
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Outcome {
-        run(self.command().args(args))
-    }
-
-    /// Pushes a release whose `bootstrap/b/bootstrapper.sh` runs `script` (none when
-    /// `None`), and points prod at it.
-    fn release(&self, tag: &str, script: Option<&str>) {
-        let tree = self.path(&format!("tree-{tag}"));
-        std::fs::create_dir_all(tree.join("app")).unwrap();
-        std::fs::write(tree.join("app/version"), tag).unwrap();
-        if let Some(body) = script {
-            let file = tree.join("bootstrap/b/bootstrapper.sh");
-            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-            std::fs::write(&file, format!("#!/bin/sh\n{body}\n")).unwrap();
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let tree = tree.to_str().unwrap();
-        let out = self.run(&["release", "push", tree, "--tag", tag, "--env", "prod"]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-    }
-
-    fn report(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.path("state/last-run.json")).unwrap()).unwrap()
-    }
-
-    fn logged(&self, name: &str) -> bool {
-        self.path("log").join(name).exists()
-    }
-
-    fn current(&self) -> Option<String> {
-        std::fs::read_link(self.path("state/current"))
-            .ok()
-            .map(|p| p.display().to_string())
-    }
-
-    /// Writes pointer `prod` by hand, naming `tag` with `sha256`.
-    fn plant_pointer(&self, tag: &str, sha256: &str) {
-        let pointer = json!({"format_version": 1, "tag": tag, "sha256": sha256, "size": 1, "serial": 99,
-            "updated_at": "2026-11-25T00:00:00Z", "updated_by": "test", "history": []});
-        std::fs::write(self.path("store/pointers/prod.json"), pointer.to_string()).unwrap();
-    }
-}
-
-/// Waits up to `limit` for `check`.
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    check()
+/// Writes pointer `prod` by hand, naming `tag` with `sha256`.
+fn plant_pointer(host: &Host, tag: &str, sha256: &str) {
+    let pointer = json!({"format_version": 1, "tag": tag, "sha256": sha256, "size": 1, "serial": 99,
+        "updated_at": "2026-11-25T00:00:00Z", "updated_by": "test", "history": []});
+    std::fs::write(host.path("store/pointers/prod.json"), pointer.to_string()).unwrap();
 }
 
 // 1. Sizes from outside are capped, never trusted for allocation.
@@ -115,7 +32,7 @@ fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 #[test]
 fn a_pointer_of_5_gb_is_refused_unread_and_the_boot_degrades() {
     let host = Host::new("");
-    host.release("v1", Some("touch \"$LOG_DIR/ran\""));
+    release(&host, "v1", Some("touch \"$LOG_DIR/ran\""));
     assert_eq!(host.run(&["run"]).code, 0);
     std::fs::remove_file(host.path("log/ran")).unwrap();
     // A sparse 5 GB pointer: reading it whole would take 5 GB of memory.
@@ -148,13 +65,13 @@ fn a_pointer_of_5_gb_is_refused_unread_and_the_boot_degrades() {
 #[test]
 fn a_stray_file_in_releases_does_not_stop_the_boot() {
     let host = Host::new("[deploy]\nkeep = 0\n");
-    host.release("v1", Some("touch \"$LOG_DIR/v1\""));
+    release(&host, "v1", Some("touch \"$LOG_DIR/v1\""));
     assert_eq!(host.run(&["run"]).code, 0);
     write(&host.path("state/releases"), "stray", "not a release");
     std::fs::create_dir(host.path("state/releases/empty")).unwrap();
-    host.release("v2", Some("touch \"$LOG_DIR/v2\""));
+    release(&host, "v2", Some("touch \"$LOG_DIR/v2\""));
     assert_eq!(host.run(&["run"]).code, 0);
-    host.release("v3", Some("touch \"$LOG_DIR/v3\""));
+    release(&host, "v3", Some("touch \"$LOG_DIR/v3\""));
     let out = host.run(&["run"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(host.logged("v3"));
@@ -179,7 +96,7 @@ fn a_daemon_started_by_init_outlives_bootlace_and_keeps_logging() {
 ( for i in 1 2 3 4 5 6 7 8 9 10; do echo "daemon line $i"; echo "daemon err $i" >&2; sleep 1; done
   touch "$LOG_DIR/daemon-done" ) &
 "#;
-    host.release("v1", Some(script));
+    release(&host, "v1", Some(script));
     let stdout = std::fs::File::create(host.path("stdout")).unwrap();
     let started = Instant::now();
     let status = host
@@ -209,7 +126,7 @@ fn a_daemon_started_by_init_outlives_bootlace_and_keeps_logging() {
 #[test]
 fn a_held_lock_names_its_holder_and_is_given_up_after_lock_timeout() {
     let host = Host::new("[deploy]\nlock_timeout = \"1s\"\n");
-    host.release("v1", Some("touch \"$LOG_DIR/started\"; sleep 4"));
+    release(&host, "v1", Some("touch \"$LOG_DIR/started\"; sleep 4"));
     let mut first = host
         .command()
         .arg("run")
@@ -235,18 +152,18 @@ fn a_held_lock_names_its_holder_and_is_given_up_after_lock_timeout() {
 #[test]
 fn a_pointer_naming_a_staging_dir_or_a_bad_tag_is_refused() {
     let host = Host::new("");
-    host.release("v1", Some("touch \"$LOG_DIR/ran\""));
+    release(&host, "v1", Some("touch \"$LOG_DIR/ran\""));
     assert_eq!(host.run(&["run"]).code, 0);
     for tag in [".staging-evil", "v 1", "../v1"] {
-        host.plant_pointer(tag, &"a".repeat(64));
+        plant_pointer(&host, tag, &"a".repeat(64));
         let out = host.run(&["run"]);
         assert_eq!(out.code, 3, "{tag}: {}", out.stderr);
         let error = host.report()["error"].as_str().unwrap().to_owned();
         assert!(error.contains("must match"), "{error}");
-        assert_eq!(host.current().as_deref(), Some("releases/v1"));
+        assert_eq!(host.link("current").as_deref(), Some("releases/v1"));
     }
     // A bad digest, or a manifest whose archive is not at its content address.
-    host.plant_pointer("v1", "not-a-digest");
+    plant_pointer(&host, "v1", "not-a-digest");
     assert_eq!(host.run(&["run"]).code, 3);
     assert!(
         host.report()["error"]
@@ -261,7 +178,8 @@ fn a_pointer_naming_a_staging_dir_or_a_bad_tag_is_refused() {
 #[test]
 fn a_relative_state_dir_gives_init_absolute_paths() {
     let host = Host::new("");
-    host.release(
+    release(
+        &host,
         "v1",
         Some("echo \"$BOOTLACE_RELEASE_DIR\" > \"$LOG_DIR/dir\"; test -d \"$BOOTLACE_RELEASE_DIR\""),
     );
@@ -289,7 +207,8 @@ fn an_empty_state_dir_is_refused() {
 #[test]
 fn sigterm_during_init_is_passed_to_the_script_and_reported() {
     let host = Host::new("");
-    host.release(
+    release(
+        &host,
         "v1",
         Some("trap 'touch \"$LOG_DIR/got-term\"; exit 7' TERM\ntouch \"$LOG_DIR/started\"\nsleep 30 & wait"),
     );
@@ -323,10 +242,10 @@ fn sigterm_during_init_is_passed_to_the_script_and_reported() {
 #[test]
 fn any_deploy_failure_with_a_current_release_degrades() {
     let host = Host::new("");
-    host.release("v1", Some("touch \"$LOG_DIR/v1\""));
+    release(&host, "v1", Some("touch \"$LOG_DIR/v1\""));
     assert_eq!(host.run(&["run"]).code, 0);
     // A missing archive.
-    host.release("v2", Some("true"));
+    release(&host, "v2", Some("true"));
     for blob in std::fs::read_dir(host.path("store/blobs/sha256")).unwrap() {
         std::fs::remove_file(blob.unwrap().path()).unwrap();
     }
@@ -353,7 +272,7 @@ fn any_deploy_failure_with_a_current_release_degrades() {
 #[test]
 fn no_init_script_is_a_warning_naming_the_candidates_or_a_failure_when_required() {
     let host = Host::new("");
-    host.release("v1", None);
+    release(&host, "v1", None);
     let out = host.run(&["run"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("WARN"), "{}", out.stderr);
@@ -377,14 +296,14 @@ fn no_init_script_is_a_warning_naming_the_candidates_or_a_failure_when_required(
 #[test]
 fn an_empty_or_symlinked_release_dir_is_not_taken_as_a_release() {
     let host = Host::new("");
-    host.release("v1", Some("touch \"$LOG_DIR/v1\""));
+    release(&host, "v1", Some("touch \"$LOG_DIR/v1\""));
     // An empty directory and a symlink where v1 would be unpacked.
     std::fs::create_dir_all(host.path("state/releases/v1")).unwrap();
     let out = host.run(&["run"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(host.report()["deployed"], true, "the empty dir was replaced");
     assert!(host.logged("v1"));
-    host.release("v2", Some("touch \"$LOG_DIR/v2\""));
+    release(&host, "v2", Some("touch \"$LOG_DIR/v2\""));
     std::os::unix::fs::symlink(host.path("state/releases/v1"), host.path("state/releases/v2")).unwrap();
     assert_eq!(host.run(&["run"]).code, 0);
     assert_eq!(host.report()["deployed"], true);
@@ -424,7 +343,7 @@ fn an_absurd_duration_is_refused_at_parse_time() {
 #[test]
 fn a_release_larger_than_its_manifest_says_is_stopped_at_the_lie() {
     let host = Host::new("");
-    host.release("v1", Some("true"));
+    release(&host, "v1", Some("true"));
     assert_eq!(host.run(&["run"]).code, 0);
     let archive = archives::zstd(&raw_tar(&[("big", Regular, &vec![0u8; 1 << 20])]));
     let sha = sha256_hex(&archive);
@@ -440,7 +359,7 @@ fn a_release_larger_than_its_manifest_says_is_stopped_at_the_lie() {
         out.assert_one_error_line()
             .contains("more than 1000 bytes unpacked")
     );
-    assert_eq!(host.current().as_deref(), Some("releases/v1"));
+    assert_eq!(host.link("current").as_deref(), Some("releases/v1"));
     let left: Vec<_> = std::fs::read_dir(host.path("state/releases")).unwrap().collect();
     assert_eq!(left.len(), 1, "no staging dir is left behind");
 }
@@ -490,8 +409,8 @@ fn an_interrupted_push_removes_its_temporary_archive() {
 #[test]
 fn release_list_names_a_corrupt_manifest_and_lists_the_rest() {
     let host = Host::new("");
-    host.release("v1", None);
-    host.release("v2", None);
+    release(&host, "v1", None);
+    release(&host, "v2", None);
     std::fs::write(host.path("store/builds/v1.json"), "{not json").unwrap();
     // And one over the 1 MiB a manifest may have: refused unread, the store still fine.
     std::fs::write(host.path("store/builds/v3.json"), vec![b' '; 2 << 20]).unwrap();
@@ -547,7 +466,7 @@ fn a_failed_run_says_so_without_pretending_a_release() {
 #[test]
 fn a_manifest_for_another_tag_is_named_as_such() {
     let host = Host::new("");
-    host.release("v1", None);
+    release(&host, "v1", None);
     let manifest = std::fs::read_to_string(host.path("store/builds/v1.json")).unwrap();
     std::fs::write(host.path("store/builds/v2.json"), manifest).unwrap();
     let out = host.run(&["release", "show", "v2"]);
@@ -567,7 +486,7 @@ fn a_config_read_error_names_the_os_error_once() {
 #[test]
 fn status_exits_as_a_run_that_ended_with_bad_input() {
     let host = Host::new("");
-    host.release("v1", None);
+    release(&host, "v1", None);
     write(host.dir.path(), "user-data", "environment=prod\nrole=web\n");
     let out = host.run(&["run"]);
     assert_eq!(out.code, 2, "{}", out.stderr);

@@ -4,97 +4,20 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::Value;
-use support::{Outcome, bootlace, run, write};
-
-struct Host {
-    dir: tempfile::TempDir,
-}
+use support::host::Host;
 
 /// Every init script appends `<tag> <phase> <previous tag>` to `$LOG_DIR/init.log`.
 const INIT: &str =
     "echo \"$BOOTLACE_TAG $BOOTLACE_PHASE ${BOOTLACE_PREVIOUS_TAG:--}\" >> \"$LOG_DIR/init.log\"";
 
-impl Host {
-    fn new(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "user-data",
-            "environment=prod\nrole=web\ncontext=b\nmachine_id=i-rb\n",
-        );
-        write(dir.path(), "config.toml", config);
-        std::fs::create_dir(dir.path().join("log")).unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self) -> Command {
-        let mut command = bootlace();
-        command
-            .env("BOOTLACE_CONFIG", self.path("config.toml"))
-            .env(
-                "BOOTLACE_STORE",
-                format!("file://{}", self.path("store").display()),
-            )
-            .env("BOOTLACE_STATE_DIR", self.path("state"))
-            .env(
-                "BOOTLACE_IDENTITY",
-                format!("file:{}", self.path("user-data").display()),
-            )
-            .env("LOG_DIR", self.path("log"));
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Outcome {
-        run(self.command().args(args))
-    }
-
-    /// Pushes and promotes `tag`: its init logs and then runs `extra`; `healthy` puts
-    /// the file the health command looks for into the release.
-    fn release(&self, tag: &str, extra: &str, healthy: bool) {
-        let tree = self.path(&format!("tree-{tag}"));
-        std::fs::create_dir_all(tree.join("bootstrap/b")).unwrap();
-        if healthy {
-            std::fs::write(tree.join("healthy"), "yes").unwrap();
-        }
-        let script = tree.join("bootstrap/b/bootstrapper.sh");
-        std::fs::write(&script, format!("#!/bin/sh\n{INIT}\n{extra}\n")).unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let tree = tree.to_str().unwrap();
-        let out = self.run(&["release", "push", tree, "--tag", tag, "--env", "prod"]);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-    }
-
-    fn promote(&self, tag: &str) {
-        assert_eq!(self.run(&["release", "promote", tag, "--env", "prod"]).code, 0);
-    }
-
-    fn report(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.path("state/last-run.json")).unwrap()).unwrap()
-    }
-
-    fn inits(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path("log/init.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn link(&self, name: &str) -> String {
-        std::fs::read_link(self.path(&format!("state/{name}")))
-            .unwrap()
-            .display()
-            .to_string()
-    }
+/// Pushes and promotes `tag`: its init logs and then runs `extra`; `healthy` puts the
+/// file the health command looks for into the release.
+fn release(host: &Host, tag: &str, extra: &str, healthy: bool) {
+    let files: &[(&str, &[u8])] = if healthy { &[("healthy", b"yes")] } else { &[] };
+    host.push(tag, Some(&format!("{INIT}\n{extra}")), files, true);
 }
 
 const HEALTH_FILE: &str = "[health]\ncommand = \"test -f healthy\"\ntries = 2\ninterval = \"100ms\"\n";
@@ -102,10 +25,10 @@ const HEALTH_FILE: &str = "[health]\ncommand = \"test -f healthy\"\ntries = 2\ni
 #[test]
 fn a_failing_health_check_rolls_back_to_good_and_is_not_retried_until_the_pointer_changes() {
     let host = Host::new(HEALTH_FILE);
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
-    assert_eq!(host.link("good"), "releases/v1");
-    host.release("v2", "", false);
+    assert_eq!(host.link("good").as_deref(), Some("releases/v1"));
+    release(&host, "v2", "", false);
     let out = host.run(&["run"]);
     assert_eq!(out.code, 4, "{}", out.stderr);
     assert!(
@@ -121,8 +44,8 @@ fn a_failing_health_check_rolls_back_to_good_and_is_not_retried_until_the_pointe
     let reason = report["rolled_back_from"]["reason"].as_str().unwrap();
     assert!(reason.contains("health check failed 2 times"), "{reason}");
     assert_eq!(report["health"]["ok"], true, "v1's health, checked again");
-    assert_eq!(host.link("current"), "releases/v1");
-    assert_eq!(host.link("good"), "releases/v1");
+    assert_eq!(host.link("current").as_deref(), Some("releases/v1"));
+    assert_eq!(host.link("good").as_deref(), Some("releases/v1"));
     // v1 at boot, v2 at boot, v1 again to roll back.
     assert_eq!(host.inits(), ["v1 boot -", "v2 boot v1", "v1 rollback v1"]);
     let failed: Value =
@@ -152,9 +75,9 @@ fn a_failing_health_check_rolls_back_to_good_and_is_not_retried_until_the_pointe
 #[test]
 fn a_failing_init_rolls_back_too() {
     let host = Host::new("");
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
-    host.release("v2", "exit 3", true);
+    release(&host, "v2", "exit 3", true);
     let out = host.run(&["--json", "run"]);
     assert_eq!(out.code, 4, "{}", out.stderr);
     let report: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -166,35 +89,35 @@ fn a_failing_init_rolls_back_too() {
             .contains("exited with 3")
     );
     assert_eq!(report["health"], Value::Null, "no health check configured");
-    assert_eq!(host.link("current"), "releases/v1");
+    assert_eq!(host.link("current").as_deref(), Some("releases/v1"));
 }
 
 #[test]
 fn a_first_boot_with_a_failing_release_fails_with_nothing_to_roll_back_to() {
     let host = Host::new(HEALTH_FILE);
-    host.release("v1", "", false);
+    release(&host, "v1", "", false);
     let out = host.run(&["run"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert_eq!(host.report()["status"], "failed");
     assert!(!host.path("state/good").exists());
-    assert_eq!(host.link("current"), "releases/v1");
+    assert_eq!(host.link("current").as_deref(), Some("releases/v1"));
 }
 
 #[test]
 fn rollback_can_be_turned_off() {
     let host = Host::new(&format!("{HEALTH_FILE}rollback = false\n"));
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
-    host.release("v2", "", false);
+    release(&host, "v2", "", false);
     assert_eq!(host.run(&["run"]).code, 1);
-    assert_eq!(host.link("current"), "releases/v2");
-    assert_eq!(host.link("good"), "releases/v1");
+    assert_eq!(host.link("current").as_deref(), Some("releases/v2"));
+    assert_eq!(host.link("good").as_deref(), Some("releases/v1"));
 }
 
 #[test]
 fn a_missing_health_command_is_unhealthy() {
     let host = Host::new("[health]\ncommand = \"/nonexistent/check\"\ntries = 1\n");
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     let out = host.run(&["run"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let tail = host.report()["health"]["output_tail"]
@@ -209,7 +132,7 @@ fn a_health_check_that_prints_100_mb_keeps_the_last_64_kib() {
     let host = Host::new(
         "[health]\ncommand = \"head -c 100000000 /dev/zero | tr '\\\\0' x; echo END\"\ntries = 1\n",
     );
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     let status = host
         .command()
         .arg("run")
@@ -237,7 +160,7 @@ fn an_unreachable_health_url_is_unhealthy() {
     let host = Host::new(&format!(
         "[health]\nurl = \"http://127.0.0.1:{port}/health\"\ntries = 2\ninterval = \"50ms\"\ntimeout = \"1s\"\n"
     ));
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     let out = host.run(&["run"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let health = host.report()["health"].clone();
@@ -255,11 +178,11 @@ fn an_unreachable_health_url_is_unhealthy() {
 #[test]
 fn a_good_link_to_a_pruned_release_is_nothing_to_roll_back_to() {
     let host = Host::new(HEALTH_FILE);
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
     // Damage: the release `good` names is gone.
     std::fs::remove_dir_all(host.path("state/releases/v1")).unwrap();
-    host.release("v2", "", false);
+    release(&host, "v2", "", false);
     let out = host.run(&["run"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
@@ -267,7 +190,7 @@ fn a_good_link_to_a_pruned_release_is_nothing_to_roll_back_to() {
         "{}",
         out.stderr
     );
-    assert_eq!(host.link("current"), "releases/v2");
+    assert_eq!(host.link("current").as_deref(), Some("releases/v2"));
 }
 
 #[test]
@@ -298,12 +221,12 @@ fn a_health_url_is_healthy_on_2xx_only() {
     let host = Host::new(&format!(
         "[health]\nurl = \"http://127.0.0.1:{port}/health\"\ntries = 2\ninterval = \"50ms\"\n"
     ));
-    host.release("v1", "", true);
+    release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
     assert_eq!(host.report()["health"]["ok"], true);
     // v2's two tries get 503; v1's, after the rollback, 200.
     failing.store(2, Ordering::SeqCst);
-    host.release("v2", "", true);
+    release(&host, "v2", "", true);
     let out = host.run(&["run"]);
     assert_eq!(out.code, 4, "{}", out.stderr);
     let report = host.report();

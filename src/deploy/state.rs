@@ -96,19 +96,8 @@ impl StateDir {
     /// and saying at once who holds it. Held until the file is dropped; the holder's
     /// pid is written inside for the next one to name.
     pub fn lock(&self, timeout: Duration) -> Result<File, LockError> {
-        let path = self.root.join(LOCK);
-        let failed = |error| LockError::Io {
-            path: path.display().to_string(),
-            error,
-        };
-        let mut file = File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(failed)?;
-        if !try_lock(&file).map_err(failed)? {
+        let (path, mut file) = self.lock_file(LOCK)?;
+        if !try_lock(&file).map_err(|e| io_error(&path, e))? {
             let holder = holder(&mut file);
             tracing::warn!(
                 "waiting up to {} for the state dir lock {}, held by {holder}",
@@ -116,10 +105,7 @@ impl StateDir {
                 path.display()
             );
             let deadline = Instant::now() + timeout;
-            loop {
-                if try_lock(&file).map_err(failed)? {
-                    break;
-                }
+            while !try_lock(&file).map_err(|e| io_error(&path, e))? {
                 if Instant::now() >= deadline {
                     return Err(LockError::Busy {
                         path: path.display().to_string(),
@@ -130,38 +116,33 @@ impl StateDir {
                 std::thread::sleep(LOCK_POLL.min(deadline.saturating_duration_since(Instant::now())));
             }
         }
-        // Who holds it now, for anyone who has to wait.
-        file.set_len(0).map_err(failed)?;
-        std::os::unix::fs::FileExt::write_all_at(&file, format!("{}\n", std::process::id()).as_bytes(), 0)
-            .map_err(failed)?;
-        Ok(file)
+        claim(&path, file)
     }
 
     /// Takes the agent's own lock (`agent.lock`) for as long as the file is held: one
     /// agent per state dir. A second is refused at once, naming the first.
     pub fn agent_lock(&self) -> Result<File, LockError> {
-        let path = self.root.join("agent.lock");
-        let failed = |error| LockError::Io {
-            path: path.display().to_string(),
-            error,
-        };
-        let mut file = File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(failed)?;
-        if !try_lock(&file).map_err(failed)? {
+        let (path, mut file) = self.lock_file("agent.lock")?;
+        if !try_lock(&file).map_err(|e| io_error(&path, e))? {
             return Err(LockError::AgentRunning {
                 path: path.display().to_string(),
                 holder: holder(&mut file),
             });
         }
-        file.set_len(0).map_err(failed)?;
-        std::os::unix::fs::FileExt::write_all_at(&file, format!("{}\n", std::process::id()).as_bytes(), 0)
-            .map_err(failed)?;
-        Ok(file)
+        claim(&path, file)
+    }
+
+    /// A lock file in the state dir, open.
+    fn lock_file(&self, name: &str) -> Result<(PathBuf, File), LockError> {
+        let path = self.root.join(name);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        Ok((path, file))
     }
 
     pub fn release(&self, tag: &str) -> PathBuf {
@@ -402,6 +383,21 @@ fn try_lock(file: &File) -> io::Result<bool> {
         Ok(()) => Ok(true),
         Err(fs::TryLockError::WouldBlock) => Ok(false),
         Err(fs::TryLockError::Error(err)) => Err(err),
+    }
+}
+
+/// A lock just taken: its holder's pid written inside, for anyone who has to wait.
+fn claim(path: &Path, file: File) -> Result<File, LockError> {
+    file.set_len(0).map_err(|e| io_error(path, e))?;
+    std::os::unix::fs::FileExt::write_all_at(&file, format!("{}\n", std::process::id()).as_bytes(), 0)
+        .map_err(|e| io_error(path, e))?;
+    Ok(file)
+}
+
+fn io_error(path: &Path, error: io::Error) -> LockError {
+    LockError::Io {
+        path: path.display().to_string(),
+        error,
     }
 }
 

@@ -84,28 +84,9 @@ fn serve(stream: TcpStream, objects: &HashMap<String, Vec<u8>>, faulty: &str, co
             counter.fetch_add(1, Ordering::SeqCst);
             let _ = writer.write_all(&body[..body.len() / 2]);
             let _ = writer.flush();
-            reset(&writer);
+            super::reset(&writer);
             return;
         }
         let _ = writer.write_all(body);
-    }
-}
-
-/// Closes with RST rather than FIN: SO_LINGER with a zero timeout.
-fn reset(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket and a correctly sized option value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
     }
 }

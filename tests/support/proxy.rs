@@ -154,7 +154,7 @@ fn spoil(fault: Fault, head: &str, body: &[u8], mut client: TcpStream) -> std::i
             client.write_all(head.as_bytes())?;
             client.write_all(&body[..cut(after)])?;
             client.flush()?;
-            reset(&client);
+            super::reset(&client);
         }
         Fault::Stall { after } => {
             client.write_all(head.as_bytes())?;
@@ -180,7 +180,7 @@ fn spoil(fault: Fault, head: &str, body: &[u8], mut client: TcpStream) -> std::i
                 client.flush()?;
                 std::thread::sleep(every);
             }
-            reset(&client);
+            super::reset(&client);
         }
         Fault::Truncate { after } => {
             client.write_all(head.as_bytes())?;
@@ -224,24 +224,5 @@ fn read_head(reader: &mut impl BufRead) -> std::io::Result<Option<(String, usize
         if line == "\r\n" {
             return Ok(Some((head, length)));
         }
-    }
-}
-
-/// Closes with RST rather than FIN: SO_LINGER with a zero timeout.
-fn reset(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket and a correctly sized option value.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
     }
 }
