@@ -12,6 +12,7 @@
 //! - [`deploy`]: fetch, verify, unpack, activate and prune releases on the instance;
 //! - [`init`]: choosing and running the one init script;
 //! - [`report`]: the run report and where it is kept;
+//! - [`fleet`]: what runs where, from the reports in the store, as a table or a page;
 //! - [`release`]: the operator's side — push, manifests, pointers;
 //! - [`archive`]: deterministic packaging and the unpack policy;
 //! - [`store`]: bootlace's layout over any object store;
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod deploy;
 pub mod exit;
+pub mod fleet;
 pub mod health;
 pub mod identity;
 pub mod init;

@@ -11,6 +11,7 @@ macro_rules! outln {
 
 mod demo;
 mod deploy;
+mod fleet;
 mod identity;
 mod release;
 mod run;
@@ -97,6 +98,57 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// What runs where, from the reports in the store
+    Fleet(FleetArgs),
+}
+
+/// `bootlace fleet`: one row per (environment, role, tag), or per instance.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct FleetArgs {
+    #[command(subcommand)]
+    pub command: Option<FleetCommand>,
+    /// Only this environment's instances
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Only this role's instances
+    #[arg(long)]
+    pub role: Option<String>,
+    /// A row per instance (machine id, context, tag, status, age, init script, version)
+    #[arg(long)]
+    pub instances: bool,
+    /// An instance whose last report is older than this is stale
+    #[arg(long, value_name = "DUR", default_value = "2h", value_parser = parse_duration)]
+    pub stale: std::time::Duration,
+    /// Exit 1 when any instance is failed, rolled back or stale
+    #[arg(long)]
+    pub check: bool,
+    /// Also write the fleet as one self-contained HTML page to FILE
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Delete the reports of instances that stopped reporting
+    Prune {
+        /// Delete reports whose last report is older than this
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        older_than: std::time::Duration,
+        /// List what would be deleted; delete nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this environment's reports
+        #[arg(long)]
+        env: Option<String>,
+        /// Only this role's reports
+        #[arg(long)]
+        role: Option<String>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    config::duration::parse(text)
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +225,7 @@ impl Cli {
             Command::Status { wait } => run::status(global, *wait),
             Command::Release(command) => release::run(global, command),
             Command::Agent { once } => run::agent(global, *once),
+            Command::Fleet(args) => fleet::run(global, args),
         }
     }
 }

@@ -4,6 +4,7 @@ use crate::archive::Compression;
 
 pub const BUILDS: &str = "builds/";
 pub const POINTERS: &str = "pointers/";
+pub const REPORTS: &str = "reports/";
 const JSON: &str = ".json";
 
 /// `builds/<tag>.json`, the tag's manifest and commit point.
@@ -26,6 +27,20 @@ pub fn report(environment: &str, role: &str, machine_id: &str) -> String {
     format!("reports/{environment}/{role}/{machine_id}{JSON}")
 }
 
+/// `(environment, role, machine_id)` of a key shaped like a report's, the parts
+/// checked as the user-data rules check them; `None` for anything else.
+pub fn report_parts(key: &str) -> Option<(&str, &str, &str)> {
+    let rest = key.strip_prefix(REPORTS)?.strip_suffix(JSON)?;
+    let mut parts = rest.split('/');
+    let (environment, role, machine_id) = (parts.next()?, parts.next()?, parts.next()?);
+    let valid = |name: &str| crate::identity::userdata::check_name(name).is_ok();
+    (parts.next().is_none() && valid(environment) && valid(role) && valid(machine_id)).then_some((
+        environment,
+        role,
+        machine_id,
+    ))
+}
+
 /// The name in `dir` that `key` stands for (`builds/v1.json` → `v1`), if it is one of
 /// bootlace's JSON objects directly in that folder.
 pub fn name_in<'a>(dir: &str, key: &'a str) -> Option<&'a str> {
@@ -44,6 +59,18 @@ mod tests {
         assert_eq!(blob("ab12", Compression::Zstd), "blobs/sha256/ab12.tar.zst");
         assert_eq!(blob("ab12", Compression::Gzip), "blobs/sha256/ab12.tar.gz");
         assert_eq!(report("prod", "web", "i-1"), "reports/prod/web/i-1.json");
+        assert_eq!(
+            report_parts("reports/prod/web/i-1.json"),
+            Some(("prod", "web", "i-1"))
+        );
+        for other in [
+            "reports/prod/i-1.json",
+            "reports/a/b/c/d.json",
+            "reports/a/b/c.txt",
+            "reports/../b/c.json",
+        ] {
+            assert_eq!(report_parts(other), None, "{other}");
+        }
         assert_eq!(name_in(BUILDS, "builds/v1.json"), Some("v1"));
         assert_eq!(name_in(BUILDS, "builds/x/v1.json"), None);
         assert_eq!(name_in(POINTERS, "builds/v1.json"), None);

@@ -65,6 +65,16 @@ pub enum Fetched {
     Missing,
 }
 
+/// One object as a listing names it.
+#[derive(Debug)]
+pub struct Listed {
+    /// Relative to the store's prefix, like every key bootlace names.
+    pub key: String,
+    pub size: u64,
+    /// When it was last written, by the store's clock.
+    pub modified: std::time::SystemTime,
+}
+
 /// What a ranged GET came back with.
 #[derive(Debug)]
 pub enum RangeAnswer {
@@ -271,6 +281,38 @@ impl Store {
             .collect();
         keys.sort();
         Ok(keys)
+    }
+
+    /// Every object under `dir`, at any depth, as the store lists them: one request per
+    /// page (1,000 keys on S3), nothing held beyond the page in hand.
+    pub fn list_all(&self, dir: &str) -> futures::stream::BoxStream<'_, Result<Listed, StoreError>> {
+        use futures::StreamExt;
+        let dir = dir.to_owned();
+        self.objects
+            .list(Some(&self.path(&dir)))
+            .map(move |meta| match meta {
+                Ok(meta) => Ok(Listed {
+                    key: meta
+                        .location
+                        .as_ref()
+                        .strip_prefix(&self.prefix)
+                        .unwrap_or(meta.location.as_ref())
+                        .to_owned(),
+                    size: meta.size,
+                    modified: std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(meta.last_modified.timestamp().max(0) as u64),
+                }),
+                Err(err) => Err(self.error("listing", &dir, &err)),
+            })
+            .boxed()
+    }
+
+    /// Deletes the object at `key`; one already gone is no error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.objects.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(self.error("deleting", key, &err)),
+        }
     }
 
     /// Writes `bytes` at `key` only if nothing is there. `Ok(false)` when something is.

@@ -5,6 +5,7 @@
 
 pub mod archives;
 pub mod faulty;
+pub mod fleet;
 pub mod host;
 pub mod imds;
 pub mod proxy;

@@ -1,0 +1,287 @@
+//! `bootlace fleet` and `fleet prune`: what runs where, from the reports in the store.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+
+use super::{FleetArgs, FleetCommand, GlobalArgs, print_json, runtime};
+use crate::exit::{BadInput, Exit};
+use crate::fleet::{self, Fleet, Scope, html::status_name};
+use crate::store;
+
+pub fn run(global: &GlobalArgs, args: &FleetArgs) -> anyhow::Result<Exit> {
+    let config = global.settings()?;
+    let runtime = runtime()?;
+    let _entered = runtime.enter();
+    let store = store::open(&config.store, None, store::Access::Read)?;
+    if let Some(FleetCommand::Prune {
+        older_than,
+        dry_run,
+        env,
+        role,
+    }) = &args.command
+    {
+        let scope = scope(&config, env, role, *older_than, false)?;
+        let pruned = runtime.block_on(fleet::prune::prune(&store, &scope, *older_than, *dry_run))?;
+        return print_pruned(global, &pruned).map(|()| Exit::Ok);
+    }
+    let keep_instances = args.instances || args.html.is_some();
+    let scope = scope(&config, &args.env, &args.role, args.stale, keep_instances)?;
+    let bar = spinner(global);
+    let fleet = runtime.block_on(fleet::read(&store, &scope, |n| bar.inc(n)))?;
+    bar.finish_and_clear();
+    if let Some(path) = &args.html {
+        write_page(path, &fleet)?;
+        tracing::info!("wrote {}", path.display());
+    }
+    if global.json {
+        let instances = if args.instances { &fleet.instances[..] } else { &[] };
+        print_json(&json!({
+            "generated_at": fleet.generated_at,
+            "store": fleet.store,
+            "stale_after_s": fleet.stale_after_s,
+            "groups": fleet.groups,
+            "instances": instances,
+            "pointers": fleet.pointers,
+            "unreadable_count": fleet.unreadable_count,
+            "unreadable": fleet.unreadable,
+        }))?;
+    } else if args.instances {
+        print_instances(&fleet)?;
+    } else {
+        print_groups(&fleet)?;
+    }
+    if args.check {
+        return check(&fleet);
+    }
+    Ok(Exit::Ok)
+}
+
+fn scope(
+    config: &crate::config::Config,
+    env: &Option<String>,
+    role: &Option<String>,
+    stale: Duration,
+    instances: bool,
+) -> anyhow::Result<Scope> {
+    for (what, name) in [("environment", env), ("role", role)] {
+        if let Some(name) = name {
+            crate::identity::userdata::check_name(name)
+                .map_err(|why| BadInput(format!("{what} {name:?} is not a valid name: {why}")))?;
+        }
+    }
+    Ok(Scope {
+        environment: env.clone(),
+        role: role.clone(),
+        stale,
+        instances,
+        pointer_template: config.deploy.pointer.clone(),
+        now: SystemTime::now(),
+    })
+}
+
+/// `--check`: exit 1, saying why, when any instance failed, rolled back or went stale.
+fn check(fleet: &Fleet) -> anyhow::Result<Exit> {
+    let total = fleet.total();
+    let problems: Vec<String> = [
+        (total.failed, "failed"),
+        (total.rolled_back, "rolled back"),
+        (fleet.stale_count(), "stale"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    if problems.is_empty() {
+        return Ok(Exit::Ok);
+    }
+    eprintln!("check failed: {}", problems.join(", "));
+    Ok(Exit::Failed)
+}
+
+fn print_groups(fleet: &Fleet) -> anyhow::Result<()> {
+    if fleet.groups.is_empty() {
+        outln!("no reports in {}/reports/", fleet.store);
+    } else {
+        let rows: Vec<[String; 9]> = fleet
+            .groups
+            .iter()
+            .map(|g| {
+                let mark = match (g.stable, g.target) {
+                    (true, _) => " (stable)",
+                    (_, true) => " (target)",
+                    _ => "",
+                };
+                [
+                    g.environment.clone(),
+                    g.role.clone(),
+                    format!("{}{mark}", g.tag.as_deref().unwrap_or("-")),
+                    g.instances.to_string(),
+                    g.by_status.ok.to_string(),
+                    g.by_status.failed.to_string(),
+                    g.by_status.degraded.to_string(),
+                    g.by_status.rolled_back.to_string(),
+                    g.stale.to_string(),
+                ]
+            })
+            .collect();
+        table(
+            [
+                "ENVIRONMENT",
+                "ROLE",
+                "TAG",
+                "INSTANCES",
+                "OK",
+                "FAILED",
+                "DEGRADED",
+                "ROLLED BACK",
+                "STALE",
+            ],
+            &rows,
+            3,
+        )?;
+    }
+    print_unreadable(fleet)
+}
+
+fn print_instances(fleet: &Fleet) -> anyhow::Result<()> {
+    if fleet.instances.is_empty() {
+        outln!("no reports in {}/reports/", fleet.store);
+    } else {
+        let rows: Vec<[String; 9]> = fleet
+            .instances
+            .iter()
+            .map(|i| {
+                let stale = if i.stale { ", stale" } else { "" };
+                [
+                    i.machine_id.clone(),
+                    i.environment.clone(),
+                    i.role.clone(),
+                    i.context.clone().unwrap_or_else(|| "-".into()),
+                    i.tag.clone().unwrap_or_else(|| "-".into()),
+                    format!("{}{stale}", status_name(i.status).replace('_', " ")),
+                    fleet::age(i.age_s),
+                    i.init_script.clone().unwrap_or_else(|| "-".into()),
+                    i.bootlace_version.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        table(
+            [
+                "MACHINE ID",
+                "ENVIRONMENT",
+                "ROLE",
+                "CONTEXT",
+                "TAG",
+                "STATUS",
+                "AGE",
+                "INIT",
+                "VERSION",
+            ],
+            &rows,
+            9,
+        )?;
+    }
+    print_unreadable(fleet)
+}
+
+fn print_unreadable(fleet: &Fleet) -> anyhow::Result<()> {
+    if fleet.unreadable_count == 0 {
+        return Ok(());
+    }
+    outln!(
+        "\n{} unreadable report{}:",
+        fleet.unreadable_count,
+        if fleet.unreadable_count == 1 { "" } else { "s" }
+    );
+    for u in &fleet.unreadable {
+        outln!("  {}: {}", u.key, u.reason);
+    }
+    if fleet.unreadable_count > fleet.unreadable.len() as u64 {
+        outln!(
+            "  … and {} more",
+            fleet.unreadable_count - fleet.unreadable.len() as u64
+        );
+    }
+    Ok(())
+}
+
+/// Aligned columns, those from `numbers_from` on right-aligned.
+fn table<const N: usize>(heads: [&str; N], rows: &[[String; N]], numbers_from: usize) -> anyhow::Result<()> {
+    let mut widths = heads.map(|h| h.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut text = String::new();
+        for (col, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if col > 0 {
+                text.push_str("  ");
+            }
+            if col >= numbers_from {
+                text.push_str(&format!("{cell:>width$}"));
+            } else {
+                text.push_str(&format!("{cell:width$}"));
+            }
+        }
+        text.trim_end().to_owned()
+    };
+    outln!("{}", line(&heads));
+    for row in rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        outln!("{}", line(&cells));
+    }
+    Ok(())
+}
+
+fn print_pruned(global: &GlobalArgs, pruned: &fleet::prune::Pruned) -> anyhow::Result<()> {
+    if global.json {
+        return print_json(pruned);
+    }
+    let verb = if pruned.dry_run { "would delete" } else { "deleted" };
+    for old in &pruned.deleted {
+        outln!("{verb} {} (last report {} ago)", old.key, fleet::age(old.age_s));
+    }
+    outln!(
+        "{verb} {} report{}; kept {}",
+        pruned.deleted.len(),
+        if pruned.deleted.len() == 1 { "" } else { "s" },
+        pruned.kept
+    );
+    for key in &pruned.ignored {
+        tracing::warn!("left {key} alone: not a report");
+    }
+    Ok(())
+}
+
+/// Writes the page next to its final name, then renames it there: a reader (or a
+/// web server) never sees half a page.
+fn write_page(path: &Path, fleet: &Fleet) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let writing = |e: std::io::Error| anyhow::anyhow!("writing {}: {e}", path.display());
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(writing)?;
+    file.write_all(fleet::html::render(fleet).as_bytes())
+        .map_err(writing)?;
+    file.persist(path).map_err(|e| writing(e.error))?;
+    Ok(())
+}
+
+/// A count of reports read, on a terminal only.
+fn spinner(global: &GlobalArgs) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if global.quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let style = indicatif::ProgressStyle::with_template("{spinner} reading reports: {pos} ({per_sec})")
+        .expect("a valid template");
+    let bar = indicatif::ProgressBar::new_spinner().with_style(style);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
