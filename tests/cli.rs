@@ -161,7 +161,7 @@ fn every_command_of_the_contract_is_declared() {
     let out = run(bootlace().arg("--help"));
     assert_eq!(out.code, 0);
     for command in [
-        "run", "identity", "plan", "deploy", "rollback", "status", "release", "demo",
+        "run", "identity", "plan", "deploy", "rollback", "status", "release", "demo", "agent", "fleet",
     ] {
         assert!(
             out.stdout.lines().any(|l| l.trim_start().starts_with(command)),
@@ -255,6 +255,17 @@ fn demo_runs_the_whole_flow() {
         "{}",
         out.stdout
     );
+    // The fleet: three instances on demo-2, one of them rolled back.
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("prod ") && l.contains("demo-2 (stable)"))
+        .unwrap_or_else(|| panic!("no fleet row in {}", out.stdout));
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>()[4..],
+        ["3", "2", "0", "0", "1", "0"],
+        "{row}"
+    );
 
     let out = run(bootlace().args(["--json", "demo"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -269,6 +280,8 @@ fn demo_runs_the_whole_flow() {
     assert_eq!(json["update"]["trigger"], "agent");
     assert_eq!(json["rollback"]["status"], "rolled_back");
     assert_eq!(json["rollback"]["tag"], "demo-2");
+    assert_eq!(json["fleet"]["groups"][0]["instances"], 3);
+    assert_eq!(json["fleet"]["groups"][0]["by_status"]["rolled_back"], 1);
 }
 
 #[test]

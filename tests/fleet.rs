@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::fleet::{Instance, pointer};
+use support::fleet::{Instance, pointer, rollout_pointer};
 use support::proxy::{Fault, Proxy};
 use support::{Outcome, bootlace, run, s3};
 
@@ -236,6 +236,103 @@ fn check_fails_on_failed_rolled_back_or_stale_only() {
     // A longer --stale makes the old report fresh again.
     assert_eq!(store.fleet(&["--check", "--stale", "4h"]).code, 0);
     assert_eq!(store.fleet(&["--check", "--stale", "1h", "--json"]).code, 1);
+    // A report that cannot be read fails the gate too: it could hide anything.
+    store.put("reports/prod/web/i-4.json", b"<html>403</html>".to_vec());
+    let out = store.fleet(&["--check", "--stale", "4h"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("1 unreadable"), "{}", out.stderr);
+}
+
+#[test]
+fn the_age_is_the_later_of_the_last_check_and_the_last_run() {
+    let store = MotoFleet::new();
+    store.add(&[
+        // Ran 5 h ago, has checked the pointer since: alive.
+        Instance::new("prod", "web", "i-agent", "v2").ran(Duration::from_secs(5 * HOURS)),
+        // Format 1 has no checks: its last run is its last word.
+        Instance::new("prod", "web", "i-old", "v2")
+            .format_1()
+            .age(Duration::from_secs(5 * HOURS)),
+    ]);
+    let fleet = json(&store.fleet(&["--json", "--instances"]));
+    let stale: Vec<(&str, bool)> = fleet["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["machine_id"].as_str().unwrap(), i["stale"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(stale, [("i-agent", false), ("i-old", true)]);
+    assert_eq!(fleet["instances"][1]["format_version"], 1);
+}
+
+#[test]
+fn a_rollout_in_the_pointer_marks_its_target() {
+    let store = MotoFleet::new();
+    store.add(&[
+        Instance::new("prod", "web", "i-1", "v2"),
+        Instance::new("prod", "web", "i-2", "v2"),
+        Instance::new("prod", "web", "i-3", "v3"),
+    ]);
+    store.put("pointers/prod.json", rollout_pointer("v2", "v3", 4));
+    let out = store.fleet(&["--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let fleet = json(&out);
+    let (stable, target) = (
+        group(&fleet, "prod", "web", "v2"),
+        group(&fleet, "prod", "web", "v3"),
+    );
+    assert_eq!(
+        (stable["stable"].as_bool(), stable["target"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        (target["stable"].as_bool(), target["target"].as_bool()),
+        (Some(false), Some(true))
+    );
+    let marks = &fleet["pointers"]["prod"];
+    assert_eq!(marks["target"], "v3");
+    assert_eq!(
+        marks["percent"], 25.0,
+        "the second wave is due, the third is not: {marks}"
+    );
+    let out = store.fleet(&[]);
+    assert!(out.stdout.contains("v3 (target)"), "{}", out.stdout);
+}
+
+#[test]
+fn report_text_cannot_reach_the_terminal_or_the_page_as_markup() {
+    let store = MotoFleet::new();
+    let hostile = "<img src=x onerror=alert(1)>\u{1b}[31mred\nline";
+    store.add(&[Instance::new("prod", "web", "i-1", "v2").text(hostile)]);
+    store.put(
+        "reports/prod/web/i-2.json",
+        String::from_utf8(Instance::new("prod", "web", "i-2", "v2").report())
+            .unwrap()
+            .replace("\"v2\"", "\"v2 <u>\"")
+            .into_bytes(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("fleet.html");
+    let out = store.fleet(&["--instances", "--html", page.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        !out.stdout.contains('\u{1b}'),
+        "an escape code reached the terminal"
+    );
+    let row = out.stdout.lines().find(|l| l.starts_with("i-1")).unwrap();
+    assert!(row.contains("<img src=x onerror=alert(1)> [31mred line"), "{row}");
+    assert!(
+        out.stdout
+            .contains("reports/prod/web/i-2.json: tag \"v2 <u>\" must match"),
+        "{}",
+        out.stdout
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        !html.contains("<img") && !html.contains("<u>"),
+        "report text became markup"
+    );
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
 }
 
 #[test]
@@ -295,6 +392,24 @@ fn prune_deletes_only_stale_reports_and_never_outside_reports() {
         assert!(store.exists(kept), "{kept} kept");
     }
     assert_eq!(json(&store.fleet(&["--json"]))["groups"][0]["stale"], 0);
+
+    // In one environment's scope only.
+    store.add(&[
+        Instance::new("prod", "web", "i-gone", "v1").age(Duration::from_secs(9 * HOURS)),
+        Instance::new("staging", "web", "i-gone", "v1").age(Duration::from_secs(9 * HOURS)),
+    ]);
+    let out = run(store.command(&s3::moto().endpoint).args([
+        "fleet",
+        "prune",
+        "--older-than",
+        "8h",
+        "--env",
+        "staging",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("deleted 1 report;"), "{}", out.stdout);
+    assert!(!store.exists("reports/staging/web/i-gone.json"));
+    assert!(store.exists("reports/prod/web/i-gone.json"));
 }
 
 #[test]
@@ -305,8 +420,9 @@ fn empty_stores_are_empty_fleets() {
     assert!(out.stdout.starts_with("no reports in s3://"), "{}", out.stdout);
     // A store with releases but no reports/ folder.
     store.put("pointers/prod.json", pointer("v2", 1));
-    let fleet = json(&store.fleet(&["--json", "--check"]));
-    assert_eq!(fleet["groups"], serde_json::json!([]));
+    let out = store.fleet(&["--json", "--check"]);
+    assert_eq!(out.code, 0, "an empty fleet passes: {}", out.stderr);
+    assert_eq!(json(&out)["groups"], serde_json::json!([]));
     let dir = tempfile::tempdir().unwrap();
     let out = run(bootlace()
         .env("BOOTLACE_STORE", format!("file://{}", dir.path().display()))
@@ -392,7 +508,7 @@ fn a_flaky_store_is_retried_and_what_stays_unreadable_is_counted() {
 fn the_page_renders_in_chromium() {
     let store = MotoFleet::new();
     store.add(&sample());
-    store.put("pointers/prod.json", pointer("v2", 7));
+    store.put("pointers/prod.json", rollout_pointer("v2", "v1", 7));
     store.put("reports/prod/web/garbage.json", b"{not json".to_vec());
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("fleet.html");
@@ -406,22 +522,37 @@ fn the_page_renders_in_chromium() {
         );
     }
 
-    let dom = chromium(dir.path(), &page, &["--dump-dom"]);
+    let dom = chromium(dir.path(), &page, "", &["--dump-dom"]);
     for text in [
         "i-web7",
         "i-stg1",
-        "prod",
         "worker",
         "v2 \u{2605}",
-        "rolled back",
+        "v1 \u{2192}",
+        "rollout of <b>v1</b>: 25% asked",
+        "rolled back 1",
         "garbage.json",
+        "12 of 12",
     ] {
         assert!(dom.contains(text), "{text} not in the rendered page");
     }
+    // Filtered and sorted by the script, from the address's fragment.
+    let dom = chromium(dir.path(), &page, "#status=failed", &["--dump-dom"]);
+    assert!(dom.contains("1 of 12"), "the status filter");
+    assert_eq!(visible_rows(&dom), ["i-web5"]);
+    let dom = chromium(dir.path(), &page, "#q=staging", &["--dump-dom"]);
+    assert_eq!(visible_rows(&dom), ["i-stg0", "i-stg1"]);
+    let dom = chromium(dir.path(), &page, "#sort=6&desc", &["--dump-dom"]);
+    assert_eq!(
+        visible_rows(&dom)[..2],
+        ["i-stg1", "i-web7"],
+        "sorted by age, oldest first"
+    );
     let shot = dir.path().join("fleet.png");
     chromium(
         dir.path(),
         &page,
+        "",
         &[
             &format!("--screenshot={}", shot.display()),
             "--window-size=1280,1400",
@@ -435,8 +566,21 @@ fn the_page_renders_in_chromium() {
     }
 }
 
-/// Runs headless Chromium on `page` (DESIGN §7's flags), returning its stdout.
-fn chromium(dir: &Path, page: &Path, args: &[&str]) -> String {
+/// The machine ids of the instance table's rows that are shown, in order.
+fn visible_rows(dom: &str) -> Vec<&str> {
+    dom.split("<tr data-status=")
+        .skip(1)
+        .filter(|row| !row[..row.find('>').unwrap()].contains("display: none"))
+        .map(|row| {
+            let cell = &row[row.find("<td>").unwrap() + 4..];
+            &cell[..cell.find("</td>").unwrap()]
+        })
+        .collect()
+}
+
+/// Runs headless Chromium on `page` (DESIGN §7's flags) with `fragment` after its
+/// address, returning its stdout.
+fn chromium(dir: &Path, page: &Path, fragment: &str, args: &[&str]) -> String {
     let program = ["chromium", "chromium-browser"]
         .into_iter()
         .find(|p| Command::new(p).arg("--version").output().is_ok())
@@ -455,7 +599,7 @@ fn chromium(dir: &Path, page: &Path, args: &[&str]) -> String {
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
-        .arg(format!("file://{}", page.display()))
+        .arg(format!("file://{}{fragment}", page.display()))
         .output()
         .unwrap();
     assert!(

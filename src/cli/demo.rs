@@ -2,7 +2,8 @@
 //! but the binary: the sample user-data and release of `examples/` are built in. It
 //! resolves the identity, packages the sample release and pushes it to a local
 //! `file://` store, boots the instance from it (`run`), then shows the agent at work:
-//! an update reaching the running instance, and a broken release rolled back.
+//! an update reaching the running instance, and a broken release rolled back; last,
+//! two more instances boot and `fleet` shows what runs where.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -165,15 +166,27 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
         "echo 'demo-3: the service does not start' >&2\nexit 1\n",
         "rollback: demo-3's init fails; the agent switches back to demo-2, the last good release",
     )?;
+    if let Some(from) = &rollback.rolled_back_from {
+        say(&format!("   rolled back from {}: {}", from.tag, from.reason))?;
+    }
+
+    say(&format!(
+        "\n== fleet: the operator points {environment} back at demo-2, two more instances boot, \
+         and the store shows what runs where"
+    ))?;
+    let fleet = runtime.block_on(more_instances(
+        global,
+        &mut config,
+        &store,
+        dir.path(),
+        &environment,
+    ))?;
     if global.json {
         print_json(
             &serde_json::json!({"identity": identity, "manifest": pushed.manifest,
-            "report": ran.report, "update": update, "rollback": rollback}),
+            "report": ran.report, "update": update, "rollback": rollback, "fleet": fleet}),
         )?;
     } else {
-        if let Some(from) = &rollback.rolled_back_from {
-            say(&format!("   rolled back from {}: {}", from.tag, from.reason))?;
-        }
         say(&format!(
             "\ndemo finished: {}\n   then updated to {}, and rolled back from demo-3 to {}",
             ran.report.summary(),
@@ -184,6 +197,59 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     let shown =
         update.status == crate::report::Status::Ok && rollback.status == crate::report::Status::RolledBack;
     Ok(if shown { Exit::Ok } else { Exit::Failed })
+}
+
+/// Moves the pointer back to demo-2, boots two more instances from it, and reads the
+/// fleet from their reports.
+async fn more_instances(
+    global: &GlobalArgs,
+    config: &mut Config,
+    store: &store::Store,
+    dir: &Path,
+    environment: &str,
+) -> anyhow::Result<crate::fleet::Fleet> {
+    let say = |line: &str| -> anyhow::Result<()> {
+        if !global.json {
+            outln!("{line}");
+        }
+        Ok(())
+    };
+    say(&format!("   $ bootlace release rollback --env {environment}"))?;
+    let good = crate::release::Manifest::load_complete(store, "demo-2").await?;
+    let moved = crate::release::move_pointer(store, environment, &crate::release::who(), |_| {
+        std::future::ready(Ok(good))
+    })
+    .await?;
+    say(&format!(
+        "   pointer {environment} -> {} at serial {}",
+        moved.pointer.tag, moved.pointer.serial
+    ))?;
+    for n in 1..=2 {
+        let machine_id = format!("i-0123456789abcdef{n}");
+        let user_data = dir.join(format!("user-data-{n}"));
+        std::fs::write(&user_data, USER_DATA.replace("i-0123456789abcdef0", &machine_id))?;
+        config.identity.source = SourceSpec::File(user_data);
+        config.deploy.state_dir = dir.join(format!("state-{n}"));
+        say(&format!("   $ bootlace run      (on {machine_id})"))?;
+        let ran = crate::run::boot(config, indicatif::ProgressBar::hidden(), true).await?;
+        say(&format!("   {}", ran.report.summary()))?;
+    }
+    let scope = crate::fleet::Scope {
+        environment: None,
+        role: None,
+        stale: std::time::Duration::from_secs(2 * 3600),
+        instances: true,
+        pointer_template: config.deploy.pointer.clone(),
+        now: std::time::SystemTime::now(),
+    };
+    let fleet = crate::fleet::read(store, &scope, |_| {}).await?;
+    if !global.json {
+        say("   $ bootlace fleet")?;
+        super::fleet::print_groups(&fleet)?;
+        say("   $ bootlace fleet --instances")?;
+        super::fleet::print_instances(&fleet)?;
+    }
+    Ok(fleet)
 }
 
 fn write_release(root: &Path) -> std::io::Result<()> {

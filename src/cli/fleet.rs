@@ -3,8 +3,6 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use serde_json::json;
-
 use super::{FleetArgs, FleetCommand, GlobalArgs, print_json, runtime};
 use crate::exit::{BadInput, Exit};
 use crate::fleet::{self, Fleet, Scope, html::status_name};
@@ -24,8 +22,14 @@ pub fn run(global: &GlobalArgs, args: &FleetArgs) -> anyhow::Result<Exit> {
     {
         let scope = scope(&config, env, role, *older_than, false)?;
         let pruned = runtime.block_on(fleet::prune::prune(&store, &scope, *older_than, *dry_run))?;
-        return print_pruned(global, &pruned).map(|()| Exit::Ok);
+        print_pruned(global, &pruned)?;
+        return Ok(if pruned.failed.is_empty() {
+            Exit::Ok
+        } else {
+            Exit::Failed
+        });
     }
+    // The page has a row per instance, so it keeps them too.
     let keep_instances = args.instances || args.html.is_some();
     let scope = scope(&config, &args.env, &args.role, args.stale, keep_instances)?;
     let bar = spinner(global);
@@ -37,16 +41,10 @@ pub fn run(global: &GlobalArgs, args: &FleetArgs) -> anyhow::Result<Exit> {
     }
     if global.json {
         let instances = if args.instances { &fleet.instances[..] } else { &[] };
-        print_json(&json!({
-            "generated_at": fleet.generated_at,
-            "store": fleet.store,
-            "stale_after_s": fleet.stale_after_s,
-            "groups": fleet.groups,
-            "instances": instances,
-            "pointers": fleet.pointers,
-            "unreadable_count": fleet.unreadable_count,
-            "unreadable": fleet.unreadable,
-        }))?;
+        print_json(&FleetJson {
+            fleet: &fleet,
+            instances,
+        })?;
     } else if args.instances {
         print_instances(&fleet)?;
     } else {
@@ -81,13 +79,23 @@ fn scope(
     })
 }
 
-/// `--check`: exit 1, saying why, when any instance failed, rolled back or went stale.
+/// `--json`: the fleet, its instances only when asked for.
+#[derive(serde::Serialize)]
+struct FleetJson<'a> {
+    #[serde(flatten)]
+    fleet: &'a Fleet,
+    instances: &'a [fleet::Instance],
+}
+
+/// `--check`: exit 1, saying why, when any instance failed, rolled back or went
+/// stale, or a report could not be read (a gate must not pass on a blind read).
 fn check(fleet: &Fleet) -> anyhow::Result<Exit> {
     let total = fleet.total();
     let problems: Vec<String> = [
         (total.failed, "failed"),
         (total.rolled_back, "rolled back"),
         (fleet.stale_count(), "stale"),
+        (fleet.unreadable_count, "unreadable"),
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)
@@ -100,9 +108,9 @@ fn check(fleet: &Fleet) -> anyhow::Result<Exit> {
     Ok(Exit::Failed)
 }
 
-fn print_groups(fleet: &Fleet) -> anyhow::Result<()> {
+pub(super) fn print_groups(fleet: &Fleet) -> anyhow::Result<()> {
     if fleet.groups.is_empty() {
-        outln!("no reports in {}/reports/", fleet.store);
+        print_empty(fleet)?;
     } else {
         let rows: Vec<[String; 9]> = fleet
             .groups
@@ -145,9 +153,9 @@ fn print_groups(fleet: &Fleet) -> anyhow::Result<()> {
     print_unreadable(fleet)
 }
 
-fn print_instances(fleet: &Fleet) -> anyhow::Result<()> {
+pub(super) fn print_instances(fleet: &Fleet) -> anyhow::Result<()> {
     if fleet.instances.is_empty() {
-        outln!("no reports in {}/reports/", fleet.store);
+        print_empty(fleet)?;
     } else {
         let rows: Vec<[String; 9]> = fleet
             .instances
@@ -184,6 +192,16 @@ fn print_instances(fleet: &Fleet) -> anyhow::Result<()> {
         )?;
     }
     print_unreadable(fleet)
+}
+
+fn print_empty(fleet: &Fleet) -> anyhow::Result<()> {
+    let readable = if fleet.unreadable_count > 0 {
+        "readable "
+    } else {
+        ""
+    };
+    outln!("no {readable}reports in {}/", fleet.listed);
+    Ok(())
 }
 
 fn print_unreadable(fleet: &Fleet) -> anyhow::Result<()> {
@@ -254,6 +272,9 @@ fn print_pruned(global: &GlobalArgs, pruned: &fleet::prune::Pruned) -> anyhow::R
     for key in &pruned.ignored {
         tracing::warn!("left {key} alone: not a report");
     }
+    for failed in &pruned.failed {
+        eprintln!("error: deleting {}: {}", failed.key, failed.reason);
+    }
     Ok(())
 }
 
@@ -266,7 +287,10 @@ fn write_page(path: &Path, fleet: &Fleet) -> anyhow::Result<()> {
         _ => Path::new("."),
     };
     let writing = |e: std::io::Error| anyhow::anyhow!("writing {}: {e}", path.display());
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(writing)?;
+    let mut file = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(writing)?;
     file.write_all(fleet::html::render(fleet).as_bytes())
         .map_err(writing)?;
     file.persist(path).map_err(|e| writing(e.error))?;

@@ -120,7 +120,7 @@ pub struct FleetArgs {
     /// An instance whose last report is older than this is stale
     #[arg(long, value_name = "DUR", default_value = "2h", value_parser = parse_duration)]
     pub stale: std::time::Duration,
-    /// Exit 1 when any instance is failed, rolled back or stale
+    /// Exit 1 when any instance is failed, rolled back or stale, or a report is unreadable
     #[arg(long)]
     pub check: bool,
     /// Also write the fleet as one self-contained HTML page to FILE

@@ -118,9 +118,6 @@ fn role_row(page: &mut String, role: &str, groups: &[&Group], marks: Option<&Mar
         None => page.push_str("<span class=\"pointer\">no pointer read</span>"),
     }
     page.push_str("</div>\n");
-    if let Some(m) = marks {
-        rollout(page, groups, m);
-    }
     let tags: Vec<Segment> = groups
         .iter()
         .enumerate()
@@ -174,7 +171,11 @@ fn role_row(page: &mut String, role: &str, groups: &[&Group], marks: Option<&Mar
         colour,
     })
     .collect();
-    page.push_str("<div class=\"bars\"><span class=\"axis\">tags</span>");
+    page.push_str("<div class=\"bars\">");
+    if let Some(m) = marks {
+        rollout(page, groups, m);
+    }
+    page.push_str("<span class=\"axis\">tags</span>");
     bar(page, &tags, instances);
     page.push_str("<span class=\"axis\">status</span>");
     bar(page, &statuses, instances);
@@ -196,11 +197,13 @@ fn rollout(page: &mut String, groups: &[&Group], marks: &Marks) {
     };
     let _ = writeln!(
         page,
-        "<div class=\"rollout\">rollout of <b>{}</b>: {percent}% asked, {on_target} of {instances} on it\
-         <svg viewBox=\"0 0 {BAR_WIDTH} 10\" width=\"{BAR_WIDTH}\" height=\"10\" role=\"img\">\
+        "<span class=\"axis\">rollout</span>\
+         <svg class=\"rollout\" viewBox=\"0 0 {BAR_WIDTH} 10\" width=\"{BAR_WIDTH}\" height=\"10\" role=\"img\">\
+         <title>asked {percent}%, on the target {on_target} of {instances}</title>\
          <rect width=\"{BAR_WIDTH}\" height=\"10\" rx=\"3\" fill=\"#e4e7ec\"/>\
          <rect width=\"{width:.1}\" height=\"10\" rx=\"3\" fill=\"#b9c8ea\"/>\
-         <rect width=\"{reached:.1}\" height=\"10\" rx=\"3\" fill=\"#3b6fd4\"/></svg></div>",
+         <rect width=\"{reached:.1}\" height=\"10\" rx=\"3\" fill=\"#3b6fd4\"/></svg>\
+         <span class=\"legend\">rollout of <b>{}</b>: {percent}% asked, {on_target} of {instances} on it</span>",
         esc(target)
     );
 }
@@ -395,8 +398,7 @@ section.env, section.instances, section.unreadable { background:#fff; border:1px
 .legend { color:var(--muted); font-size:12px; margin-bottom:4px; }
 .legend i { display:inline-block; width:10px; height:10px; border-radius:2px; margin:0 4px 0 8px; vertical-align:-1px; }
 .legend i:first-child { margin-left:0; }
-.rollout { margin:4px 0 8px; font-size:13px; }
-.rollout svg { display:block; margin-top:4px; max-width:100%; }
+svg.rollout { max-width:100%; height:auto; }
 .badge, .pill { display:inline-block; padding:0 8px; border-radius:10px; font-size:12px; line-height:18px; background:#eef0f3; color:var(--ink); }
 .badge.stale, .pill.stale { background:#e2e5ea; color:#4a5568; }
 .pill.ok { background:#dcf2e4; color:#1d6b3d; } .pill.failed { background:#fbe1e1; color:#a12b2b; }
@@ -416,48 +418,71 @@ tbody tr:hover { background:#f3f6fb; }
 <body>
 "#;
 
-const SCRIPT: &str = r#"<script>
+const SCRIPT: &str = r##"<script>
+// Sorting and filtering; the state lives in the address's #fragment
+// (#q=TEXT&status=STATUS&sort=COLUMN&desc), so a view can be linked to.
 (function () {
   var table = document.getElementById("fleet");
   if (!table) return;
   var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
   var filter = document.getElementById("filter"), status = document.getElementById("status");
-  var shown = document.getElementById("shown");
+  var shown = document.getElementById("shown"), heads = table.tHead.rows[0].cells;
+  var column = -1, ascending = true;
+  rows.forEach(function (row) {
+    row.text = Array.prototype.map.call(row.cells, function (c) { return c.textContent; })
+      .join("\t").toLowerCase();
+  });
+  function remember() {
+    var p = new URLSearchParams();
+    if (filter.value) p.set("q", filter.value);
+    if (status.value) p.set("status", status.value);
+    if (column >= 0) p.set("sort", column);
+    if (column >= 0 && !ascending) p.set("desc", "");
+    history.replaceState(null, "", "#" + p.toString());
+  }
   function apply() {
     var text = filter.value.trim().toLowerCase(), want = status.value, n = 0;
     rows.forEach(function (row) {
-      var ok = (!text || row.textContent.toLowerCase().indexOf(text) >= 0) &&
+      var ok = (!text || row.text.indexOf(text) >= 0) &&
                (!want || row.getAttribute("data-status").split(" ").indexOf(want) >= 0);
       row.style.display = ok ? "" : "none";
       if (ok) n++;
     });
     shown.textContent = n + " of " + rows.length;
   }
-  filter.addEventListener("input", apply);
-  status.addEventListener("change", apply);
-  var heads = table.tHead.rows[0].cells, column = -1, ascending = true;
+  function sortBy(col, up) {
+    column = col; ascending = up;
+    Array.prototype.forEach.call(heads, function (h) { h.className = ""; });
+    heads[col].className = up ? "asc" : "desc";
+    function key(row) {
+      var cell = row.cells[col], sort = cell.getAttribute("data-sort");
+      return sort === null ? cell.textContent : Number(sort);
+    }
+    rows.sort(function (a, b) {
+      var x = key(a), y = key(b);
+      var c = typeof x === "number" ? x - y : x.localeCompare(y, undefined, {numeric: true});
+      return up ? c : -c;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+  }
+  filter.addEventListener("input", function () { apply(); remember(); });
+  status.addEventListener("change", function () { apply(); remember(); });
   Array.prototype.forEach.call(heads, function (th) {
     th.addEventListener("click", function () {
       var col = Number(th.getAttribute("data-col"));
-      ascending = col === column ? !ascending : true;
-      column = col;
-      Array.prototype.forEach.call(heads, function (h) { h.className = ""; });
-      th.className = ascending ? "asc" : "desc";
-      function key(row) {
-        var cell = row.cells[col], sort = cell.getAttribute("data-sort");
-        return sort === null ? cell.textContent : Number(sort);
-      }
-      rows.sort(function (a, b) {
-        var x = key(a), y = key(b);
-        var c = typeof x === "number" ? x - y : x.localeCompare(y, undefined, {numeric: true});
-        return ascending ? c : -c;
-      });
-      rows.forEach(function (row) { body.appendChild(row); });
+      sortBy(col, col === column ? !ascending : true);
+      remember();
     });
   });
+  var start = new URLSearchParams(location.hash.slice(1));
+  filter.value = start.get("q") || "";
+  status.value = start.get("status") || "";
+  var col = Number(start.get("sort"));
+  if (start.has("sort") && col >= 0 && col < heads.length) sortBy(col, !start.has("desc"));
+  apply();
 })();
 </script>
-"#;
+"##;
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::release::Pointer;
+use crate::release::pointer;
 use crate::report::{self, Status};
 use crate::store::{Listed, Store, layout};
 
@@ -37,7 +37,7 @@ pub struct Scope {
 
 impl Scope {
     /// The folder the listing starts from: the narrowest one the scope allows.
-    fn prefix(&self) -> String {
+    pub fn prefix(&self) -> String {
         match (&self.environment, &self.role) {
             (Some(env), Some(role)) => format!("{}{env}/{role}/", layout::REPORTS),
             (Some(env), None) => format!("{}{env}/", layout::REPORTS),
@@ -86,6 +86,8 @@ pub struct Instance {
     /// When the instance last reported: its last pointer check or run, whichever is later.
     pub reported_at: String,
     pub age_s: u64,
+    #[serde(skip)]
+    pub age: Duration,
     pub init_script: Option<String>,
     pub bootlace_version: Option<String>,
     pub hostname: Option<String>,
@@ -152,9 +154,13 @@ pub struct Unreadable {
 pub struct Fleet {
     pub generated_at: String,
     pub store: String,
+    /// The folder the reports were listed from, for messages.
+    #[serde(skip)]
+    pub listed: String,
     pub stale_after_s: u64,
     pub groups: Vec<Group>,
     /// A row per instance, only when asked for.
+    #[serde(skip)]
     pub instances: Vec<Instance>,
     /// The pointer of each (environment, role) that has instances, when there is one.
     pub pointers: BTreeMap<String, Marks>,
@@ -238,7 +244,7 @@ async fn read_one(store: &Store, scope: &Scope, listed: Listed) -> Read {
     };
     let seen: Seen = match serde_json::from_slice(&bytes) {
         Ok(seen) => seen,
-        Err(err) => return unreadable(format!("not a report: {err}")),
+        Err(err) => return unreadable(format!("not a report: {}", printable(&err.to_string(), 200))),
     };
     for (what, said, path) in [
         ("environment", &seen.environment, environment),
@@ -252,12 +258,25 @@ async fn read_one(store: &Store, scope: &Scope, listed: Listed) -> Read {
             ));
         }
     }
-    let reported = [&seen.checked_at, &seen.finished_at]
+    if let Some(tag) = &seen.tag
+        && let Err(why) = crate::release::check_tag(tag)
+    {
+        return unreadable(why.0);
+    }
+    if let Some(context) = &seen.context
+        && let Err(why) = crate::identity::userdata::check_name(context)
+    {
+        return unreadable(format!("its context {context:?}: {why}"));
+    }
+    // The instance's own word (its last pointer check or run), but never later than
+    // the store says the report was written: a clock running ahead cannot keep an
+    // instance fresh for ever.
+    let said = [&seen.checked_at, &seen.finished_at]
         .into_iter()
         .flatten()
         .filter_map(|t| humantime::parse_rfc3339_weak(t).ok())
-        .max()
-        .unwrap_or(listed.modified);
+        .max();
+    let reported = said.map_or(listed.modified, |said| said.min(listed.modified));
     let age = scope.now.duration_since(reported).unwrap_or_default();
     Read::Seen(Box::new(Instance {
         environment: environment.to_owned(),
@@ -269,12 +288,27 @@ async fn read_one(store: &Store, scope: &Scope, listed: Listed) -> Read {
         stale: age > scope.stale,
         reported_at: humantime::format_rfc3339_seconds(reported).to_string(),
         age_s: age.as_secs(),
-        init_script: seen.init.map(|i| i.script),
-        bootlace_version: seen.bootlace_version,
-        hostname: seen.hostname,
-        error: seen.error,
+        age,
+        init_script: seen.init.map(|i| printable(&i.script, 256)),
+        bootlace_version: seen.bootlace_version.map(|v| printable(&v, 64)),
+        hostname: seen.hostname.map(|h| printable(&h, 256)),
+        error: seen.error.map(|e| printable(&e, 1024)),
         format_version: seen.format_version,
     }))
+}
+
+/// Free text from a report, safe to print: control characters (a terminal escape, a
+/// line break) become spaces, and it is cut at `cap` characters.
+fn printable(text: &str, cap: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(cap)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(cap).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// The counts so far.
@@ -303,9 +337,9 @@ impl Folded {
                 }
             }
             Read::Unreadable(unreadable) => {
-                tracing::warn!("unreadable report {}: {}", unreadable.key, unreadable.reason);
                 self.unreadable_count += 1;
                 if self.unreadable.len() < NAMED_UNREADABLE {
+                    tracing::warn!("unreadable report {}: {}", unreadable.key, unreadable.reason);
                     self.unreadable.push(unreadable);
                 }
             }
@@ -350,6 +384,7 @@ impl Folded {
         Fleet {
             generated_at: humantime::format_rfc3339_seconds(scope.now).to_string(),
             store: store.url().to_owned(),
+            listed: store.url_of(&scope.prefix()),
             stale_after_s: scope.stale.as_secs(),
             groups,
             instances,
@@ -387,33 +422,95 @@ async fn read_pointers(
     names.dedup();
     futures::stream::iter(names)
         .map(|name| async move {
-            match Pointer::load(store, &name).await {
-                Ok(Some(pointer)) => Some((name, marks(&pointer))),
-                Ok(None) => None,
-                Err(err) => {
-                    tracing::warn!("pointer {name} marks nothing: {}", crate::exit::one_line(&err));
+            match read_marks(store, &name, scope.now).await {
+                Ok(marks) => marks.map(|marks| (name, marks)),
+                Err(why) => {
+                    tracing::warn!("pointer {name} marks nothing: {why}");
                     None
                 }
             }
         })
         .buffer_unordered(16)
         .filter_map(std::future::ready)
-        .map(|(name, mut marks)| {
-            marks.pointer.clone_from(&name);
-            (name, marks)
-        })
         .collect()
         .await
 }
 
-fn marks(pointer: &Pointer) -> Marks {
-    Marks {
-        pointer: String::new(),
-        stable: pointer.tag.clone(),
-        serial: pointer.serial,
-        target: None,
-        percent: None,
+/// What the fleet view reads of a pointer: its stable tag and serial, and a staged
+/// rollout when it carries one (format 2, DESIGN §6.3).
+#[derive(Deserialize)]
+struct PointerSeen {
+    tag: String,
+    serial: u64,
+    #[serde(default)]
+    rollout: Option<RolloutSeen>,
+}
+
+#[derive(Deserialize)]
+struct RolloutSeen {
+    tag: String,
+    #[serde(default)]
+    percent: f64,
+    #[serde(default)]
+    waves: Option<Vec<WaveSeen>>,
+    #[serde(default)]
+    started_at: Option<String>,
+    #[serde(default)]
+    halted: bool,
+}
+
+#[derive(Deserialize)]
+struct WaveSeen {
+    percent: f64,
+    after: String,
+}
+
+impl RolloutSeen {
+    /// The share of instances the rollout covers at `now`: its waves' when it has
+    /// waves and is not halted, else its fixed (or frozen) percentage.
+    fn effective_percent(&self, now: SystemTime) -> f64 {
+        let (Some(waves), false) = (&self.waves, self.halted) else {
+            return self.percent;
+        };
+        let Some(started) = self
+            .started_at
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        else {
+            return self.percent;
+        };
+        waves
+            .iter()
+            .filter(|w| crate::config::duration::parse(&w.after).is_ok_and(|after| started + after <= now))
+            .map(|w| w.percent)
+            .next_back()
+            .unwrap_or(0.0)
     }
+}
+
+/// Reads pointer `name`'s marks; `None` when there is no such pointer.
+async fn read_marks(store: &Store, name: &str, now: SystemTime) -> Result<Option<Marks>, String> {
+    let key = layout::pointer(name);
+    let object = match store.get(&key, pointer::MAX_BYTES).await {
+        Ok(Some(object)) => object,
+        Ok(None) => return Ok(None),
+        Err(err) => return Err(err.to_string()),
+    };
+    let seen: PointerSeen = serde_json::from_slice(&object.bytes).map_err(|e| e.to_string())?;
+    crate::release::check_tag(&seen.tag).map_err(|e| e.0)?;
+    if let Some(rollout) = &seen.rollout {
+        crate::release::check_tag(&rollout.tag).map_err(|e| format!("rollout: {}", e.0))?;
+    }
+    Ok(Some(Marks {
+        pointer: name.to_owned(),
+        stable: seen.tag,
+        serial: seen.serial,
+        percent: seen
+            .rollout
+            .as_ref()
+            .map(|r| r.effective_percent(now).clamp(0.0, 100.0)),
+        target: seen.rollout.map(|r| r.tag),
+    }))
 }
 
 /// An age for people: 45s, 12m, 3h, 2d.

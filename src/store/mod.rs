@@ -65,6 +65,11 @@ pub enum Fetched {
     Missing,
 }
 
+/// An object's last-modified time as a `SystemTime` (to the second, as stores give it).
+fn system_time(meta: &object_store::ObjectMeta) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.last_modified.timestamp().max(0) as u64)
+}
+
 /// One object as a listing names it.
 #[derive(Debug)]
 pub struct Listed {
@@ -299,12 +304,21 @@ impl Store {
                         .unwrap_or(meta.location.as_ref())
                         .to_owned(),
                     size: meta.size,
-                    modified: std::time::UNIX_EPOCH
-                        + std::time::Duration::from_secs(meta.last_modified.timestamp().max(0) as u64),
+                    modified: system_time(&meta),
                 }),
                 Err(err) => Err(self.error("listing", &dir, &err)),
             })
             .boxed()
+    }
+
+    /// When the object at `key` was last written, by the store's clock; `None` when
+    /// there is none.
+    pub async fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>, StoreError> {
+        match self.objects.head(&self.path(key)).await {
+            Ok(meta) => Ok(Some(system_time(&meta))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(self.error("checking", key, &err)),
+        }
     }
 
     /// Deletes the object at `key`; one already gone is no error.
