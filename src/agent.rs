@@ -47,6 +47,8 @@ pub async fn run(config: &Config, once: bool, json: bool) -> anyhow::Result<Exit
         failures: 0,
         target: None,
         pointer_missing: false,
+        last_pointer: None,
+        placement: None,
         json,
     };
     agent.recover().await?;
@@ -88,6 +90,11 @@ struct Agent<'a> {
     target: Option<(String, u64)>,
     /// The pointer was missing at the last check (said once, not at every check).
     pointer_missing: bool,
+    /// The pointer as last read, with its URL: a rollout's waves move with the clock
+    /// while the pointer stays as it is.
+    last_pointer: Option<(Pointer, String)>,
+    /// This instance's place in the pointer's rollout at the last check.
+    placement: Option<crate::release::rollout::Placement>,
     json: bool,
 }
 
@@ -105,6 +112,7 @@ impl Agent<'_> {
     fn new_run(&self) -> Run {
         let mut run = Run::new(Trigger::Agent);
         run.note_identity(&self.identity);
+        run.rollout.clone_from(&self.placement);
         run
     }
 
@@ -152,6 +160,14 @@ impl Agent<'_> {
             Ok(Checked::NotModified) => {
                 tracing::debug!("pointer {name} unchanged");
                 self.failures = 0;
+                // A timed rollout may have reached this instance since.
+                if let Some((pointer, url)) = self.last_pointer.clone()
+                    && pointer.rollout.is_some()
+                {
+                    return match self.act(pointer, &url).await {
+                        Acted::Done(exit) | Acted::Again(exit) => exit,
+                    };
+                }
                 self.heartbeat().await;
                 return Exit::Ok;
             }
@@ -167,13 +183,13 @@ impl Agent<'_> {
                 self.pointer_missing = true;
                 return Exit::Degraded;
             }
-            Ok(Checked::Changed(pointer, e_tag)) => (pointer, e_tag),
+            Ok(Checked::Changed(pointer, e_tag)) => (*pointer, e_tag),
             Err(err) => return self.store_failed(&err),
         };
         self.failures = 0;
         self.pointer_missing = false;
-        self.target = Some((pointer.tag.clone(), pointer.serial));
         let url = self.store.url_of(&layout::pointer(&name));
+        self.last_pointer = Some((pointer.clone(), url.clone()));
         match self.act(pointer, &url).await {
             Acted::Done(exit) => {
                 self.e_tag = e_tag;
@@ -186,12 +202,15 @@ impl Agent<'_> {
     /// What the pointer names, if it is new: fetched, and switched to unless held.
     async fn act(&mut self, pointer: Pointer, url: &str) -> Acted {
         let current = self.state.current();
-        if current.as_deref() == Some(pointer.tag.as_str()) {
+        let assigned = pointer.assign(&self.identity.machine_id, crate::release::clock());
+        self.placement.clone_from(&assigned.placement);
+        self.target = Some((assigned.tag.clone(), pointer.serial));
+        if current.as_deref() == Some(assigned.tag.as_str()) {
             self.heartbeat().await;
             return Acted::Done(Exit::Ok);
         }
         if let Some(failed) = self.state.failed()
-            && failed.tag == pointer.tag
+            && failed.tag == assigned.tag
             && failed.serial == pointer.serial
         {
             info!(
@@ -201,13 +220,24 @@ impl Agent<'_> {
             self.heartbeat().await;
             return Acted::Done(Exit::Ok);
         }
-        let manifest = match deploy::manifest_for(&self.store, &pointer, url).await {
-            Ok(manifest) => manifest,
-            Err(err) if StoreError::unanswered(&err) => {
-                return Acted::Again(self.store_failed(&err));
-            }
-            Err(err) => return Acted::Done(self.report_unreachable_target(err).await),
-        };
+        let target =
+            match deploy::assigned_target(&self.store, &pointer, &self.identity.machine_id, url).await {
+                Ok(target) => target,
+                Err(err) if StoreError::unanswered(&err) => {
+                    return Acted::Again(self.store_failed(&err));
+                }
+                Err(err) => return Acted::Done(self.report_unreachable_target(err).await),
+            };
+        if let Some(why) = &target.refused
+            && current.as_deref() == Some(target.manifest.tag.as_str())
+        {
+            // Refused, and already on the stable tag: say so once, in the report.
+            let mut run = self.new_run();
+            run.checked();
+            run.running(&self.state);
+            run.warn(why.clone());
+            return Acted::Done(self.finish(run, Ok(())).await);
+        }
         let _lock = match self.state.lock(self.config.deploy.lock_timeout) {
             Ok(lock) => lock,
             Err(err) => {
@@ -215,7 +245,6 @@ impl Agent<'_> {
                 return Acted::Again(Exit::Failed);
             }
         };
-        let target = Target { pointer, manifest };
         let _step = LongStep::start(self.config);
         if self.config.agent.hold_file.exists() {
             return self.hold(target).await;
@@ -320,6 +349,7 @@ impl Agent<'_> {
             return;
         };
         report.checked_at = Some(crate::release::now());
+        report.rollout.clone_from(&self.placement);
         if let Err(err) = report.save(self.state.root()) {
             warn!("refreshing the report: {err}");
         }

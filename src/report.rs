@@ -62,7 +62,7 @@ pub struct Report {
     pub rolled_back_from: Option<RolledBackFrom>,
     /// The staged rollout this instance is part of (DESIGN §6.3); null without one.
     #[serde(default)]
-    pub rollout: Option<serde_json::Value>,
+    pub rollout: Option<crate::release::rollout::Placement>,
     /// When the pointer was last read.
     #[serde(default)]
     pub checked_at: Option<String>,

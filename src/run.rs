@@ -92,8 +92,12 @@ pub async fn read_target(
                 humantime::format_duration(config.deploy.timeout)
             )
         });
-    if target.is_ok() {
+    if let Ok(target) = &target {
         run.checked_at = Some(release::now());
+        run.rollout.clone_from(&target.placement);
+        if let Some(why) = &target.refused {
+            run.warn(why.clone());
+        }
     }
     target
 }
@@ -396,6 +400,8 @@ pub struct Run {
     previous_tag: Option<String>,
     rolled_back_from: Option<RolledBackFrom>,
     checked_at: Option<String>,
+    /// This instance's place in the pointer's rollout, when it has one.
+    pub rollout: Option<release::rollout::Placement>,
     degraded: Option<String>,
     warnings: Vec<String>,
     /// The store did not answer: it is not asked again for the report's upload, which
@@ -424,6 +430,7 @@ impl Run {
             previous_tag: None,
             rolled_back_from: None,
             checked_at: None,
+            rollout: None,
             degraded: None,
             warnings: Vec::new(),
             store_unanswered: false,
@@ -505,7 +512,7 @@ impl Run {
             previous_tag: self.previous_tag.take(),
             health: self.health.take(),
             rolled_back_from: self.rolled_back_from.take(),
-            rollout: None,
+            rollout: self.rollout.take(),
             checked_at: self.checked_at.take(),
             hostname: hostname(),
             timings_ms: std::mem::take(&mut self.timings),

@@ -14,6 +14,7 @@ mod deploy;
 mod fleet;
 mod identity;
 mod release;
+mod rollout;
 mod run;
 
 use std::path::PathBuf;
@@ -128,6 +129,79 @@ pub struct FleetArgs {
     pub html: Option<PathBuf>,
 }
 
+/// Timed waves as given on the command line.
+#[derive(Clone, Debug)]
+pub struct Waves(pub Vec<crate::release::rollout::Wave>);
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    crate::release::rollout::parse_percent(text).map_err(|e| e.0)
+}
+
+fn parse_waves(text: &str) -> Result<Waves, String> {
+    crate::release::rollout::parse_waves(text)
+        .map(Waves)
+        .map_err(|e| e.0)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Stable and target tags, the percentage, and where the instances stand
+    Status {
+        #[arg(long)]
+        env: String,
+        /// A report older than this is stale
+        #[arg(long, value_name = "DUR", default_value = "2h", value_parser = parse_duration)]
+        stale: std::time::Duration,
+    },
+    /// A fixed percentage from now on; refused while too many instances failed the target
+    Set {
+        #[arg(long)]
+        env: String,
+        #[arg(long, value_parser = parse_percent, allow_negative_numbers = true)]
+        percent: f64,
+        /// Failed or rolled-back instances on the target tolerated before growing
+        #[arg(long, default_value_t = 0)]
+        max_failures: u64,
+        /// Grow even with more failures than that
+        #[arg(long)]
+        force: bool,
+    },
+    /// Freeze the percentage where it stands
+    Halt {
+        #[arg(long)]
+        env: String,
+    },
+    /// Unfreeze it (timed waves resume where they stood)
+    Resume {
+        #[arg(long)]
+        env: String,
+    },
+    /// Everyone back to the stable tag
+    Abort {
+        #[arg(long)]
+        env: String,
+    },
+    /// The target becomes the stable tag for everyone
+    Finish {
+        #[arg(long)]
+        env: String,
+    },
+    /// Step through percentages, baking and checking the reports at each; halts on failures
+    Watch {
+        #[arg(long)]
+        env: String,
+        /// Percentages, rising: 1,5,25,50,100
+        #[arg(long, value_delimiter = ',', value_parser = parse_percent, required = true)]
+        steps: Vec<f64>,
+        /// How long each step runs before its reports are checked
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        bake: std::time::Duration,
+        /// Failed or rolled-back instances on the target tolerated
+        #[arg(long, default_value_t = 0)]
+        max_failures: u64,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
     /// Delete the reports of instances that stopped reporting
@@ -162,12 +236,24 @@ pub enum ReleaseCommand {
         #[arg(long)]
         env: Option<String>,
     },
-    /// Move an environment's pointer to TAG
+    /// Move an environment's pointer to TAG, or roll TAG out to a share of it
     Promote {
         tag: String,
         #[arg(long)]
         env: String,
+        /// Only this percentage of the instances (0-100) moves to TAG: a staged rollout
+        #[arg(long, value_parser = parse_percent, conflicts_with = "waves", allow_negative_numbers = true)]
+        percent: Option<f64>,
+        /// Timed waves instead of a fixed percentage: "1@0s,10@2h,50@1d,100@2d"
+        #[arg(long, value_name = "SPEC", value_parser = parse_waves)]
+        waves: Option<Waves>,
+        /// What shuffles the instances into buckets [default: TAG]
+        #[arg(long)]
+        salt: Option<String>,
     },
+    /// A staged rollout: its status, its percentage, halt, resume, abort, finish, watch
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Move an environment's pointer back to its previous tag (or TAG)
     Rollback {
         #[arg(long)]

@@ -10,7 +10,7 @@ use super::{GlobalArgs, ReleaseCommand, print_json, progress_bar, runtime};
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::release::push::{Progress, push};
-use crate::release::{self, Manifest, Moved, Pointer, check_tag, move_pointer, pointer_name};
+use crate::release::{self, Manifest, Moved, Pointer, check_tag, move_pointer, pointer_name, rollout};
 use crate::store::{self, Store, layout};
 
 pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit> {
@@ -18,21 +18,43 @@ pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit
     let runtime = runtime()?;
     let guard = runtime.enter();
     let access = match command {
-        ReleaseCommand::List { .. } | ReleaseCommand::Show { .. } => store::Access::Read,
+        ReleaseCommand::List { .. }
+        | ReleaseCommand::Show { .. }
+        | ReleaseCommand::Rollout(super::RolloutCommand::Status { .. }) => store::Access::Read,
         _ => store::Access::Write,
     };
     let store = store::open(&config.store, None, access)?;
     let done = runtime.block_on(async {
         match command {
             ReleaseCommand::Push { path, tag, env } => {
-                push_cmd(global, &config, &store, path, tag, env.as_deref()).await
+                push_cmd(global, &config, &store, path, tag, env.as_deref())
+                    .await
+                    .map(|()| Exit::Ok)
             }
-            ReleaseCommand::Promote { tag, env } => promote(global, &config, &store, tag, env).await,
-            ReleaseCommand::Rollback { env, to } => {
-                rollback(global, &config, &store, env, to.as_deref()).await
+            ReleaseCommand::Promote {
+                tag,
+                env,
+                percent,
+                waves,
+                salt,
+            } => {
+                let plan = match (percent, waves) {
+                    (Some(percent), _) => Some(rollout::Plan::Percent(*percent)),
+                    (None, Some(waves)) => Some(rollout::Plan::Waves(waves.0.clone())),
+                    (None, None) => None,
+                };
+                promote(global, &config, &store, tag, env, plan, salt.as_deref())
+                    .await
+                    .map(|()| Exit::Ok)
             }
-            ReleaseCommand::List { env } => list(global, &config, &store, env.as_deref()).await,
-            ReleaseCommand::Show { tag } => show(global, &store, tag).await,
+            ReleaseCommand::Rollout(command) => super::rollout::run(global, &config, &store, command).await,
+            ReleaseCommand::Rollback { env, to } => rollback(global, &config, &store, env, to.as_deref())
+                .await
+                .map(|()| Exit::Ok),
+            ReleaseCommand::List { env } => list(global, &config, &store, env.as_deref())
+                .await
+                .map(|()| Exit::Ok),
+            ReleaseCommand::Show { tag } => show(global, &store, tag).await.map(|()| Exit::Ok),
         }
     });
     // An interrupted push may leave packaging running on a blocking thread: do not
@@ -40,8 +62,7 @@ pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit
     drop(guard);
     drop(store);
     runtime.shutdown_background();
-    done?;
-    Ok(Exit::Ok)
+    done
 }
 
 async fn push_cmd(
@@ -119,10 +140,29 @@ async fn promote(
     store: &Store,
     tag: &str,
     env: &str,
+    plan: Option<rollout::Plan>,
+    salt: Option<&str>,
 ) -> anyhow::Result<()> {
     check_tag(tag)?;
+    if salt.is_some() && plan.is_none() {
+        return Err(crate::exit::BadInput("--salt goes with --percent or --waves".into()).into());
+    }
     let name = pointer_name(&config.deploy.pointer, env)?;
     let manifest = Manifest::load_complete(store, tag).await?;
+    if let Some(plan) = plan {
+        let now = release::now();
+        if Pointer::load(store, &name).await?.is_none() {
+            anyhow::bail!(
+                "no pointer {}: a rollout needs a stable tag first (release promote TAG --env {env})",
+                store.url_of(&layout::pointer(&name))
+            );
+        }
+        let moved = release::pointer::edit_pointer(store, &name, &release::who(), |current| {
+            rollout::start(current, &manifest, &plan, salt, &now).map(Some)
+        })
+        .await?;
+        return report_moved(global, &name, &moved);
+    }
     let moved = move_pointer(store, &name, &release::who(), |_| {
         std::future::ready(Ok(manifest.clone()))
     })
@@ -146,6 +186,8 @@ async fn rollback(
         let current = current.ok_or_else(|| anyhow::anyhow!("no pointer {url}: nothing to roll back"))?;
         let target = match to {
             Some(tag) => tag.to_owned(),
+            // During a rollout, rolling back is an abort: everyone back to the stable tag.
+            None if current.rollout.is_some() => current.tag.clone(),
             None => match current.history.first() {
                 Some(previous) => previous.tag.clone(),
                 None => anyhow::bail!("pointer {url} has no earlier tag to roll back to"),
@@ -166,6 +208,25 @@ fn report_moved(global: &GlobalArgs, name: &str, moved: &Moved) -> anyhow::Resul
 
 fn print_moved(name: &str, moved: &Moved) -> anyhow::Result<()> {
     let p = &moved.pointer;
+    if let Some(r) = &p.rollout {
+        let state = if r.halted { ", halted" } else { "" };
+        let how = match &r.waves {
+            Some(waves) => waves
+                .iter()
+                .map(|w| format!("{}@{}", w.percent, w.after))
+                .collect::<Vec<_>>()
+                .join(","),
+            None => format!("{}%", r.percent),
+        };
+        outln!(
+            "pointer {name} -> {} at serial {}, rolling out {} to {how}{state} (now {}%)",
+            p.tag,
+            p.serial,
+            r.tag,
+            r.effective_percent(release::clock())
+        );
+        return Ok(());
+    }
     if moved.changed {
         let from = p
             .history
@@ -247,12 +308,23 @@ pub(super) async fn list(
             .map(|(n, _)| n.as_str())
             .collect()
     };
+    let now = release::clock();
+    // Pointers rolling a tag out, with the share they give it now.
+    let rollouts = |tag: &str| -> Vec<String> {
+        pointers
+            .iter()
+            .filter_map(|(n, p)| {
+                let r = p.rollout.as_ref().filter(|r| r.tag == tag)?;
+                Some(format!("{n} (rollout {}%)", r.effective_percent(now)))
+            })
+            .collect()
+    };
     if global.json {
         let releases: Vec<_> = manifests
             .iter()
             .map(|m| {
                 json!({"tag": m.tag, "created_at": m.created_at, "sha256": m.sha256, "size": m.size,
-                            "files": m.files, "pointers": marks(&m.tag)})
+                            "files": m.files, "pointers": marks(&m.tag), "rollouts": rollouts(&m.tag)})
             })
             .collect();
         return print_json(&json!({"releases": releases, "pointers": pointers, "unreadable": unreadable}));
@@ -270,10 +342,11 @@ pub(super) async fn list(
         "FILES"
     );
     for m in &manifests {
-        let marks = marks(&m.tag)
+        let mut marks = marks(&m.tag)
             .iter()
             .map(|n| format!("{n} (serial {})", pointers[*n].serial))
             .collect::<Vec<_>>();
+        marks.extend(rollouts(&m.tag));
         outln!(
             "{:width$}  {:20}  {:>10}  {:>8}  {}",
             m.tag,
@@ -309,6 +382,25 @@ async fn show(global: &GlobalArgs, store: &Store, tag: &str) -> anyhow::Result<(
             other => other.to_string(),
         };
         outln!("{key:16}{text}");
+    }
+    // Which pointers name it, for everyone or in a rollout.
+    let now = release::clock();
+    for name in names(store, layout::POINTERS).await? {
+        let Ok(Some(pointer)) = Pointer::load(store, &name).await else {
+            continue;
+        };
+        if pointer.tag == tag {
+            outln!("{:16}{name} (stable, serial {})", "pointer", pointer.serial);
+        }
+        if let Some(r) = pointer.rollout.as_ref().filter(|r| r.tag == tag) {
+            let halted = if r.halted { ", halted" } else { "" };
+            outln!(
+                "{:16}{name} ({}% of instances now{halted}, serial {})",
+                "rollout",
+                r.effective_percent(now),
+                pointer.serial
+            );
+        }
     }
     Ok(())
 }

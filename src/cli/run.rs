@@ -55,12 +55,13 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
     let config = global.settings()?;
     let runtime = runtime()?;
     let _entered = runtime.enter();
-    let (identity, manifest) = runtime.block_on(async {
+    let (identity, target) = runtime.block_on(async {
         let identity = identity::resolve(&config.identity, &config.identity.source).await?;
         let store = store::open(&config.store, identity.credentials.as_ref(), store::Access::Read)?;
-        let manifest = deploy::target(&config, &identity, &store).await?.manifest;
-        anyhow::Ok((identity, manifest))
+        let target = deploy::target(&config, &identity, &store).await?;
+        anyhow::Ok((identity, target))
     })?;
+    let manifest = &target.manifest;
     let pointer = release::pointer_name_for(&config.deploy.pointer, &identity)?;
     // Read-only looks: nothing in the state dir is created or locked.
     let state = crate::deploy::state::StateDir::at(&config.deploy.state_dir);
@@ -77,7 +78,8 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
         print_json(&json!({
             "identity": identity, "pointer": pointer, "tag": manifest.tag, "sha256": manifest.sha256,
             "present": present, "current": current, "candidates": listed,
-            "would_run": would_run.map(|c| &c.script),
+            "would_run": would_run.map(|c| &c.script), "rollout": target.placement,
+            "refused": target.refused,
         }))?;
         return Ok(Exit::Ok);
     }
@@ -98,6 +100,21 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
         manifest.tag,
         manifest.size
     );
+    if let Some(p) = &target.placement {
+        let why = if p.is_in {
+            format!("in: bucket {} < {}", p.bucket, (p.percent * 100.0).round())
+        } else {
+            format!("not in: bucket {} >= {}", p.bucket, (p.percent * 100.0).round())
+        };
+        outln!(
+            "rollout    {} to {}% of instances; this one is {why}",
+            p.target,
+            p.percent
+        );
+    }
+    if let Some(why) = &target.refused {
+        outln!("refused    {why}");
+    }
     outln!("current    {}", current.as_deref().unwrap_or("-"));
     outln!("init       candidates under {}:", config.init.root);
     for candidate in &candidates {

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::release::rollout::Placement;
 use crate::release::{Manifest, Pointer};
 use crate::store::Store;
 use state::StateDir;
@@ -30,22 +31,68 @@ pub struct Deployed {
     pub pruned: Vec<String>,
 }
 
-/// What an instance should run: its pointer, and the manifest of the tag it names.
+/// What an instance should run: its pointer as it applies to this instance (the tag
+/// it assigns in `tag`, `sha256` and `size`), and the manifest of that tag.
 #[derive(Debug)]
 pub struct Target {
     pub pointer: Pointer,
     pub manifest: Manifest,
+    /// The instance's place in the pointer's rollout, when it has one.
+    pub placement: Option<Placement>,
+    /// Why the rollout's target was refused and the stable tag taken instead.
+    pub refused: Option<String>,
 }
 
-/// The release the identity's pointer names.
+/// The release the identity's pointer assigns to this instance.
 pub async fn target(config: &Config, identity: &Identity, store: &Store) -> anyhow::Result<Target> {
     let name = crate::release::pointer_name_for(&config.deploy.pointer, identity)?;
     let url = store.url_of(&crate::store::layout::pointer(&name));
     let pointer = Pointer::load(store, &name)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no pointer {url}: nothing to deploy"))?;
-    let manifest = manifest_for(store, &pointer, &url).await?;
-    Ok(Target { pointer, manifest })
+    assigned_target(store, &pointer, &identity.machine_id, &url).await
+}
+
+/// The release `pointer` (read from `url`) assigns to `machine_id` now, with its
+/// manifest. A rollout target whose manifest contradicts the pointer is refused: the
+/// instance stays on the stable tag, and says why.
+pub async fn assigned_target(
+    store: &Store,
+    pointer: &Pointer,
+    machine_id: &str,
+    url: &str,
+) -> anyhow::Result<Target> {
+    let assigned = pointer.assign(machine_id, crate::release::clock());
+    let placement = assigned.placement.clone();
+    let effective = pointer.applied(&assigned);
+    match manifest_for(store, &effective, url).await {
+        Ok(manifest) => Ok(Target {
+            pointer: effective,
+            manifest,
+            placement,
+            refused: None,
+        }),
+        Err(err)
+            if placement.as_ref().is_some_and(|p| p.is_in) && !crate::store::StoreError::unanswered(&err) =>
+        {
+            let why = format!(
+                "rollout target {} refused, staying on {}: {}",
+                assigned.tag,
+                pointer.tag,
+                crate::exit::one_line(&err)
+            );
+            warn!("{why}");
+            let stable = pointer.applied(&pointer.assign_stable());
+            let manifest = manifest_for(store, &stable, url).await?;
+            Ok(Target {
+                pointer: stable,
+                manifest,
+                placement,
+                refused: Some(why),
+            })
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// The manifest of the tag `pointer` (read from `url`) names, which must be the build

@@ -66,11 +66,18 @@ struct Seen {
     #[serde(default)]
     hostname: Option<String>,
     error: Option<String>,
+    #[serde(default)]
+    rolled_back_from: Option<SeenRolledBack>,
 }
 
 #[derive(Deserialize)]
 struct SeenInit {
     script: String,
+}
+
+#[derive(Deserialize)]
+struct SeenRolledBack {
+    tag: String,
 }
 
 /// One instance, as its report says.
@@ -92,6 +99,8 @@ pub struct Instance {
     pub bootlace_version: Option<String>,
     pub hostname: Option<String>,
     pub error: Option<String>,
+    /// The tag it rolled back from, when its status is `rolled_back`.
+    pub rolled_back_from: Option<String>,
     pub format_version: u32,
 }
 
@@ -293,6 +302,7 @@ async fn read_one(store: &Store, scope: &Scope, listed: Listed) -> Read {
         bootlace_version: seen.bootlace_version.map(|v| printable(&v, 64)),
         hostname: seen.hostname.map(|h| printable(&h, 256)),
         error: seen.error.map(|e| printable(&e, 1024)),
+        rolled_back_from: seen.rolled_back_from.map(|r| printable(&r.tag, 128)),
         format_version: seen.format_version,
     }))
 }

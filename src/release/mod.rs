@@ -5,6 +5,7 @@
 pub mod manifest;
 pub mod pointer;
 pub mod push;
+pub mod rollout;
 
 use crate::exit::BadInput;
 
@@ -61,7 +62,16 @@ pub fn pointer_name_for(template: &str, identity: &crate::identity::Identity) ->
 
 /// Now, as RFC 3339 UTC to the second.
 pub fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_seconds(clock()).to_string()
+}
+
+/// The time rollouts are judged by: the system clock, or `BOOTLACE_NOW` (an RFC 3339
+/// time) when set — a test hook, so that timed waves can be tested without waiting.
+pub fn clock() -> std::time::SystemTime {
+    std::env::var("BOOTLACE_NOW")
+        .ok()
+        .and_then(|text| humantime::parse_rfc3339_weak(&text).ok())
+        .unwrap_or_else(std::time::SystemTime::now)
 }
 
 /// `user@host`, for `created_by` and `updated_by`.

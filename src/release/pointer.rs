@@ -9,10 +9,13 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use super::manifest::Manifest;
+use super::rollout::{Placement, Rollout};
 use super::{check_sha256, check_tag};
 use crate::store::{Store, Versioned, layout};
 
 pub const FORMAT_VERSION: u32 = 1;
+/// The format of a pointer that carries a rollout (DESIGN §6.3).
+pub const ROLLOUT_FORMAT_VERSION: u32 = 2;
 /// The most bytes of a pointer object read (DESIGN §6.5): a larger one is refused unread.
 pub const MAX_BYTES: u64 = 64 << 10;
 /// Past states kept in `history`.
@@ -20,7 +23,7 @@ pub const HISTORY: usize = 20;
 /// Compare-and-swap attempts before a pointer change gives up on a busy pointer.
 const ATTEMPTS: u32 = 32;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pointer {
     pub format_version: u32,
     pub tag: String,
@@ -30,8 +33,21 @@ pub struct Pointer {
     pub serial: u64,
     pub updated_at: String,
     pub updated_by: String,
-    /// The pointer's earlier states, newest first.
+    /// The pointer's earlier stable tags, newest first.
     pub history: Vec<HistoryEntry>,
+    /// A staged rollout of another tag to a share of the instances (format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// What a pointer assigns to one instance: the release it should run, and its place
+/// in the rollout when there is one.
+#[derive(Clone, Debug)]
+pub struct Assigned {
+    pub tag: String,
+    pub sha256: String,
+    pub size: u64,
+    pub placement: Option<Placement>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +71,7 @@ pub struct Moved {
 #[derive(Debug)]
 pub enum Checked {
     /// The pointer, and the ETag to name in the next check.
-    Changed(Pointer, Option<String>),
+    Changed(Box<Pointer>, Option<String>),
     NotModified,
     Missing,
 }
@@ -72,7 +88,7 @@ impl Pointer {
         };
         let pointer = Pointer::parse(&object.bytes)
             .map_err(|why| anyhow::anyhow!("reading pointer {}: {why}", store.url_of(&key)))?;
-        Ok(Checked::Changed(pointer, object.version.e_tag))
+        Ok(Checked::Changed(Box::new(pointer), object.version.e_tag))
     }
 
     /// Reads pointer `name`; `None` when there is none yet.
@@ -80,29 +96,101 @@ impl Pointer {
         Ok(read(store, name).await?.map(|(pointer, _)| pointer))
     }
 
-    /// The state that follows `self` (or nothing) when it moves to `manifest`.
+    /// The state that follows `previous` (or nothing) when everyone moves to
+    /// `manifest`, ending any rollout.
     fn next(previous: Option<&Pointer>, manifest: &Manifest, now: &str, by: &str) -> Pointer {
-        let (serial, history) = match previous {
-            Some(p) => {
-                let mut history = vec![HistoryEntry {
-                    tag: p.tag.clone(),
-                    serial: p.serial,
-                    updated_at: p.updated_at.clone(),
-                }];
-                history.extend(p.history.iter().take(HISTORY - 1).cloned());
-                (p.serial + 1, history)
-            }
-            None => (1, Vec::new()),
-        };
-        Pointer {
+        let desired = Pointer {
             format_version: FORMAT_VERSION,
             tag: manifest.tag.clone(),
             sha256: manifest.sha256.clone(),
             size: manifest.size,
-            serial,
+            serial: 1,
+            updated_at: String::new(),
+            updated_by: String::new(),
+            history: Vec::new(),
+            rollout: None,
+        };
+        match previous {
+            Some(previous) => previous.successor(desired, now, by),
+            None => Pointer {
+                updated_at: now.to_owned(),
+                updated_by: by.to_owned(),
+                ..desired
+            },
+        }
+    }
+
+    /// `desired`'s tag, digest and rollout as the state after `self`: the serial one
+    /// higher, and `self`'s tag in the history when the stable tag changes.
+    pub fn successor(&self, desired: Pointer, now: &str, by: &str) -> Pointer {
+        let history = if desired.tag == self.tag {
+            self.history.clone()
+        } else {
+            let mut history = vec![HistoryEntry {
+                tag: self.tag.clone(),
+                serial: self.serial,
+                updated_at: self.updated_at.clone(),
+            }];
+            history.extend(self.history.iter().take(HISTORY - 1).cloned());
+            history
+        };
+        Pointer {
+            format_version: if desired.rollout.is_some() {
+                ROLLOUT_FORMAT_VERSION
+            } else {
+                FORMAT_VERSION
+            },
+            serial: self.serial + 1,
             updated_at: now.to_owned(),
             updated_by: by.to_owned(),
             history,
+            ..desired
+        }
+    }
+
+    /// This pointer as it applies to one instance: `assigned` as its tag, no rollout.
+    pub fn applied(&self, assigned: &Assigned) -> Pointer {
+        Pointer {
+            tag: assigned.tag.clone(),
+            sha256: assigned.sha256.clone(),
+            size: assigned.size,
+            rollout: None,
+            ..self.clone()
+        }
+    }
+
+    /// The stable tag, whatever the rollout says.
+    pub fn assign_stable(&self) -> Assigned {
+        Assigned {
+            tag: self.tag.clone(),
+            sha256: self.sha256.clone(),
+            size: self.size,
+            placement: None,
+        }
+    }
+
+    /// The release this pointer assigns to `machine_id` at `now`: the rollout's target
+    /// when the instance is in it, the stable tag otherwise.
+    pub fn assign(&self, machine_id: &str, now: std::time::SystemTime) -> Assigned {
+        let Some(rollout) = &self.rollout else {
+            return Assigned {
+                tag: self.tag.clone(),
+                sha256: self.sha256.clone(),
+                size: self.size,
+                placement: None,
+            };
+        };
+        let placement = rollout.place(machine_id, now);
+        let (tag, sha256, size) = if placement.is_in {
+            (&rollout.tag, &rollout.sha256, rollout.size)
+        } else {
+            (&self.tag, &self.sha256, self.size)
+        };
+        Assigned {
+            tag: tag.clone(),
+            sha256: sha256.clone(),
+            size,
+            placement: Some(placement),
         }
     }
 
@@ -128,11 +216,22 @@ impl Pointer {
     /// it names, with the rules the command line applies, before anything uses them.
     pub fn parse(bytes: &[u8]) -> Result<Pointer, String> {
         let pointer: Pointer = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if pointer.format_version != FORMAT_VERSION {
+        let expected = if pointer.rollout.is_some() {
+            ROLLOUT_FORMAT_VERSION
+        } else {
+            pointer
+                .format_version
+                .clamp(FORMAT_VERSION, ROLLOUT_FORMAT_VERSION)
+        };
+        if pointer.format_version != expected {
             return Err(format!(
-                "format_version {}; this bootlace reads version {FORMAT_VERSION}",
+                "format_version {}; this bootlace reads version {FORMAT_VERSION}, and \
+                 {ROLLOUT_FORMAT_VERSION} with a rollout",
                 pointer.format_version
             ));
+        }
+        if let Some(rollout) = &pointer.rollout {
+            rollout.check()?;
         }
         check_tag(&pointer.tag).map_err(|e| e.0)?;
         check_sha256(&pointer.sha256)?;
@@ -157,7 +256,9 @@ where
     let manifest = choose(current.as_ref().map(|(pointer, _)| pointer.clone())).await?;
     for attempt in 0..ATTEMPTS {
         let previous = current.as_ref().map(|(pointer, _)| pointer);
-        if let Some(p) = previous.filter(|p| p.tag == manifest.tag && p.sha256 == manifest.sha256) {
+        if let Some(p) =
+            previous.filter(|p| p.tag == manifest.tag && p.sha256 == manifest.sha256 && p.rollout.is_none())
+        {
             return Ok(Moved {
                 pointer: p.clone(),
                 changed: false,
@@ -177,19 +278,60 @@ where
         }
         // Lost the race (or our own write landed and its answer was lost: the next
         // round then finds the pointer already at the tag and reports no change).
-        debug!(
-            "pointer {} changed under us (attempt {}); reading it again",
-            store.url_of(&key),
-            attempt + 1
-        );
-        tokio::time::sleep(Duration::from_millis(
-            5 + fastrand::u64(..20 * u64::from(attempt + 1)),
-        ))
-        .await;
+        lost_race(store, &key, attempt).await;
         current = read(store, name).await?;
     }
     anyhow::bail!(
         "moving pointer {}: it kept changing under {ATTEMPTS} attempts; nothing was written, try again",
+        store.url_of(&key)
+    )
+}
+
+/// After a lost compare-and-swap: a short, growing, random pause before reading again.
+async fn lost_race(store: &Store, key: &str, attempt: u32) {
+    debug!(
+        "pointer {} changed under us (attempt {}); reading it again",
+        store.url_of(key),
+        attempt + 1
+    );
+    tokio::time::sleep(Duration::from_millis(
+        5 + fastrand::u64(..20 * u64::from(attempt + 1)),
+    ))
+    .await;
+}
+
+/// Changes pointer `name` (which must exist) to what `edit` makes of its current
+/// state: `Ok(None)` leaves it as it is. Unlike [`move_pointer`], `edit` runs again on
+/// the state that won after a lost race, so a change relative to the current state
+/// (a rollout's percentage, a halt) is never applied to a stale one, nor lost.
+pub async fn edit_pointer<F>(store: &Store, name: &str, by: &str, mut edit: F) -> anyhow::Result<Moved>
+where
+    F: FnMut(&Pointer) -> anyhow::Result<Option<Pointer>>,
+{
+    let key = layout::pointer(name);
+    for attempt in 0..ATTEMPTS {
+        let (current, read) = read(store, name)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no pointer {}", store.url_of(&key)))?;
+        let Some(desired) = edit(&current)? else {
+            return Ok(Moved {
+                pointer: current,
+                changed: false,
+                retries: attempt,
+            });
+        };
+        let next = current.successor(desired, &super::now(), by);
+        if store.swap(&key, next.to_json(), Some(&read)).await? {
+            return Ok(Moved {
+                pointer: next,
+                changed: true,
+                retries: attempt,
+            });
+        }
+        lost_race(store, &key, attempt).await;
+    }
+    anyhow::bail!(
+        "changing pointer {}: it kept changing under {ATTEMPTS} attempts; nothing was written, try again",
         store.url_of(&key)
     )
 }

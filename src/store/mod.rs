@@ -65,9 +65,14 @@ pub enum Fetched {
     Missing,
 }
 
-/// An object's last-modified time as a `SystemTime` (to the second, as stores give it).
+/// An object's last-modified time as a `SystemTime` (S3 gives it to the second).
 fn system_time(meta: &object_store::ObjectMeta) -> std::time::SystemTime {
-    std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.last_modified.timestamp().max(0) as u64)
+    let at = &meta.last_modified;
+    std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            at.timestamp().max(0) as u64,
+            at.timestamp_subsec_nanos().min(999_999_999),
+        )
 }
 
 /// One object as a listing names it.

@@ -1,0 +1,367 @@
+//! `bootlace release rollout …`: a staged rollout's status, its percentage, halt,
+//! resume, abort, finish, and `watch`, which steps through percentages on the evidence
+//! of the reports. Every change is a compare-and-swap of the pointer (serial + 1).
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::{GlobalArgs, RolloutCommand, print_json};
+use crate::config::Config;
+use crate::exit::{BadInput, Exit};
+use crate::fleet::{self, Fleet, Instance};
+use crate::release::rollout::{self, Action, Rollout};
+use crate::release::{self, Pointer, pointer::edit_pointer, pointer_name};
+use crate::report::Status;
+use crate::store::{Store, layout};
+
+pub async fn run(
+    global: &GlobalArgs,
+    config: &Config,
+    store: &Store,
+    command: &RolloutCommand,
+) -> anyhow::Result<Exit> {
+    match command {
+        RolloutCommand::Status { env, stale } => status(global, config, store, env, *stale).await,
+        RolloutCommand::Set {
+            env,
+            percent,
+            max_failures,
+            force,
+        } => {
+            let name = pointer_name(&config.deploy.pointer, env)?;
+            set(config, store, env, &name, *percent, *max_failures, *force).await?;
+            show(global, store, &name).await
+        }
+        RolloutCommand::Halt { env } => act(global, config, store, env, Action::Halt).await,
+        RolloutCommand::Resume { env } => act(global, config, store, env, Action::Resume).await,
+        RolloutCommand::Abort { env } => act(global, config, store, env, Action::Abort).await,
+        RolloutCommand::Finish { env } => act(global, config, store, env, Action::Finish).await,
+        RolloutCommand::Watch {
+            env,
+            steps,
+            bake,
+            max_failures,
+        } => watch(global, config, store, env, steps, *bake, *max_failures).await,
+    }
+}
+
+/// Where the instances of an environment stand in its rollout.
+#[derive(Debug, Serialize)]
+pub struct Standing {
+    pub pointer: String,
+    pub serial: u64,
+    pub stable: String,
+    pub target: Option<String>,
+    pub percent: Option<f64>,
+    pub halted: bool,
+    pub waves: Option<Vec<rollout::Wave>>,
+    pub instances: Counts,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Counts {
+    /// Instances with a report in the environment.
+    pub known: u64,
+    /// Of them, those the percentage covers (by the formula, whatever they run).
+    pub covered: u64,
+    pub on_stable: u64,
+    pub on_target: u64,
+    pub on_other: u64,
+    /// Failed on the target, or rolled back from it.
+    pub failed: u64,
+    pub rolled_back: u64,
+    pub stale: u64,
+}
+
+impl Standing {
+    fn of(name: &str, pointer: &Pointer, fleet: &Fleet, now: SystemTime) -> Standing {
+        let rollout = pointer.rollout.as_ref();
+        let percent = rollout.map(|r| r.effective_percent(now));
+        let mut counts = Counts::default();
+        for i in &fleet.instances {
+            counts.known += 1;
+            if let Some(r) = rollout
+                && rollout::covers(r.effective_percent(now), rollout::bucket(&r.salt, &i.machine_id))
+            {
+                counts.covered += 1;
+            }
+            let tag = i.tag.as_deref();
+            match (tag, rollout) {
+                (Some(tag), _) if tag == pointer.tag => counts.on_stable += 1,
+                (Some(tag), Some(r)) if tag == r.tag => counts.on_target += 1,
+                _ => counts.on_other += 1,
+            }
+            if let Some(r) = rollout {
+                counts.failed += u64::from(i.status == Status::Failed && tag == Some(r.tag.as_str()));
+                counts.rolled_back += u64::from(failed_back_from(i, r));
+            }
+            counts.stale += u64::from(i.stale);
+        }
+        Standing {
+            pointer: name.to_owned(),
+            serial: pointer.serial,
+            stable: pointer.tag.clone(),
+            target: rollout.map(|r| r.tag.clone()),
+            percent,
+            halted: rollout.is_some_and(|r| r.halted),
+            waves: rollout.and_then(|r| r.waves.clone()),
+            instances: counts,
+        }
+    }
+
+    fn failures(&self) -> u64 {
+        self.instances.failed + self.instances.rolled_back
+    }
+}
+
+/// Whether `instance` rolled back from the rollout's target.
+fn failed_back_from(instance: &Instance, rollout: &Rollout) -> bool {
+    instance.status == Status::RolledBack
+        && instance.rolled_back_from.as_deref() == Some(rollout.tag.as_str())
+}
+
+/// The pointer and the reports of `env`, read together.
+async fn standing(
+    config: &Config,
+    store: &Store,
+    env: &str,
+    stale: Duration,
+) -> anyhow::Result<(String, Pointer, Fleet, Standing)> {
+    let name = pointer_name(&config.deploy.pointer, env)?;
+    let pointer = Pointer::load(store, &name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no pointer {}", store.url_of(&layout::pointer(&name))))?;
+    let scope = fleet::Scope {
+        environment: Some(env.to_owned()),
+        role: None,
+        stale,
+        instances: true,
+        pointer_template: config.deploy.pointer.clone(),
+        now: SystemTime::now(),
+    };
+    let fleet = fleet::read(store, &scope, |_| {}).await?;
+    let standing = Standing::of(&name, &pointer, &fleet, release::clock());
+    Ok((name, pointer, fleet, standing))
+}
+
+async fn status(
+    global: &GlobalArgs,
+    config: &Config,
+    store: &Store,
+    env: &str,
+    stale: Duration,
+) -> anyhow::Result<Exit> {
+    let (_, _, _, standing) = standing(config, store, env, stale).await?;
+    if global.json {
+        print_json(&standing)?;
+        return Ok(Exit::Ok);
+    }
+    print_standing(&standing)?;
+    Ok(Exit::Ok)
+}
+
+fn print_standing(s: &Standing) -> anyhow::Result<()> {
+    let c = &s.instances;
+    match (&s.target, s.percent) {
+        (Some(target), Some(percent)) => {
+            let halted = if s.halted { ", halted" } else { "" };
+            let waves = s
+                .waves
+                .as_ref()
+                .map(|w| {
+                    let spec: Vec<String> = w.iter().map(|w| format!("{}@{}", w.percent, w.after)).collect();
+                    format!(" (waves {})", spec.join(","))
+                })
+                .unwrap_or_default();
+            outln!(
+                "pointer {} (serial {}): stable {}, rolling out {target} to {percent}%{waves}{halted}",
+                s.pointer,
+                s.serial,
+                s.stable
+            );
+            outln!("{} instances known; {percent}% covers {}", c.known, c.covered);
+            outln!("  on {} (stable)  {}", s.stable, c.on_stable);
+            outln!("  on {target} (target)  {}", c.on_target);
+        }
+        _ => {
+            outln!(
+                "pointer {} (serial {}): {} for everyone, no rollout",
+                s.pointer,
+                s.serial,
+                s.stable
+            );
+            outln!("{} instances known", c.known);
+            outln!("  on {} (stable)  {}", s.stable, c.on_stable);
+        }
+    }
+    outln!("  on anything else  {}", c.on_other);
+    outln!("  failed  {}", c.failed);
+    outln!("  rolled back  {}", c.rolled_back);
+    outln!("  stale  {}", c.stale);
+    Ok(())
+}
+
+/// `rollout set`: a fixed percentage; growing is refused while more than
+/// `max_failures` instances failed the target, unless forced.
+async fn set(
+    config: &Config,
+    store: &Store,
+    env: &str,
+    name: &str,
+    percent: f64,
+    max_failures: u64,
+    force: bool,
+) -> anyhow::Result<()> {
+    let (_, pointer, _, standing) = standing(config, store, env, Duration::from_secs(2 * 3600)).await?;
+    let current = rollout::of(&pointer)?.effective_percent(release::clock());
+    if percent > current && standing.failures() > max_failures && !force {
+        anyhow::bail!(
+            "not growing the rollout of {} from {current}% to {percent}%: {} instances failed it or rolled back \
+             from it (--max-failures {max_failures}); halt or abort it, or --force",
+            standing.target.as_deref().unwrap_or("-"),
+            standing.failures()
+        );
+    }
+    edit_pointer(store, name, &release::who(), |current| {
+        Ok(rollout::apply(current, Action::Set(percent), release::clock())?)
+    })
+    .await?;
+    Ok(())
+}
+
+async fn act(
+    global: &GlobalArgs,
+    config: &Config,
+    store: &Store,
+    env: &str,
+    action: Action,
+) -> anyhow::Result<Exit> {
+    let name = pointer_name(&config.deploy.pointer, env)?;
+    edit_pointer(store, &name, &release::who(), |current| {
+        Ok(rollout::apply(current, action, release::clock())?)
+    })
+    .await?;
+    show(global, store, &name).await
+}
+
+/// Prints the pointer as it now is.
+async fn show(global: &GlobalArgs, store: &Store, name: &str) -> anyhow::Result<Exit> {
+    let pointer = Pointer::load(store, name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("pointer {name} is gone"))?;
+    if global.json {
+        print_json(&json!({"name": name, "pointer": pointer}))?;
+        return Ok(Exit::Ok);
+    }
+    match &pointer.rollout {
+        Some(r) => {
+            let halted = if r.halted { ", halted" } else { "" };
+            outln!(
+                "pointer {name} -> {} at serial {}, rolling out {} to {}%{halted}",
+                pointer.tag,
+                pointer.serial,
+                r.tag,
+                r.effective_percent(release::clock())
+            );
+        }
+        None => outln!(
+            "pointer {name} -> {} at serial {}, no rollout",
+            pointer.tag,
+            pointer.serial
+        ),
+    }
+    Ok(Exit::Ok)
+}
+
+/// `rollout watch`: each step set, baked, and checked against the reports of the
+/// instances it covers: all of them reporting the target, ok and not stale, and no
+/// more than `max_failures` failed or rolled back. At 100 % the target becomes stable; on
+/// failures the rollout is halted and the command exits 1.
+async fn watch(
+    global: &GlobalArgs,
+    config: &Config,
+    store: &Store,
+    env: &str,
+    steps: &[f64],
+    bake: Duration,
+    max_failures: u64,
+) -> anyhow::Result<Exit> {
+    if steps.windows(2).any(|w| w[1] <= w[0]) {
+        return Err(BadInput(format!("--steps must rise: {steps:?}")).into());
+    }
+    let name = pointer_name(&config.deploy.pointer, env)?;
+    let event = |value: serde_json::Value| -> anyhow::Result<()> {
+        if global.json {
+            outln!("{value}");
+        }
+        Ok(())
+    };
+    for (n, &percent) in steps.iter().enumerate() {
+        set(config, store, env, &name, percent, max_failures, false).await?;
+        eprintln!(
+            "step {}/{}: {percent}%, baking {}",
+            n + 1,
+            steps.len(),
+            humantime::format_duration(bake)
+        );
+        event(json!({"event": "step", "step": n + 1, "percent": percent}))?;
+        tokio::time::sleep(bake).await;
+        let (_, pointer, fleet, standing) =
+            standing(config, store, env, Duration::from_secs(2 * 3600)).await?;
+        let rollout = rollout::of(&pointer)?;
+        let covered: Vec<&Instance> = fleet
+            .instances
+            .iter()
+            .filter(|i| rollout::covers(percent, rollout::bucket(&rollout.salt, &i.machine_id)))
+            .collect();
+        // An instance that moved in at an earlier step reported then; it only has to be
+        // fresh (not stale) and still on the target.
+        let behind = covered
+            .iter()
+            .filter(|i| i.stale || i.status != Status::Ok || i.tag.as_deref() != Some(rollout.tag.as_str()))
+            .count();
+        let why = if standing.failures() > max_failures {
+            Some(format!(
+                "{} instances failed {} or rolled back from it (--max-failures {max_failures})",
+                standing.failures(),
+                rollout.tag
+            ))
+        } else if behind > 0 {
+            Some(format!(
+                "{behind} of the {} instances at {percent}% do not report running {} (or their reports are stale)",
+                covered.len(),
+                rollout.tag
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            edit_pointer(store, &name, &release::who(), |current| {
+                Ok(rollout::apply(current, Action::Halt, release::clock())?)
+            })
+            .await?;
+            eprintln!("halted at {percent}%: {why}");
+            event(json!({"event": "halted", "percent": percent, "reason": why}))?;
+            return Ok(Exit::Failed);
+        }
+        eprintln!(
+            "step {}/{}: {} instances at {percent}%, all on {}",
+            n + 1,
+            steps.len(),
+            covered.len(),
+            rollout.tag
+        );
+        event(json!({"event": "baked", "step": n + 1, "percent": percent, "instances": covered.len()}))?;
+    }
+    if steps.last() == Some(&100.0) {
+        edit_pointer(store, &name, &release::who(), |current| {
+            Ok(rollout::apply(current, Action::Finish, release::clock())?)
+        })
+        .await?;
+        eprintln!("finished: the target is the stable tag");
+        event(json!({"event": "finished"}))?;
+    }
+    Ok(Exit::Ok)
+}
