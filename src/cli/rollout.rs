@@ -164,6 +164,7 @@ async fn status(
 
 fn print_standing(s: &Standing) -> anyhow::Result<()> {
     let c = &s.instances;
+    let mut rows = vec![(format!("on {} (stable)", s.stable), c.on_stable)];
     match (&s.target, s.percent) {
         (Some(target), Some(percent)) => {
             let halted = if s.halted { ", halted" } else { "" };
@@ -181,9 +182,12 @@ fn print_standing(s: &Standing) -> anyhow::Result<()> {
                 s.serial,
                 s.stable
             );
-            outln!("{} instances known; {percent}% covers {}", c.known, c.covered);
-            outln!("  on {} (stable)  {}", s.stable, c.on_stable);
-            outln!("  on {target} (target)  {}", c.on_target);
+            outln!(
+                "{} instances known; {percent}% of them is {} by the formula",
+                c.known,
+                c.covered
+            );
+            rows.push((format!("on {target} (target)"), c.on_target));
         }
         _ => {
             outln!(
@@ -193,13 +197,18 @@ fn print_standing(s: &Standing) -> anyhow::Result<()> {
                 s.stable
             );
             outln!("{} instances known", c.known);
-            outln!("  on {} (stable)  {}", s.stable, c.on_stable);
         }
     }
-    outln!("  on anything else  {}", c.on_other);
-    outln!("  failed  {}", c.failed);
-    outln!("  rolled back  {}", c.rolled_back);
-    outln!("  stale  {}", c.stale);
+    rows.extend([
+        ("on anything else".to_owned(), c.on_other),
+        ("failed on the target".to_owned(), c.failed),
+        ("rolled back from it".to_owned(), c.rolled_back),
+        ("stale".to_owned(), c.stale),
+    ]);
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    for (label, count) in rows {
+        outln!("  {label:width$}  {count:>6}");
+    }
     Ok(())
 }
 

@@ -432,7 +432,7 @@ async fn read_pointers(
     names.dedup();
     futures::stream::iter(names)
         .map(|name| async move {
-            match read_marks(store, &name, scope.now).await {
+            match read_marks(store, &name, crate::release::clock()).await {
                 Ok(marks) => marks.map(|marks| (name, marks)),
                 Err(why) => {
                     tracing::warn!("pointer {name} marks nothing: {why}");
@@ -446,58 +446,6 @@ async fn read_pointers(
         .await
 }
 
-/// What the fleet view reads of a pointer: its stable tag and serial, and a staged
-/// rollout when it carries one (format 2, DESIGN §6.3).
-#[derive(Deserialize)]
-struct PointerSeen {
-    tag: String,
-    serial: u64,
-    #[serde(default)]
-    rollout: Option<RolloutSeen>,
-}
-
-#[derive(Deserialize)]
-struct RolloutSeen {
-    tag: String,
-    #[serde(default)]
-    percent: f64,
-    #[serde(default)]
-    waves: Option<Vec<WaveSeen>>,
-    #[serde(default)]
-    started_at: Option<String>,
-    #[serde(default)]
-    halted: bool,
-}
-
-#[derive(Deserialize)]
-struct WaveSeen {
-    percent: f64,
-    after: String,
-}
-
-impl RolloutSeen {
-    /// The share of instances the rollout covers at `now`: its waves' when it has
-    /// waves and is not halted, else its fixed (or frozen) percentage.
-    fn effective_percent(&self, now: SystemTime) -> f64 {
-        let (Some(waves), false) = (&self.waves, self.halted) else {
-            return self.percent;
-        };
-        let Some(started) = self
-            .started_at
-            .as_deref()
-            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-        else {
-            return self.percent;
-        };
-        waves
-            .iter()
-            .filter(|w| crate::config::duration::parse(&w.after).is_ok_and(|after| started + after <= now))
-            .map(|w| w.percent)
-            .next_back()
-            .unwrap_or(0.0)
-    }
-}
-
 /// Reads pointer `name`'s marks; `None` when there is no such pointer.
 async fn read_marks(store: &Store, name: &str, now: SystemTime) -> Result<Option<Marks>, String> {
     let key = layout::pointer(name);
@@ -506,20 +454,13 @@ async fn read_marks(store: &Store, name: &str, now: SystemTime) -> Result<Option
         Ok(None) => return Ok(None),
         Err(err) => return Err(err.to_string()),
     };
-    let seen: PointerSeen = serde_json::from_slice(&object.bytes).map_err(|e| e.to_string())?;
-    crate::release::check_tag(&seen.tag).map_err(|e| e.0)?;
-    if let Some(rollout) = &seen.rollout {
-        crate::release::check_tag(&rollout.tag).map_err(|e| format!("rollout: {}", e.0))?;
-    }
+    let pointer = crate::release::Pointer::parse(&object.bytes)?;
     Ok(Some(Marks {
         pointer: name.to_owned(),
-        stable: seen.tag,
-        serial: seen.serial,
-        percent: seen
-            .rollout
-            .as_ref()
-            .map(|r| r.effective_percent(now).clamp(0.0, 100.0)),
-        target: seen.rollout.map(|r| r.tag),
+        stable: pointer.tag,
+        serial: pointer.serial,
+        percent: pointer.rollout.as_ref().map(|r| r.effective_percent(now)),
+        target: pointer.rollout.map(|r| r.tag),
     }))
 }
 
