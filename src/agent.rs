@@ -131,7 +131,10 @@ impl Agent<'_> {
         // recorded under it, and not retried until it changes.
         let name = crate::release::pointer_name_for(&self.config.deploy.pointer, &self.identity)?;
         let serial = match Pointer::load(&self.store, &name).await {
-            Ok(Some(pointer)) if pointer.tag == current => Some(pointer.serial),
+            Ok(Some(pointer)) => {
+                let assigned = pointer.assign(&self.identity.machine_id, crate::release::clock());
+                (assigned.tag == current).then(|| pointer.applied(&assigned).serial)
+            }
             _ => None,
         };
         let mut run = self.new_run();
@@ -160,15 +163,23 @@ impl Agent<'_> {
             Ok(Checked::NotModified) => {
                 tracing::debug!("pointer {name} unchanged");
                 self.failures = 0;
-                // A timed rollout may have reached this instance since.
+                // A timed rollout may have reached this instance since: act only
+                // when the tag it assigns has changed.
                 if let Some((pointer, url)) = self.last_pointer.clone()
                     && pointer.rollout.is_some()
+                    && self.target.as_ref().map(|(tag, _)| tag.as_str())
+                        != Some(
+                            pointer
+                                .assign(&self.identity.machine_id, crate::release::clock())
+                                .tag
+                                .as_str(),
+                        )
                 {
                     return match self.act(pointer, &url).await {
                         Acted::Done(exit) | Acted::Again(exit) => exit,
                     };
                 }
-                self.heartbeat().await;
+                self.heartbeat(false).await;
                 return Exit::Ok;
             }
             Ok(Checked::Missing) => {
@@ -203,21 +214,24 @@ impl Agent<'_> {
     async fn act(&mut self, pointer: Pointer, url: &str) -> Acted {
         let current = self.state.current();
         let assigned = pointer.assign(&self.identity.machine_id, crate::release::clock());
+        // A new place in a rollout is reported at once, not at the next heartbeat.
+        let moved = self.placement != assigned.placement;
         self.placement.clone_from(&assigned.placement);
-        self.target = Some((assigned.tag.clone(), pointer.serial));
+        let serial = pointer.applied(&assigned).serial;
+        self.target = Some((assigned.tag.clone(), serial));
         if current.as_deref() == Some(assigned.tag.as_str()) {
-            self.heartbeat().await;
+            self.heartbeat(moved).await;
             return Acted::Done(Exit::Ok);
         }
         if let Some(failed) = self.state.failed()
             && failed.tag == assigned.tag
-            && failed.serial == pointer.serial
+            && failed.serial == serial
         {
             info!(
                 "{} failed at serial {} and is not tried again until the pointer changes",
                 failed.tag, failed.serial
             );
-            self.heartbeat().await;
+            self.heartbeat(moved).await;
             return Acted::Done(Exit::Ok);
         }
         let target =
@@ -336,13 +350,13 @@ impl Agent<'_> {
 
     /// Refreshes the stored report when it is older than `agent.report_interval`, so
     /// that a silent instance is a dead one.
-    async fn heartbeat(&self) {
+    async fn heartbeat(&self, now: bool) {
         let path = self.state.root().join(crate::report::LAST_RUN);
         let age = std::fs::metadata(&path)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok());
-        if age.is_some_and(|age| age < self.config.agent.report_interval) {
+        if !now && age.is_some_and(|age| age < self.config.agent.report_interval) {
             return;
         }
         let Ok(Some(mut report)) = Report::load(self.state.root()) else {

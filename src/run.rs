@@ -192,6 +192,13 @@ impl Flow<'_> {
             && failed.serial == serial
             && self.state.current().as_deref() != Some(tag)
         {
+            // Still rolled back from it: the report keeps saying so (the run itself
+            // is degraded, not a new rollback).
+            run.kept_back_from = Some(RolledBackFrom {
+                tag: tag.clone(),
+                sha256: Some(target.manifest.sha256.clone()),
+                reason: failed.reason.clone(),
+            });
             anyhow::bail!(
                 "{tag} failed at pointer serial {serial} ({}) and is not tried again until the pointer changes",
                 failed.reason
@@ -399,6 +406,8 @@ pub struct Run {
     health: Option<report::Health>,
     previous_tag: Option<String>,
     rolled_back_from: Option<RolledBackFrom>,
+    /// A target that failed before and was not tried again.
+    kept_back_from: Option<RolledBackFrom>,
     checked_at: Option<String>,
     /// This instance's place in the pointer's rollout, when it has one.
     pub rollout: Option<release::rollout::Placement>,
@@ -429,6 +438,7 @@ impl Run {
             health: None,
             previous_tag: None,
             rolled_back_from: None,
+            kept_back_from: None,
             checked_at: None,
             rollout: None,
             degraded: None,
@@ -511,7 +521,7 @@ impl Run {
             trigger: self.trigger,
             previous_tag: self.previous_tag.take(),
             health: self.health.take(),
-            rolled_back_from: self.rolled_back_from.take(),
+            rolled_back_from: self.rolled_back_from.take().or(self.kept_back_from.take()),
             rollout: self.rollout.take(),
             checked_at: self.checked_at.take(),
             hostname: hostname(),

@@ -290,8 +290,16 @@ fn growing_is_refused_while_a_canary_rolled_back() {
     assert_eq!(fleet.pointer(), before, "the pointer is unchanged");
     let status = fleet.status();
     assert_eq!(status["instances"]["rolled_back"], canaries);
-    // Shrinking is always allowed; growing past the failures needs --force.
-    fleet.ok(&["release", "rollout", "set", "--env", "prod", "--percent", "5"]);
+    // Halting, resuming and shrinking do not make the canaries try v3 again.
+    fleet.ok(&["release", "rollout", "halt", "--env", "prod"]);
+    fleet.ok(&["release", "rollout", "resume", "--env", "prod"]);
+    fleet.ok(&["release", "rollout", "set", "--env", "prod", "--percent", "20"]);
+    let codes = fleet.boot_all();
+    assert!(
+        !codes.contains(&4),
+        "a canary tried the failed target again: {codes:?}"
+    );
+    assert!(fleet.running().iter().all(|t| t == "v1"));
     let out = fleet.operator(&[
         "release",
         "rollout",
@@ -303,6 +311,10 @@ fn growing_is_refused_while_a_canary_rolled_back() {
         "--force",
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    // Growing past the failures with --force is a retry: the canaries try v3 again.
+    let codes = fleet.boot_all();
+    let at_50 = fleet.ids.iter().filter(|id| is_in("v3", id, 50.0)).count();
+    assert_eq!(codes.iter().filter(|&&c| c == 4).count(), at_50, "{codes:?}");
     // `release rollback` during a rollout is an abort.
     fleet.ok(&["release", "rollback", "--env", "prod"]);
     let pointer: Value = serde_json::from_slice(&fleet.pointer()).unwrap();
@@ -577,4 +589,30 @@ fn watch_steps_through_healthy_reports_and_halts_on_a_failing_canary() {
         fleet.running().iter().all(|t| t == "v2"),
         "the canaries went back to v2"
     );
+}
+
+#[test]
+fn an_unreadable_rollout_is_set_aside_and_everyone_stays_on_stable() {
+    let fleet = Fleet::new(1);
+    fleet.on_v1(&[("v2", true)]);
+    fleet.ok(&["release", "promote", "v2", "--env", "prod", "--percent", "100"]);
+    let mut pointer: Value = serde_json::from_slice(&fleet.pointer()).unwrap();
+    pointer["rollout"]["percent"] = Value::String("lots".into());
+    std::fs::write(
+        fleet.host.path("store/pointers/prod.json"),
+        serde_json::to_vec(&pointer).unwrap(),
+    )
+    .unwrap();
+    let out = run(fleet.instance("i-00").arg("run"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fleet.current("i-00"), "v1");
+    let warnings = fleet.report("i-00")["warnings"].to_string();
+    assert!(
+        warnings.contains("the pointer's rollout is ignored"),
+        "{warnings}"
+    );
+    // The operator can still end it.
+    fleet.ok(&["release", "promote", "v1", "--env", "prod"]);
+    let pointer: Value = serde_json::from_slice(&fleet.pointer()).unwrap();
+    assert!(pointer.get("rollout").is_none());
 }

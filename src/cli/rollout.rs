@@ -116,10 +116,10 @@ impl Standing {
     }
 }
 
-/// Whether `instance` rolled back from the rollout's target.
+/// Whether `instance` rolled back from the rollout's target: just now (status
+/// `rolled_back`), or earlier and still (a later run that did not try it again).
 fn failed_back_from(instance: &Instance, rollout: &Rollout) -> bool {
-    instance.status == Status::RolledBack
-        && instance.rolled_back_from.as_deref() == Some(rollout.tag.as_str())
+    instance.rolled_back_from.as_deref() == Some(rollout.tag.as_str())
 }
 
 /// The pointer and the reports of `env`, read together.
@@ -233,8 +233,14 @@ async fn set(
             standing.failures()
         );
     }
+    // Growing past failures on purpose is a retry for the instances that failed.
+    let retry = force && standing.failures() > max_failures;
     edit_pointer(store, name, &release::who(), |current| {
-        Ok(rollout::apply(current, Action::Set(percent), release::clock())?)
+        Ok(rollout::apply(
+            current,
+            Action::Set { percent, retry },
+            release::clock(),
+        )?)
     })
     .await?;
     Ok(())
@@ -286,8 +292,9 @@ async fn show(global: &GlobalArgs, store: &Store, name: &str) -> anyhow::Result<
 
 /// `rollout watch`: each step set, baked, and checked against the reports of the
 /// instances it covers: all of them reporting the target, ok and not stale, and no
-/// more than `max_failures` failed or rolled back. At 100 % the target becomes stable; on
-/// failures the rollout is halted and the command exits 1.
+/// more than `max_failures` failed or rolled back. At 100 % the target becomes stable;
+/// on failures the rollout is halted and the command exits 1. Someone else's halt,
+/// abort or new rollout meanwhile stops the watch (exit 1) without undoing it.
 async fn watch(
     global: &GlobalArgs,
     config: &Config,
@@ -307,8 +314,49 @@ async fn watch(
         }
         Ok(())
     };
+    let pointer = Pointer::load(store, &name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no pointer {}", store.url_of(&layout::pointer(&name))))?;
+    let watched = rollout::of(&pointer)?.clone();
+    let who = release::who();
+    // Acts on the pointer only while it still carries the rollout being watched.
+    let change = |action: Action| {
+        let watched = &watched;
+        edit_pointer(store, &name, &who, move |current| {
+            match &current.rollout {
+                Some(r) if r.tag == watched.tag && r.started_at == watched.started_at && !r.halted => {}
+                _ => anyhow::bail!(
+                    "the rollout of {} was halted, replaced or ended while it was watched; the watch stops here",
+                    watched.tag
+                ),
+            }
+            Ok(rollout::apply(current, action, release::clock())?)
+        })
+    };
+    let halt = |percent: f64, why: String| {
+        let change = &change;
+        async move {
+            change(Action::Halt).await?;
+            eprintln!("halted at {percent}%: {why}");
+            event(json!({"event": "halted", "percent": percent, "reason": why}))?;
+            anyhow::Ok(Exit::Failed)
+        }
+    };
     for (n, &percent) in steps.iter().enumerate() {
-        set(config, store, env, &name, percent, max_failures, false).await?;
+        let (_, _, _, before) = standing(config, store, env, Duration::from_secs(2 * 3600)).await?;
+        if before.failures() > max_failures {
+            let why = format!(
+                "{} instances failed {} or rolled back from it",
+                before.failures(),
+                watched.tag
+            );
+            return halt(percent, why).await;
+        }
+        change(Action::Set {
+            percent,
+            retry: false,
+        })
+        .await?;
         eprintln!(
             "step {}/{}: {percent}%, baking {}",
             n + 1,
@@ -317,59 +365,52 @@ async fn watch(
         );
         event(json!({"event": "step", "step": n + 1, "percent": percent}))?;
         tokio::time::sleep(bake).await;
-        let (_, pointer, fleet, standing) =
-            standing(config, store, env, Duration::from_secs(2 * 3600)).await?;
-        let rollout = rollout::of(&pointer)?;
+        let (_, _, fleet, standing) = standing(config, store, env, Duration::from_secs(2 * 3600)).await?;
         let covered: Vec<&Instance> = fleet
             .instances
             .iter()
-            .filter(|i| rollout::covers(percent, rollout::bucket(&rollout.salt, &i.machine_id)))
+            .filter(|i| rollout::covers(percent, rollout::bucket(&watched.salt, &i.machine_id)))
             .collect();
         // An instance that moved in at an earlier step reported then; it only has to be
         // fresh (not stale) and still on the target.
         let behind = covered
             .iter()
-            .filter(|i| i.stale || i.status != Status::Ok || i.tag.as_deref() != Some(rollout.tag.as_str()))
+            .filter(|i| i.stale || i.status != Status::Ok || i.tag.as_deref() != Some(watched.tag.as_str()))
             .count();
-        let why = if standing.failures() > max_failures {
+        let why = if fleet.instances.is_empty() {
+            Some(format!(
+                "no instance of {env} has a report: nothing shows the target works"
+            ))
+        } else if standing.failures() > max_failures {
             Some(format!(
                 "{} instances failed {} or rolled back from it (--max-failures {max_failures})",
                 standing.failures(),
-                rollout.tag
+                watched.tag
             ))
         } else if behind > 0 {
             Some(format!(
                 "{behind} of the {} instances at {percent}% do not report running {} (or their reports are stale)",
                 covered.len(),
-                rollout.tag
+                watched.tag
             ))
         } else {
             None
         };
         if let Some(why) = why {
-            edit_pointer(store, &name, &release::who(), |current| {
-                Ok(rollout::apply(current, Action::Halt, release::clock())?)
-            })
-            .await?;
-            eprintln!("halted at {percent}%: {why}");
-            event(json!({"event": "halted", "percent": percent, "reason": why}))?;
-            return Ok(Exit::Failed);
+            return halt(percent, why).await;
         }
         eprintln!(
             "step {}/{}: {} instances at {percent}%, all on {}",
             n + 1,
             steps.len(),
             covered.len(),
-            rollout.tag
+            watched.tag
         );
         event(json!({"event": "baked", "step": n + 1, "percent": percent, "instances": covered.len()}))?;
     }
     if steps.last() == Some(&100.0) {
-        edit_pointer(store, &name, &release::who(), |current| {
-            Ok(rollout::apply(current, Action::Finish, release::clock())?)
-        })
-        .await?;
-        eprintln!("finished: the target is the stable tag");
+        change(Action::Finish).await?;
+        eprintln!("finished: {} is the stable tag", watched.tag);
         event(json!({"event": "finished"}))?;
     }
     Ok(Exit::Ok)

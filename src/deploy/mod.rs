@@ -70,7 +70,7 @@ pub async fn assigned_target(
             pointer: effective,
             manifest,
             placement,
-            refused: None,
+            refused: pointer.ignored_rollout.clone(),
         }),
         Err(err)
             if placement.as_ref().is_some_and(|p| p.is_in) && !crate::store::StoreError::unanswered(&err) =>

@@ -38,6 +38,10 @@ pub struct Pointer {
     /// A staged rollout of another tag to a share of the instances (format 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// Why a rollout in the object was set aside as unreadable: the stable tag is
+    /// still followed, and instances report this.
+    #[serde(skip)]
+    pub ignored_rollout: Option<String>,
 }
 
 /// What a pointer assigns to one instance: the release it should run, and its place
@@ -109,6 +113,7 @@ impl Pointer {
             updated_by: String::new(),
             history: Vec::new(),
             rollout: None,
+            ignored_rollout: None,
         };
         match previous {
             Some(previous) => previous.successor(desired, now, by),
@@ -148,12 +153,21 @@ impl Pointer {
         }
     }
 
-    /// This pointer as it applies to one instance: `assigned` as its tag, no rollout.
+    /// This pointer as it applies to one instance: `assigned` as its tag, no rollout,
+    /// and as its serial the one a failure of that tag is recorded under (for a
+    /// rollout's target, the serial its attempt began with).
     pub fn applied(&self, assigned: &Assigned) -> Pointer {
+        let serial = match (&self.rollout, &assigned.placement) {
+            (Some(rollout), Some(placement)) if placement.is_in && rollout.attempt_serial > 0 => {
+                rollout.attempt_serial
+            }
+            _ => self.serial,
+        };
         Pointer {
             tag: assigned.tag.clone(),
             sha256: assigned.sha256.clone(),
             size: assigned.size,
+            serial,
             rollout: None,
             ..self.clone()
         }
@@ -215,8 +229,15 @@ impl Pointer {
     /// A pointer from its bytes, checked: its format version, and every tag and digest
     /// it names, with the rules the command line applies, before anything uses them.
     pub fn parse(bytes: &[u8]) -> Result<Pointer, String> {
-        let pointer: Pointer = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        let expected = if pointer.rollout.is_some() {
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        // A rollout that cannot be read is set aside, not the pointer: everyone
+        // stays on the stable tag, and the reason is carried along.
+        let rollout = value
+            .as_object_mut()
+            .and_then(|o| o.remove("rollout"))
+            .filter(|r| !r.is_null());
+        let mut pointer: Pointer = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        let expected = if rollout.is_some() {
             ROLLOUT_FORMAT_VERSION
         } else {
             pointer
@@ -230,8 +251,17 @@ impl Pointer {
                 pointer.format_version
             ));
         }
-        if let Some(rollout) = &pointer.rollout {
-            rollout.check()?;
+        if let Some(rollout) = rollout {
+            match serde_json::from_value::<Rollout>(rollout)
+                .map_err(|e| format!("rollout: {e}"))
+                .and_then(|r| r.check().map(|()| r))
+            {
+                Ok(rollout) => pointer.rollout = Some(rollout),
+                Err(why) => {
+                    tracing::warn!("ignoring the pointer's rollout: {why}");
+                    pointer.ignored_rollout = Some(format!("the pointer's rollout is ignored: {why}"));
+                }
+            }
         }
         check_tag(&pointer.tag).map_err(|e| e.0)?;
         check_sha256(&pointer.sha256)?;
@@ -256,9 +286,12 @@ where
     let manifest = choose(current.as_ref().map(|(pointer, _)| pointer.clone())).await?;
     for attempt in 0..ATTEMPTS {
         let previous = current.as_ref().map(|(pointer, _)| pointer);
-        if let Some(p) =
-            previous.filter(|p| p.tag == manifest.tag && p.sha256 == manifest.sha256 && p.rollout.is_none())
-        {
+        if let Some(p) = previous.filter(|p| {
+            p.tag == manifest.tag
+                && p.sha256 == manifest.sha256
+                && p.rollout.is_none()
+                && p.ignored_rollout.is_none()
+        }) {
             return Ok(Moved {
                 pointer: p.clone(),
                 changed: false,
@@ -309,10 +342,19 @@ where
     F: FnMut(&Pointer) -> anyhow::Result<Option<Pointer>>,
 {
     let key = layout::pointer(name);
+    let mut written: Option<Pointer> = None;
     for attempt in 0..ATTEMPTS {
         let (current, read) = read(store, name)
             .await?
             .ok_or_else(|| anyhow::anyhow!("no pointer {}", store.url_of(&key)))?;
+        // Our own write landed, though its answer was lost: done, not to be redone.
+        if written.as_ref() == Some(&current) {
+            return Ok(Moved {
+                pointer: current,
+                changed: true,
+                retries: attempt,
+            });
+        }
         let Some(desired) = edit(&current)? else {
             return Ok(Moved {
                 pointer: current,
@@ -328,6 +370,7 @@ where
                 retries: attempt,
             });
         }
+        written = Some(next);
         lost_race(store, &key, attempt).await;
     }
     anyhow::bail!(

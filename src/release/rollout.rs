@@ -29,6 +29,11 @@ pub struct Rollout {
     /// When it was halted: a resumed rollout's waves are shifted by the pause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halted_at: Option<String>,
+    /// The pointer serial this attempt at the target began with. An instance records a
+    /// failure of the target under it, so halting, resuming or resizing the rollout
+    /// does not make a failed instance try again; a new promote or `set --force` does.
+    #[serde(default)]
+    pub attempt_serial: u64,
 }
 
 /// One step of a timed rollout: `percent` from `after` past the start on.
@@ -117,6 +122,12 @@ impl Rollout {
         super::check_sha256(&self.sha256).map_err(|e| format!("rollout: {e}"))?;
         check_salt(&self.salt).map_err(|e| format!("rollout: {}", e.0))?;
         check_percent(self.percent).map_err(|e| format!("rollout: {}", e.0))?;
+        if parse_time(&self.started_at).is_none() {
+            return Err(format!(
+                "rollout: started_at {:?} is not an RFC 3339 time",
+                self.started_at
+            ));
+        }
         if let Some(waves) = &self.waves {
             check_waves(waves).map_err(|e| format!("rollout: {}", e.0))?;
         }
@@ -163,6 +174,7 @@ pub fn start(
             started_at: now.to_owned(),
             halted: false,
             halted_at: None,
+            attempt_serial: current.serial + 1,
         }),
         ..current.clone()
     })
@@ -181,8 +193,12 @@ pub fn of(pointer: &Pointer) -> Result<&Rollout, BadInput> {
 /// What the operator does to a running rollout.
 #[derive(Clone, Copy, Debug)]
 pub enum Action {
-    /// A fixed percentage from now on (waves end, a halt is lifted).
-    Set(f64),
+    /// A fixed percentage from now on (waves end, a halt is lifted); `retry`: the
+    /// instances that failed the target try it again.
+    Set {
+        percent: f64,
+        retry: bool,
+    },
     Halt,
     Resume,
     /// Everyone back to the stable tag.
@@ -197,9 +213,9 @@ pub fn apply(current: &Pointer, action: Action, now: SystemTime) -> Result<Optio
     let stamp = humantime::format_rfc3339_seconds(now).to_string();
     let mut next = current.clone();
     match action {
-        Action::Set(percent) => {
+        Action::Set { percent, retry } => {
             check_percent(percent)?;
-            if rollout.waves.is_none() && !rollout.halted && rollout.percent == percent {
+            if rollout.waves.is_none() && !rollout.halted && rollout.percent == percent && !retry {
                 return Ok(None);
             }
             next.rollout = Some(Rollout {
@@ -207,6 +223,11 @@ pub fn apply(current: &Pointer, action: Action, now: SystemTime) -> Result<Optio
                 waves: None,
                 halted: false,
                 halted_at: None,
+                attempt_serial: if retry {
+                    current.serial + 1
+                } else {
+                    rollout.attempt_serial
+                },
                 ..rollout.clone()
             });
         }
@@ -264,6 +285,16 @@ pub fn parse_percent(text: &str) -> Result<f64, BadInput> {
         .parse()
         .map_err(|_| BadInput(format!("percent {text:?} is not a number from 0 to 100")))?;
     check_percent(percent)?;
+    // Buckets are hundredths of a percent: a finer share could not be honoured.
+    if text
+        .trim()
+        .split_once('.')
+        .is_some_and(|(_, decimals)| decimals.len() > 2)
+    {
+        return Err(BadInput(format!(
+            "percent {text:?} has more than two decimals; rollouts go by hundredths of a percent"
+        )));
+    }
     Ok(percent)
 }
 
@@ -351,6 +382,7 @@ mod tests {
             started_at: humantime::format_rfc3339_seconds(started).to_string(),
             halted: false,
             halted_at: None,
+            attempt_serial: 1,
         }
     }
 
@@ -415,7 +447,8 @@ mod tests {
         for bad in ["150", "-1", "abc", "NaN", "inf", ""] {
             assert!(parse_percent(bad).is_err(), "{bad}");
         }
-        for good in ["0", "0.5", "100"] {
+        assert!(parse_percent("0.285").is_err(), "finer than a bucket");
+        for good in ["0", "0.5", "100", "12.25"] {
             assert!(parse_percent(good).is_ok(), "{good}");
         }
         for bad in [
