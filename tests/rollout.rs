@@ -616,3 +616,42 @@ fn an_unreadable_rollout_is_set_aside_and_everyone_stays_on_stable() {
     let pointer: Value = serde_json::from_slice(&fleet.pointer()).unwrap();
     assert!(pointer.get("rollout").is_none());
 }
+
+#[test]
+fn a_running_agent_follows_a_timed_wave_without_a_pointer_change() {
+    let config = format!("{CONFIG}[agent]\ninterval = \"200ms\"\njitter = \"0s\"\n");
+    let fleet = Fleet::with_config(1, &config);
+    fleet.on_v1(&[("v2", true)]);
+    let log = fleet.host.path("agent.log");
+    let _agent = Agents(vec![
+        fleet
+            .instance("i-00")
+            .args(["-vv", "agent"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    ]);
+    // Nobody for 3 s, then everyone: the pointer is written once.
+    fleet.ok(&[
+        "release",
+        "promote",
+        "v2",
+        "--env",
+        "prod",
+        "--waves",
+        "0@0s,100@3s",
+    ]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(fleet.current("i-00"), "v1", "not before the wave");
+    let moved = support::host::eventually(Duration::from_secs(10), || {
+        fleet.current("i-00") == "v2" && fleet.report("i-00")["tag"] == "v2"
+    });
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(moved, "{logged}");
+    assert!(
+        logged.contains("unchanged"),
+        "the pointer was not read again: {logged}"
+    );
+    assert_eq!(fleet.report("i-00")["rollout"]["percent"], 100.0);
+}
