@@ -13,7 +13,8 @@
 //! - [`init`]: choosing and running the one init script;
 //! - [`report`]: the run report and where it is kept;
 //! - [`fleet`]: what runs where, from the reports in the store, as a table or a page;
-//! - [`release`]: the operator's side — push, manifests, pointers;
+//! - [`release`]: the operator's side — push, manifests, pointers and their staged
+//!   rollouts;
 //! - [`archive`]: deterministic packaging and the unpack policy;
 //! - [`store`]: bootlace's layout over any object store;
 //! - [`cli`]: the command line (one file per command) and its dispatch;
