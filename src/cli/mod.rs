@@ -13,6 +13,7 @@ mod demo;
 mod deploy;
 mod fleet;
 mod identity;
+mod key;
 mod release;
 mod rollout;
 mod run;
@@ -101,6 +102,24 @@ pub enum Command {
     },
     /// What runs where, from the reports in the store
     Fleet(FleetArgs),
+    /// Signing keys
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a minisign-compatible key pair: bootlace.key (secret) and bootlace.pub.
+    /// The secret key is encrypted with a password from BOOTLACE_SIGN_PASSWORD or a
+    /// terminal prompt
+    Generate {
+        /// Where to write the two files [default: the current directory]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Leave the secret key unencrypted (for a CI secret store that protects it)
+        #[arg(long)]
+        unencrypted: bool,
+    },
 }
 
 /// `bootlace fleet`: one row per (environment, role, tag), or per instance.
@@ -312,6 +331,9 @@ impl Cli {
             Command::Release(command) => release::run(global, command),
             Command::Agent { once } => run::agent(global, *once),
             Command::Fleet(args) => fleet::run(global, args),
+            Command::Key(KeyCommand::Generate { dir, unencrypted }) => {
+                key::generate(global, dir.as_deref(), *unencrypted)
+            }
         }
     }
 }
