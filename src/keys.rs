@@ -70,8 +70,12 @@ pub fn generate(dir: &Path, password: Option<String>) -> anyhow::Result<Generate
         .to_box()
         .map_err(|e| anyhow::anyhow!("encoding the public key: {e}"))?
         .to_string();
+    // Both files or neither: a half-written pair would block every later try.
     write_new(&secret_path, secret.as_bytes(), 0o600)?;
-    write_new(&public_path, public.as_bytes(), 0o644)?;
+    if let Err(err) = write_new(&public_path, public.as_bytes(), 0o644) {
+        let _ = std::fs::remove_file(&secret_path);
+        return Err(err);
+    }
     Ok(Generated {
         public_key: pair.pk.to_base64(),
         key_id,
@@ -118,6 +122,11 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
         .mode(mode)
         .open(path)
         .map_err(writing)?;
-    file.write_all(bytes).map_err(writing)?;
-    file.sync_all().map_err(writing)
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if let Err(err) = written {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(writing(err));
+    }
+    Ok(())
 }

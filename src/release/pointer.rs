@@ -145,7 +145,7 @@ impl Pointer {
             } else {
                 FORMAT_VERSION
             },
-            serial: self.serial + 1,
+            serial: self.serial.saturating_add(1),
             updated_at: now.to_owned(),
             updated_by: by.to_owned(),
             history,

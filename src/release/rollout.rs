@@ -174,7 +174,7 @@ pub fn start(
             started_at: now.to_owned(),
             halted: false,
             halted_at: None,
-            attempt_serial: current.serial + 1,
+            attempt_serial: current.serial.saturating_add(1),
         }),
         ..current.clone()
     })
@@ -224,7 +224,7 @@ pub fn apply(current: &Pointer, action: Action, now: SystemTime) -> Result<Optio
                 halted: false,
                 halted_at: None,
                 attempt_serial: if retry {
-                    current.serial + 1
+                    current.serial.saturating_add(1)
                 } else {
                     rollout.attempt_serial
                 },
@@ -249,9 +249,12 @@ pub fn apply(current: &Pointer, action: Action, now: SystemTime) -> Result<Optio
                 .and_then(parse_time)
                 .and_then(|at| now.duration_since(at).ok())
                 .unwrap_or_default();
-            let started = parse_time(&rollout.started_at).map_or(rollout.started_at.clone(), |t| {
-                humantime::format_rfc3339_seconds(t + paused).to_string()
-            });
+            let started = parse_time(&rollout.started_at)
+                .and_then(|t| t.checked_add(paused))
+                .filter(|t| *t <= last_time())
+                .map_or(rollout.started_at.clone(), |t| {
+                    humantime::format_rfc3339_seconds(t).to_string()
+                });
             next.rollout = Some(Rollout {
                 halted: false,
                 halted_at: None,
@@ -274,14 +277,24 @@ fn wave_after(wave: &Wave) -> Option<Duration> {
     crate::config::duration::parse(&wave.after).ok()
 }
 
+/// The last second RFC 3339 can write: 9999-12-31T23:59:59Z.
+fn last_time() -> SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_secs(253_402_300_799)
+}
+
 fn parse_time(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(text).ok()
 }
 
 /// A percentage of instances: a number from 0 to 100.
 pub fn parse_percent(text: &str) -> Result<f64, BadInput> {
-    let percent: f64 = text
-        .trim()
+    let digits = text.trim();
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(BadInput(format!(
+            "percent {text:?} is not a number from 0 to 100"
+        )));
+    }
+    let percent: f64 = digits
         .parse()
         .map_err(|_| BadInput(format!("percent {text:?} is not a number from 0 to 100")))?;
     check_percent(percent)?;
@@ -448,6 +461,7 @@ mod tests {
             assert!(parse_percent(bad).is_err(), "{bad}");
         }
         assert!(parse_percent("0.285").is_err(), "finer than a bucket");
+        assert!(parse_percent("1e-3").is_err(), "no exponents");
         for good in ["0", "0.5", "100", "12.25"] {
             assert!(parse_percent(good).is_ok(), "{good}");
         }
@@ -465,5 +479,22 @@ mod tests {
         assert!(check_salt("a\nb").is_err());
         assert!(check_salt("").is_err());
         assert!(check_salt("v43-canary").is_ok());
+    }
+
+    #[test]
+    fn resuming_a_rollout_dated_near_the_end_of_time_keeps_its_start() {
+        let start = humantime::parse_rfc3339("9999-06-01T00:00:00Z").unwrap();
+        let mut r = rollout(10.0, Some(parse_waves("10@0s,100@1h").unwrap()), start);
+        r.halted = true;
+        r.halted_at = Some("2000-01-01T00:00:00Z".into());
+        let pointer: Pointer = serde_json::from_value(serde_json::json!({
+            "format_version": 2, "tag": "v42", "sha256": "b".repeat(64), "size": 1, "serial": 3,
+            "updated_at": "2026-11-30T00:00:00Z", "updated_by": "t", "history": [], "rollout": r,
+        }))
+        .unwrap();
+        let next = apply(&pointer, Action::Resume, SystemTime::now())
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.rollout.unwrap().started_at, "9999-06-01T00:00:00Z");
     }
 }

@@ -67,12 +67,10 @@ pub enum Fetched {
 
 /// An object's last-modified time as a `SystemTime` (S3 gives it to the second).
 fn system_time(meta: &object_store::ObjectMeta) -> std::time::SystemTime {
+    // Between 1970 and the end of 9999, the span RFC 3339 can write.
     let at = &meta.last_modified;
-    std::time::UNIX_EPOCH
-        + std::time::Duration::new(
-            at.timestamp().max(0) as u64,
-            at.timestamp_subsec_nanos().min(999_999_999),
-        )
+    let seconds = (at.timestamp().max(0) as u64).min(253_402_300_799);
+    std::time::UNIX_EPOCH + std::time::Duration::new(seconds, at.timestamp_subsec_nanos().min(999_999_999))
 }
 
 /// One object as a listing names it.
