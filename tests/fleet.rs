@@ -439,9 +439,7 @@ fn a_50_mb_report_is_named_and_not_read() {
     std::fs::File::create(&huge).unwrap().set_len(50 << 20).unwrap();
     let mut command = bootlace();
     command.env("BOOTLACE_STORE", format!("file://{}", dir.path().display()));
-    let out = run(support::with_env_of(&command, "/usr/bin/time")
-        .args(["-f", "maxrss=%M", env!("CARGO_BIN_EXE_bootlace")])
-        .args(["--json", "fleet"]));
+    let (out, rss) = support::with_peak_rss(&command, &["--json", "fleet"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let fleet = json(&out);
     assert_eq!(fleet["groups"][0]["instances"], 1);
@@ -451,14 +449,6 @@ fn a_50_mb_report_is_named_and_not_read() {
         reason.contains("52428800 bytes, over the 1048576-byte limit"),
         "{reason}"
     );
-    let rss: u64 = out
-        .stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("maxrss="))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     assert!(rss < 40 << 10, "peak RSS {rss} KiB: the report was read");
 }
 

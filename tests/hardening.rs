@@ -42,21 +42,12 @@ fn a_pointer_of_5_gb_is_refused_unread_and_the_boot_degrades() {
         .unwrap();
     pointer.set_len(5 << 30).unwrap();
     let started = Instant::now();
-    let mut command = support::with_env_of(&host.command(), "/usr/bin/time");
-    let out = run(command.args(["-f", "maxrss=%M", env!("CARGO_BIN_EXE_bootlace"), "run"]));
+    let (out, rss_kib) = support::with_peak_rss(&host.command(), &["run"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(host.logged("ran"), "the current release's init ran");
     let error = host.report()["error"].as_str().unwrap().to_owned();
     assert!(error.contains("over the 65536-byte limit"), "{error}");
-    let rss_kib: u64 = out
-        .stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("maxrss="))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     assert!(rss_kib < 64 << 10, "peak RSS {rss_kib} KiB");
 }
 

@@ -31,8 +31,8 @@ pub async fn run(
             force,
         } => {
             let name = pointer_name(&config.deploy.pointer, env)?;
-            set(config, store, env, &name, *percent, *max_failures, *force).await?;
-            show(global, store, &name).await
+            let moved = set(config, store, env, &name, *percent, *max_failures, *force).await?;
+            show(global, &name, &moved.pointer)
         }
         RolloutCommand::Halt { env } => act(global, config, store, env, Action::Halt).await,
         RolloutCommand::Resume { env } => act(global, config, store, env, Action::Resume).await,
@@ -222,19 +222,26 @@ async fn set(
     percent: f64,
     max_failures: u64,
     force: bool,
-) -> anyhow::Result<()> {
-    let (_, pointer, _, standing) = standing(config, store, env, Duration::from_secs(2 * 3600)).await?;
+) -> anyhow::Result<release::Moved> {
+    let pointer = Pointer::load(store, name)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no pointer {}", store.url_of(&layout::pointer(name))))?;
     let current = rollout::of(&pointer)?.effective_percent(release::clock());
-    if percent > current && standing.failures() > max_failures && !force {
-        anyhow::bail!(
-            "not growing the rollout of {} from {current}% to {percent}%: {} instances failed it or rolled back \
-             from it (--max-failures {max_failures}); halt or abort it, or --force",
-            standing.target.as_deref().unwrap_or("-"),
-            standing.failures()
-        );
+    // Only growing needs the reports: shrinking is always allowed.
+    let mut retry = false;
+    if percent > current {
+        let (_, _, _, standing) = standing(config, store, env, Duration::from_secs(2 * 3600)).await?;
+        if standing.failures() > max_failures && !force {
+            anyhow::bail!(
+                "not growing the rollout of {} from {current}% to {percent}%: {} instances failed it or rolled back \
+                 from it (--max-failures {max_failures}); halt or abort it, or --force",
+                standing.target.as_deref().unwrap_or("-"),
+                standing.failures()
+            );
+        }
+        // Growing past failures on purpose is a retry for the instances that failed.
+        retry = standing.failures() > max_failures;
     }
-    // Growing past failures on purpose is a retry for the instances that failed.
-    let retry = force && standing.failures() > max_failures;
     edit_pointer(store, name, &release::who(), |current| {
         Ok(rollout::apply(
             current,
@@ -242,8 +249,7 @@ async fn set(
             release::clock(),
         )?)
     })
-    .await?;
-    Ok(())
+    .await
 }
 
 async fn act(
@@ -254,18 +260,15 @@ async fn act(
     action: Action,
 ) -> anyhow::Result<Exit> {
     let name = pointer_name(&config.deploy.pointer, env)?;
-    edit_pointer(store, &name, &release::who(), |current| {
+    let moved = edit_pointer(store, &name, &release::who(), |current| {
         Ok(rollout::apply(current, action, release::clock())?)
     })
     .await?;
-    show(global, store, &name).await
+    show(global, &name, &moved.pointer)
 }
 
-/// Prints the pointer as it now is.
-async fn show(global: &GlobalArgs, store: &Store, name: &str) -> anyhow::Result<Exit> {
-    let pointer = Pointer::load(store, name)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("pointer {name} is gone"))?;
+/// Prints the pointer as the change left it.
+fn show(global: &GlobalArgs, name: &str, pointer: &Pointer) -> anyhow::Result<Exit> {
     if global.json {
         print_json(&json!({"name": name, "pointer": pointer}))?;
         return Ok(Exit::Ok);
@@ -342,16 +345,17 @@ async fn watch(
             anyhow::Ok(Exit::Failed)
         }
     };
+    // Failures from before the watch stop it at once; later ones are seen after each bake.
+    let (_, _, _, before) = standing(config, store, env, Duration::from_secs(2 * 3600)).await?;
+    if before.failures() > max_failures {
+        let why = format!(
+            "{} instances failed {} or rolled back from it",
+            before.failures(),
+            watched.tag
+        );
+        return halt(watched.effective_percent(release::clock()), why).await;
+    }
     for (n, &percent) in steps.iter().enumerate() {
-        let (_, _, _, before) = standing(config, store, env, Duration::from_secs(2 * 3600)).await?;
-        if before.failures() > max_failures {
-            let why = format!(
-                "{} instances failed {} or rolled back from it",
-                before.failures(),
-                watched.tag
-            );
-            return halt(percent, why).await;
-        }
         change(Action::Set {
             percent,
             retry: false,

@@ -149,13 +149,7 @@ fn role_row(page: &mut String, role: &str, groups: &[&Group], marks: Option<&Mar
             }
         })
         .collect();
-    let mut statuses = super::ByStatus::default();
-    for g in groups {
-        statuses.ok += g.by_status.ok;
-        statuses.failed += g.by_status.failed;
-        statuses.degraded += g.by_status.degraded;
-        statuses.rolled_back += g.by_status.rolled_back;
-    }
+    let statuses = super::ByStatus::sum(groups.iter().copied());
     let statuses: Vec<Segment> = [
         ("ok", statuses.ok, "#2e9d5b"),
         ("degraded", statuses.degraded, "#d99a00"),

@@ -114,6 +114,17 @@ pub struct ByStatus {
 }
 
 impl ByStatus {
+    /// The counts of `groups` added up.
+    pub fn sum<'a>(groups: impl Iterator<Item = &'a Group>) -> ByStatus {
+        groups.fold(ByStatus::default(), |mut all, g| {
+            all.ok += g.by_status.ok;
+            all.failed += g.by_status.failed;
+            all.degraded += g.by_status.degraded;
+            all.rolled_back += g.by_status.rolled_back;
+            all
+        })
+    }
+
     fn add(&mut self, status: Status) {
         *match status {
             Status::Ok => &mut self.ok,
@@ -180,13 +191,7 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn total(&self) -> ByStatus {
-        self.groups.iter().fold(ByStatus::default(), |mut all, g| {
-            all.ok += g.by_status.ok;
-            all.failed += g.by_status.failed;
-            all.degraded += g.by_status.degraded;
-            all.rolled_back += g.by_status.rolled_back;
-            all
-        })
+        ByStatus::sum(self.groups.iter())
     }
 
     pub fn instance_count(&self) -> u64 {

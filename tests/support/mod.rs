@@ -51,6 +51,21 @@ pub fn with_env_of(template: &Command, program: &str) -> Command {
     command
 }
 
+/// Runs bootlace with `args` under `/usr/bin/time`, in the environment `template` would
+/// run with: what it left, and its peak RSS in KiB.
+pub fn with_peak_rss(template: &Command, args: &[&str]) -> (Outcome, u64) {
+    let out = run(with_env_of(template, "/usr/bin/time")
+        .args(["-f", "maxrss=%M", env!("CARGO_BIN_EXE_bootlace")])
+        .args(args));
+    let rss = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss="))
+        .and_then(|kib| kib.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS from /usr/bin/time in: {}", out.stderr));
+    (out, rss)
+}
+
 /// What a finished command left.
 #[derive(Debug)]
 pub struct Outcome {
