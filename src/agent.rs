@@ -38,7 +38,10 @@ pub async fn run(config: &Config, once: bool, json: bool) -> anyhow::Result<Exit
     let mut signals = Signals::new()?;
     let identity = identity::resolve(&config.identity, &config.identity.source).await?;
     let store = store::open(&config.store, identity.credentials.as_ref(), store::Access::Read)?;
+    let trust = crate::trust::Trust::for_instance(config, true)?;
     let mut agent = Agent {
+        trust,
+        last_refusal: None,
         config,
         state,
         identity,
@@ -95,6 +98,10 @@ struct Agent<'a> {
     last_pointer: Option<(Pointer, String)>,
     /// This instance's place in the pointer's rollout at the last check.
     placement: Option<crate::release::rollout::Placement>,
+    /// With `[trust] keys`: the rules every pointer and manifest must pass.
+    trust: Option<crate::trust::Trust>,
+    /// The last refusal reported, not reported again at every check.
+    last_refusal: Option<String>,
     json: bool,
 }
 
@@ -152,7 +159,12 @@ impl Agent<'_> {
                 return Exit::BadInput;
             }
         };
-        let reading = Pointer::check(&self.store, &name, self.e_tag.as_deref());
+        let reading = async {
+            match &self.trust {
+                Some(trust) => trust.pointer(&self.store, &name, self.e_tag.as_deref()).await,
+                None => Pointer::check(&self.store, &name, self.e_tag.as_deref()).await,
+            }
+        };
         let checked = match tokio::time::timeout(self.config.deploy.timeout, reading).await {
             Ok(checked) => checked,
             Err(_) => Err(anyhow::anyhow!(
@@ -167,6 +179,10 @@ impl Agent<'_> {
                 // when the tag it assigns has changed.
                 if let Some((pointer, url)) = self.last_pointer.clone()
                     && pointer.rollout.is_some()
+                    && self
+                        .trust
+                        .as_ref()
+                        .is_none_or(|t| t.still_valid(&name, &pointer).is_ok())
                     && self.target.as_ref().map(|(tag, _)| tag.as_str())
                         != Some(
                             pointer
@@ -195,8 +211,20 @@ impl Agent<'_> {
                 return Exit::Degraded;
             }
             Ok(Checked::Changed(pointer, e_tag)) => (*pointer, e_tag),
+            Err(err) if err.downcast_ref::<crate::trust::Refused>().is_some() => {
+                // Refused: what runs keeps running, and the report says why, once.
+                self.failures = 0;
+                let why = exit::one_line(&err);
+                if self.last_refusal.as_ref() == Some(&why) {
+                    warn!("{why}; keeping {}", self.current_name());
+                    return Exit::Degraded;
+                }
+                self.last_refusal = Some(why);
+                return self.report_unreachable_target(err).await;
+            }
             Err(err) => return self.store_failed(&err),
         };
+        self.last_refusal = None;
         self.failures = 0;
         self.pointer_missing = false;
         let url = self.store.url_of(&layout::pointer(&name));
@@ -234,14 +262,21 @@ impl Agent<'_> {
             self.heartbeat(moved).await;
             return Acted::Done(Exit::Ok);
         }
-        let target =
-            match deploy::assigned_target(&self.store, &pointer, &self.identity.machine_id, url).await {
-                Ok(target) => target,
-                Err(err) if StoreError::unanswered(&err) => {
-                    return Acted::Again(self.store_failed(&err));
-                }
-                Err(err) => return Acted::Done(self.report_unreachable_target(err).await),
-            };
+        let target = match deploy::assigned_target(
+            &self.store,
+            &pointer,
+            &self.identity.machine_id,
+            url,
+            self.trust.as_ref(),
+        )
+        .await
+        {
+            Ok(target) => target,
+            Err(err) if StoreError::unanswered(&err) => {
+                return Acted::Again(self.store_failed(&err));
+            }
+            Err(err) => return Acted::Done(self.report_unreachable_target(err).await),
+        };
         if let Some(why) = &target.refused
             && current.as_deref() == Some(target.manifest.tag.as_str())
         {

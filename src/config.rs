@@ -38,6 +38,16 @@ pub struct Config {
     pub health: HealthConfig,
     pub agent: AgentConfig,
     pub report: ReportConfig,
+    pub trust: TrustConfig,
+}
+
+/// `[trust]` (DESIGN §6.5): the minisign public keys whose signatures an instance
+/// accepts. Empty: releases are not checked for signatures.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Public keys as `minisign -G` and `bootlace key generate` print them (`RWQ…`).
+    pub keys: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,6 +331,11 @@ impl Config {
         }
         if !self.health.url.is_empty() && reqwest::Url::parse(&self.health.url).is_err() {
             return Err(invalid("health.url", "not a URL"));
+        }
+        for (i, key) in self.trust.keys.iter().enumerate() {
+            if let Err(why) = crate::trust::parse_key(key) {
+                return Err(invalid(&format!("trust.keys[{i}]"), &why));
+            }
         }
         for key in &self.identity.required {
             if !crate::identity::userdata::is_valid_key(key) {

@@ -41,3 +41,4 @@ pub mod report;
 pub mod retry;
 pub mod run;
 pub mod store;
+pub mod trust;

@@ -83,7 +83,8 @@ pub async fn read_target(
     store: &Store,
     run: &mut Run,
 ) -> anyhow::Result<Target> {
-    let reading = deploy::target(config, identity, store);
+    let trust = crate::trust::Trust::for_instance(config, true)?;
+    let reading = deploy::target(config, identity, store, trust.as_ref());
     let target = tokio::time::timeout(config.deploy.timeout, reading)
         .await
         .unwrap_or_else(|_| {

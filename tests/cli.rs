@@ -222,7 +222,7 @@ fn demo_runs_the_whole_flow() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("i-0123456789abcdef0"), "{}", out.stdout);
     assert!(
-        out.stdout.contains("demo-1") && out.stdout.contains("prod (serial 1)"),
+        out.stdout.contains("demo-1") && out.stdout.contains("prod (serial 1, signed until "),
         "{}",
         out.stdout
     );
@@ -250,12 +250,20 @@ fn demo_runs_the_whole_flow() {
         out.stdout
     );
     assert!(
-        out.stdout
-            .contains("then updated to demo-2, and rolled back from demo-3 to demo-2"),
+        out.stdout.contains(
+            "then updated to demo-2, rolled back from demo-3 to demo-2, and refused a tampered pointer"
+        ),
         "{}",
         out.stdout
     );
-    // The fleet: three instances on demo-2, one of them rolled back.
+    // Signed releases: an edited pointer is refused by its signature.
+    assert!(
+        out.stdout.contains("refused pointer") && out.stdout.contains("(trust rule: signature)"),
+        "{}",
+        out.stdout
+    );
+    // The fleet: three instances on demo-2; the first last reported refusing the
+    // tampered pointer (degraded).
     let row = out
         .stdout
         .lines()
@@ -263,7 +271,7 @@ fn demo_runs_the_whole_flow() {
         .unwrap_or_else(|| panic!("no fleet row in {}", out.stdout));
     assert_eq!(
         row.split_whitespace().collect::<Vec<_>>()[4..],
-        ["3", "2", "0", "0", "1", "0"],
+        ["3", "2", "0", "1", "0", "0"],
         "{row}"
     );
 
@@ -280,8 +288,10 @@ fn demo_runs_the_whole_flow() {
     assert_eq!(json["update"]["trigger"], "agent");
     assert_eq!(json["rollback"]["status"], "rolled_back");
     assert_eq!(json["rollback"]["tag"], "demo-2");
+    assert_eq!(json["refused"]["status"], "degraded");
+    assert_eq!(json["refused"]["tag"], "demo-2");
     assert_eq!(json["fleet"]["groups"][0]["instances"], 3);
-    assert_eq!(json["fleet"]["groups"][0]["by_status"]["rolled_back"], 1);
+    assert_eq!(json["fleet"]["groups"][0]["by_status"]["degraded"], 1);
 }
 
 #[test]

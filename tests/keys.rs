@@ -4,31 +4,8 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
 
-use support::{bootlace, run};
-
-/// `minisign ARGS` in `dir`, `stdin` fed to it; its exit code and output.
-fn minisign(dir: &Path, args: &[&str], stdin: &str) -> (i32, String) {
-    use std::io::Write;
-    let mut child = Command::new("minisign")
-        .current_dir(dir)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the minisign CLI is needed for this test: apt-get install minisign (scripts/test.sh does)");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), text)
-}
+use support::{bootlace, minisign, run};
 
 #[test]
 fn an_encrypted_key_signs_with_minisign_and_its_public_key_verifies() {

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::exit::Exit;
 use crate::identity::{self, SourceSpec};
 use crate::release::push::push;
+use crate::release::sign::{Author, Expiry};
 use crate::store;
 
 const USER_DATA: &str = include_str!("../../examples/user-data");
@@ -73,6 +74,24 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
         outln!("{}", identity.to_text().trim_end());
     }
 
+    // Everything the operator writes is signed, and the instance checks it.
+    let generated = crate::keys::generate(dir.path(), None)?;
+    config.trust.keys = vec![generated.public_key.clone()];
+    let author = Author::new(
+        crate::release::who(),
+        Some(&generated.secret_key_file),
+        Expiry::default(),
+        Default::default(),
+    )?;
+    say(&format!(
+        "\n== keys: the release team signs what it pushes; the instance trusts its public key\n   \
+         $ bootlace key generate --unencrypted --dir {}\n   key id {}, and in the instance's config: \
+         [trust] keys = [\"{}\"]",
+        dir.path().display(),
+        generated.key_id,
+        generated.public_key
+    ))?;
+
     let release = dir.path().join("release");
     write_release(&release)?;
     let environment = identity.environment.clone().unwrap_or_else(|| "prod".into());
@@ -81,14 +100,22 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
         release.display()
     ))?;
     say(&format!(
-        "   $ bootlace --store {} release push {} --tag {TAG} --env {environment}",
+        "   $ bootlace --store {} release push {} --tag {TAG} --env {environment} --sign-key …/bootlace.key",
         config.store.url.as_deref().unwrap_or_default(),
         release.display()
     ))?;
     let _entered = runtime.enter();
     let store = store::open(&config.store, None, store::Access::Write)?;
     let limits = config.deploy.limits();
-    let pushed = runtime.block_on(push(&store, &release, TAG, Some(&environment), limits, |_| {}))?;
+    let pushed = runtime.block_on(push(
+        &store,
+        &release,
+        TAG,
+        Some(&environment),
+        limits,
+        &author,
+        |_| {},
+    ))?;
     say(&format!(
         "   pushed {TAG}: {} files, sha256 {}",
         pushed.manifest.files, pushed.manifest.sha256
@@ -144,7 +171,15 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
                 "   $ bootlace release push {} --tag {tag} --env {environment}",
                 tree.display()
             ))?;
-            runtime.block_on(push(&store, &tree, tag, Some(&environment), limits, |_| {}))?;
+            runtime.block_on(push(
+                &store,
+                &tree,
+                tag,
+                Some(&environment),
+                limits,
+                &author,
+                |_| {},
+            ))?;
             say("   $ bootlace agent --once      (what the running agent does at its next check)")?;
             say("   --- init output ---")?;
             runtime.block_on(crate::agent::run(&config, true, global.json))?;
@@ -169,6 +204,7 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     if let Some(from) = &rollback.rolled_back_from {
         say(&format!("   rolled back from {}: {}", from.tag, from.reason))?;
     }
+    let refused = runtime.block_on(tamper(global, &config, &store, &environment))?;
 
     say(&format!(
         "\n== fleet: the operator points {environment} back at demo-2, two more instances boot, \
@@ -180,33 +216,75 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
         &store,
         dir.path(),
         &environment,
+        &author,
     ))?;
     if global.json {
         print_json(
             &serde_json::json!({"identity": identity, "manifest": pushed.manifest,
-            "report": ran.report, "update": update, "rollback": rollback, "fleet": fleet}),
+            "report": ran.report, "update": update, "rollback": rollback, "refused": refused,
+            "fleet": fleet}),
         )?;
     } else {
         say(&format!(
-            "\ndemo finished: {}\n   then updated to {}, and rolled back from demo-3 to {}",
+            "\ndemo finished: {}\n   then updated to {}, rolled back from demo-3 to {}, and refused a \
+             tampered pointer",
             ran.report.summary(),
             update.tag.as_deref().unwrap_or("-"),
             rollback.tag.as_deref().unwrap_or("-")
         ))?;
     }
-    let shown =
-        update.status == crate::report::Status::Ok && rollback.status == crate::report::Status::RolledBack;
+    let shown = update.status == crate::report::Status::Ok
+        && rollback.status == crate::report::Status::RolledBack
+        && refused.status == crate::report::Status::Degraded;
     Ok(if shown { Exit::Ok } else { Exit::Failed })
 }
 
-/// Moves the pointer back to demo-2, boots two more instances from it, and reads the
-/// fleet from their reports.
+/// Someone with write access to the bucket, but not the signing key, points the
+/// environment back at the older demo-1: the agent refuses the pointer and keeps what
+/// it runs.
+async fn tamper(
+    global: &GlobalArgs,
+    config: &Config,
+    store: &store::Store,
+    environment: &str,
+) -> anyhow::Result<crate::report::Report> {
+    let say = |line: &str| -> anyhow::Result<()> {
+        if !global.json {
+            outln!("{line}");
+        }
+        Ok(())
+    };
+    say(&format!(
+        "\n== signatures: someone without the key edits pointers/{environment}.json to name the older demo-1"
+    ))?;
+    let key = store::layout::pointer(environment);
+    let bad = crate::release::Manifest::load_complete(store, TAG).await?;
+    let mut pointer = crate::release::Pointer::load(store, environment)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no pointer {environment}"))?;
+    (pointer.tag, pointer.sha256, pointer.size) = (bad.tag, bad.sha256, bad.size);
+    store.put(&key, pointer.to_json()).await?;
+    say("   $ bootlace agent --once")?;
+    crate::agent::run(config, true, true).await?;
+    let report = crate::report::Report::load(&config.deploy.state_dir)?
+        .ok_or_else(|| anyhow::anyhow!("the agent wrote no report"))?;
+    say(&format!("   {}", report.summary()))?;
+    if let Some(error) = &report.error {
+        say(&format!("   {error}"))?;
+    }
+    Ok(report)
+}
+
+/// Moves the pointer back to demo-2 (a signed rollback, which writes a good pointer
+/// over the tampered one), boots two more instances from it, and reads the fleet from
+/// their reports.
 async fn more_instances(
     global: &GlobalArgs,
     config: &mut Config,
     store: &store::Store,
     dir: &Path,
     environment: &str,
+    author: &Author,
 ) -> anyhow::Result<crate::fleet::Fleet> {
     let say = |line: &str| -> anyhow::Result<()> {
         if !global.json {
@@ -216,10 +294,8 @@ async fn more_instances(
     };
     say(&format!("   $ bootlace release rollback --env {environment}"))?;
     let good = crate::release::Manifest::load_complete(store, "demo-2").await?;
-    let moved = crate::release::move_pointer(store, environment, &crate::release::who(), |_| {
-        std::future::ready(Ok(good))
-    })
-    .await?;
+    let moved =
+        crate::release::move_pointer(store, environment, author, |_| std::future::ready(Ok(good))).await?;
     say(&format!(
         "   pointer {environment} -> {} at serial {}",
         moved.pointer.tag, moved.pointer.serial

@@ -25,9 +25,14 @@ pub fn deploy(global: &GlobalArgs, tag: Option<&str>) -> anyhow::Result<Exit> {
         };
         let credentials = identity.as_ref().and_then(|i| i.credentials.as_ref());
         let store = store::open(&config.store, credentials, store::Access::Read)?;
+        let trust = crate::trust::Trust::for_instance(&config, true)?;
         let manifest = match &identity {
-            Some(identity) => deploy::target(&config, identity, &store).await?.manifest,
-            None => deploy::target_tag(&store, tag.unwrap_or_default()).await?,
+            Some(identity) => {
+                deploy::target(&config, identity, &store, trust.as_ref())
+                    .await?
+                    .manifest
+            }
+            None => deploy::target_tag(&store, tag.unwrap_or_default(), trust.as_ref()).await?,
         };
         deploy::deploy(
             &config,

@@ -33,5 +33,10 @@ pub fn generate(global: &GlobalArgs, dir: Option<&Path>, unencrypted: bool) -> a
     );
     outln!("key id {}", generated.key_id);
     outln!("public key {}", generated.public_key);
+    outln!(
+        "instances that trust it: [trust] keys = [\"{}\"]; sign with --sign-key {}",
+        generated.public_key,
+        generated.secret_key_file.display()
+    );
     Ok(Exit::Ok)
 }

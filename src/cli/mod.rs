@@ -184,26 +184,36 @@ pub enum RolloutCommand {
         /// Grow even with more failures than that
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        sign: SignArgs,
     },
     /// Freeze the percentage where it stands
     Halt {
         #[arg(long)]
         env: String,
+        #[command(flatten)]
+        sign: SignArgs,
     },
     /// Unfreeze it (timed waves resume where they stood)
     Resume {
         #[arg(long)]
         env: String,
+        #[command(flatten)]
+        sign: SignArgs,
     },
     /// Everyone back to the stable tag
     Abort {
         #[arg(long)]
         env: String,
+        #[command(flatten)]
+        sign: SignArgs,
     },
     /// The target becomes the stable tag for everyone
     Finish {
         #[arg(long)]
         env: String,
+        #[command(flatten)]
+        sign: SignArgs,
     },
     /// Step through percentages, baking and checking the reports at each; halts on failures
     Watch {
@@ -218,6 +228,8 @@ pub enum RolloutCommand {
         /// Failed or rolled-back instances on the target tolerated
         #[arg(long, default_value_t = 0)]
         max_failures: u64,
+        #[command(flatten)]
+        sign: SignArgs,
     },
 }
 
@@ -240,6 +252,19 @@ pub enum FleetCommand {
     },
 }
 
+/// Signing what a command writes (DESIGN §6.5).
+#[derive(Clone, Debug, Args)]
+pub struct SignArgs {
+    /// Sign every manifest and pointer written with this minisign secret key (its
+    /// password from BOOTLACE_SIGN_PASSWORD, or asked on the terminal)
+    #[arg(long, env = "BOOTLACE_SIGN_KEY", value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// Until when a signed pointer is accepted: a duration from now (90d) or an RFC 3339
+    /// time [default: 90d]
+    #[arg(long, value_name = "WHEN")]
+    pub expires: Option<String>,
+}
+
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     config::duration::parse(text)
 }
@@ -254,6 +279,8 @@ pub enum ReleaseCommand {
         /// Then move this environment's pointer to TAG
         #[arg(long)]
         env: Option<String>,
+        #[command(flatten)]
+        sign: SignArgs,
     },
     /// Move an environment's pointer to TAG, or roll TAG out to a share of it
     Promote {
@@ -269,6 +296,8 @@ pub enum ReleaseCommand {
         /// What shuffles the instances into buckets [default: TAG]
         #[arg(long)]
         salt: Option<String>,
+        #[command(flatten)]
+        sign: SignArgs,
     },
     /// A staged rollout: its status, its percentage, halt, resume, abort, finish, watch
     #[command(subcommand)]
@@ -279,6 +308,15 @@ pub enum ReleaseCommand {
         env: String,
         #[arg(long)]
         to: Option<String>,
+        #[command(flatten)]
+        sign: SignArgs,
+    },
+    /// Sign an environment's pointer again: a new serial and expiry, the same tag
+    Resign {
+        #[arg(long)]
+        env: String,
+        #[command(flatten)]
+        sign: SignArgs,
     },
     /// Tags in the store, marking what each pointer names
     List {

@@ -6,12 +6,23 @@ use std::path::Path;
 use futures::StreamExt;
 use serde_json::json;
 
-use super::{GlobalArgs, ReleaseCommand, print_json, progress_bar, runtime};
+use super::{GlobalArgs, ReleaseCommand, SignArgs, print_json, progress_bar, runtime};
 use crate::config::Config;
+use crate::exit::BadInput;
 use crate::exit::Exit;
 use crate::release::push::{Progress, push};
+use crate::release::sign::{self, Author, Expiry};
 use crate::release::{self, Manifest, Moved, Pointer, check_tag, move_pointer, pointer_name, rollout};
 use crate::store::{self, Store, layout};
+
+/// What a command that writes manifests or pointers works with.
+pub(super) struct Op<'a> {
+    pub global: &'a GlobalArgs,
+    pub config: &'a Config,
+    pub store: &'a Store,
+    /// Who writes, and with which signing key.
+    pub author: &'a Author,
+}
 
 pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit> {
     let config = global.settings()?;
@@ -24,12 +35,20 @@ pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit
         _ => store::Access::Write,
     };
     let store = store::open(&config.store, None, access)?;
+    let author = match command.sign_args() {
+        Some(sign) => author(&config, sign, command.needs_verified_base())?,
+        None => Author::unsigned(release::who()),
+    };
+    let op = &Op {
+        global,
+        config: &config,
+        store: &store,
+        author: &author,
+    };
     let done = runtime.block_on(async {
         match command {
-            ReleaseCommand::Push { path, tag, env } => {
-                push_cmd(global, &config, &store, path, tag, env.as_deref())
-                    .await
-                    .map(|()| Exit::Ok)
+            ReleaseCommand::Push { path, tag, env, .. } => {
+                push_cmd(op, path, tag, env.as_deref()).await.map(|()| Exit::Ok)
             }
             ReleaseCommand::Promote {
                 tag,
@@ -37,24 +56,26 @@ pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit
                 percent,
                 waves,
                 salt,
+                ..
             } => {
                 let plan = match (percent, waves) {
                     (Some(percent), _) => Some(rollout::Plan::Percent(*percent)),
                     (None, Some(waves)) => Some(rollout::Plan::Waves(waves.0.clone())),
                     (None, None) => None,
                 };
-                promote(global, &config, &store, tag, env, plan, salt.as_deref())
+                promote(op, tag, env, plan, salt.as_deref())
                     .await
                     .map(|()| Exit::Ok)
             }
-            ReleaseCommand::Rollout(command) => super::rollout::run(global, &config, &store, command).await,
-            ReleaseCommand::Rollback { env, to } => rollback(global, &config, &store, env, to.as_deref())
-                .await
-                .map(|()| Exit::Ok),
+            ReleaseCommand::Rollout(command) => super::rollout::run(op, command).await,
+            ReleaseCommand::Rollback { env, to, .. } => {
+                rollback(op, env, to.as_deref()).await.map(|()| Exit::Ok)
+            }
+            ReleaseCommand::Resign { env, .. } => resign(op, env).await.map(|()| Exit::Ok),
             ReleaseCommand::List { env } => list(global, &config, &store, env.as_deref())
                 .await
                 .map(|()| Exit::Ok),
-            ReleaseCommand::Show { tag } => show(global, &store, tag).await.map(|()| Exit::Ok),
+            ReleaseCommand::Show { tag } => show(global, &config, &store, tag).await.map(|()| Exit::Ok),
         }
     });
     // An interrupted push may leave packaging running on a blocking thread: do not
@@ -65,14 +86,13 @@ pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit
     done
 }
 
-async fn push_cmd(
-    global: &GlobalArgs,
-    config: &Config,
-    store: &Store,
-    path: &Path,
-    tag: &str,
-    env: Option<&str>,
-) -> anyhow::Result<()> {
+async fn push_cmd(op: &Op<'_>, path: &Path, tag: &str, env: Option<&str>) -> anyhow::Result<()> {
+    let Op {
+        global,
+        config,
+        store,
+        author,
+    } = *op;
     check_tag(tag)?;
     let pointer = env
         .map(|env| pointer_name(&config.deploy.pointer, env))
@@ -84,6 +104,7 @@ async fn push_cmd(
         tag,
         pointer.as_deref(),
         config.deploy.limits(),
+        author,
         |event| match event {
             Progress::Start(total) => {
                 bar.set_length(total);
@@ -128,6 +149,9 @@ async fn push_cmd(
         manifest.files,
         size(manifest.unpacked_bytes)
     );
+    if let Some(signer) = &author.signer {
+        outln!("  signed by key {}", signer.key_id);
+    }
     if let Some((name, moved)) = &pushed.pointer {
         print_moved(name, moved)?;
     }
@@ -135,20 +159,25 @@ async fn push_cmd(
 }
 
 async fn promote(
-    global: &GlobalArgs,
-    config: &Config,
-    store: &Store,
+    op: &Op<'_>,
     tag: &str,
     env: &str,
     plan: Option<rollout::Plan>,
     salt: Option<&str>,
 ) -> anyhow::Result<()> {
+    let Op {
+        global,
+        config,
+        store,
+        author,
+    } = *op;
     check_tag(tag)?;
     if salt.is_some() && plan.is_none() {
         return Err(crate::exit::BadInput("--salt goes with --percent or --waves".into()).into());
     }
     let name = pointer_name(&config.deploy.pointer, env)?;
     let manifest = Manifest::load_complete(store, tag).await?;
+    sign::check_manifest(store, tag, author).await?;
     if let Some(plan) = plan {
         let now = release::now();
         if Pointer::load(store, &name).await?.is_none() {
@@ -157,32 +186,29 @@ async fn promote(
                 store.url_of(&layout::pointer(&name))
             );
         }
-        let moved = release::pointer::edit_pointer(store, &name, &release::who(), |current| {
+        let moved = release::pointer::edit_pointer(store, &name, author, |current| {
             rollout::start(current, &manifest, &plan, salt, &now).map(Some)
         })
         .await?;
         return report_moved(global, &name, &moved);
     }
-    let moved = move_pointer(store, &name, &release::who(), |_| {
-        std::future::ready(Ok(manifest.clone()))
-    })
-    .await?;
+    let moved = move_pointer(store, &name, author, |_| std::future::ready(Ok(manifest.clone()))).await?;
     report_moved(global, &name, &moved)
 }
 
-async fn rollback(
-    global: &GlobalArgs,
-    config: &Config,
-    store: &Store,
-    env: &str,
-    to: Option<&str>,
-) -> anyhow::Result<()> {
+async fn rollback(op: &Op<'_>, env: &str, to: Option<&str>) -> anyhow::Result<()> {
+    let Op {
+        global,
+        config,
+        store,
+        author,
+    } = *op;
     if let Some(tag) = to {
         check_tag(tag)?;
     }
     let name = pointer_name(&config.deploy.pointer, env)?;
     let url = store.url_of(&layout::pointer(&name));
-    let moved = move_pointer(store, &name, &release::who(), |current| async move {
+    let moved = move_pointer(store, &name, author, |current| async move {
         let current = current.ok_or_else(|| anyhow::anyhow!("no pointer {url}: nothing to roll back"))?;
         let target = match to {
             Some(tag) => tag.to_owned(),
@@ -193,10 +219,86 @@ async fn rollback(
                 None => anyhow::bail!("pointer {url} has no earlier tag to roll back to"),
             },
         };
-        Manifest::load_complete(store, &target).await
+        let manifest = Manifest::load_complete(store, &target).await?;
+        sign::check_manifest(store, &target, author).await?;
+        Ok(manifest)
     })
     .await?;
     report_moved(global, &name, &moved)
+}
+
+/// `release resign`: the pointer as it is, under a new serial and expiry.
+async fn resign(op: &Op<'_>, env: &str) -> anyhow::Result<()> {
+    let Op {
+        global,
+        config,
+        store,
+        author,
+    } = *op;
+    if author.signer.is_none() {
+        return Err(BadInput(format!(
+            "release resign signs: give --sign-key FILE (or {})",
+            sign::SIGN_KEY_VAR
+        ))
+        .into());
+    }
+    let name = pointer_name(&config.deploy.pointer, env)?;
+    let moved =
+        release::pointer::edit_pointer(store, &name, author, |current| Ok(Some(current.clone()))).await?;
+    report_moved(global, &name, &moved)
+}
+
+/// The author of a signing command: its key loaded (and its password asked) before
+/// anything is written.
+fn author(config: &Config, sign: &SignArgs, needs_verified_base: bool) -> anyhow::Result<Author> {
+    let expires = match &sign.expires {
+        Some(_) if sign.sign_key.is_none() => {
+            return Err(
+                BadInput("--expires goes with --sign-key: only signed pointers expire".into()).into(),
+            );
+        }
+        Some(text) => Expiry::parse(text, release::clock())?,
+        None => Expiry::default(),
+    };
+    let keys = crate::trust::Keys::from_config(config)?;
+    let mut author = Author::new(release::who(), sign.sign_key.as_ref(), expires, keys)?;
+    author.needs_verified_base = needs_verified_base;
+    Ok(author)
+}
+
+impl ReleaseCommand {
+    /// The signing options of a command that writes manifests or pointers.
+    fn sign_args(&self) -> Option<&SignArgs> {
+        use super::RolloutCommand as R;
+        match self {
+            ReleaseCommand::Push { sign, .. }
+            | ReleaseCommand::Promote { sign, .. }
+            | ReleaseCommand::Rollback { sign, .. }
+            | ReleaseCommand::Resign { sign, .. }
+            | ReleaseCommand::Rollout(
+                R::Set { sign, .. }
+                | R::Halt { sign, .. }
+                | R::Resume { sign, .. }
+                | R::Abort { sign, .. }
+                | R::Finish { sign, .. }
+                | R::Watch { sign, .. },
+            ) => Some(sign),
+            ReleaseCommand::Rollout(R::Status { .. })
+            | ReleaseCommand::List { .. }
+            | ReleaseCommand::Show { .. } => None,
+        }
+    }
+
+    /// Whether the change depends on what the pointer says (its history, its
+    /// rollout), so that a signed change must find it signed.
+    fn needs_verified_base(&self) -> bool {
+        match self {
+            ReleaseCommand::Push { .. } => false,
+            ReleaseCommand::Promote { percent, waves, .. } => percent.is_some() || waves.is_some(),
+            ReleaseCommand::Rollback { to, .. } => to.is_none(),
+            _ => true,
+        }
+    }
 }
 
 fn report_moved(global: &GlobalArgs, name: &str, moved: &Moved) -> anyhow::Result<()> {
@@ -269,7 +371,17 @@ pub(super) async fn list(
             Err(err) => tracing::warn!("skipping pointer {name}: {}", crate::exit::one_line(&err)),
         }
     }
-    let mut tags = names(store, layout::BUILDS).await?;
+    let build_keys = store.list(layout::BUILDS).await?;
+    let signed: std::collections::HashSet<&str> = build_keys
+        .iter()
+        .filter_map(|k| k.strip_suffix(crate::trust::SIGNATURE_SUFFIX))
+        .filter_map(|k| layout::name_in(layout::BUILDS, k))
+        .collect();
+    let mut tags: Vec<String> = build_keys
+        .iter()
+        .filter_map(|k| layout::name_in(layout::BUILDS, k))
+        .map(str::to_owned)
+        .collect();
     tags.retain(|tag| match check_tag(tag) {
         Ok(()) => true,
         Err(why) => {
@@ -277,10 +389,26 @@ pub(super) async fn list(
             false
         }
     });
-    let loaded: Vec<(String, anyhow::Result<Option<Manifest>>)> = futures::stream::iter(tags)
+    let keys = crate::trust::Keys::from_config(config)?;
+    let (keys, signed) = (&keys, &signed);
+    type Loaded = anyhow::Result<Option<(Manifest, Signature)>>;
+    let loaded: Vec<(String, Loaded)> = futures::stream::iter(tags)
         .map(|tag| async move {
-            let manifest = Manifest::load(store, &tag).await;
-            (tag, manifest)
+            let loaded = async {
+                let key = layout::manifest(&tag);
+                let Some(object) = store.get(&key, release::manifest::MAX_BYTES).await? else {
+                    return Ok(None);
+                };
+                let manifest = Manifest::parse(&object.bytes, &tag)
+                    .map_err(|why| anyhow::anyhow!("reading manifest {}: {why}", store.url_of(&key)))?;
+                let signature = match signed.contains(tag.as_str()) {
+                    true => Signature::of(store, &key, &object.bytes, keys).await?,
+                    false => Signature::UNSIGNED,
+                };
+                anyhow::Ok(Some((manifest, signature)))
+            }
+            .await;
+            (tag, loaded)
         })
         .buffer_unordered(16)
         .collect()
@@ -288,10 +416,15 @@ pub(super) async fn list(
     // One unreadable manifest does not hide the others: it is named and skipped. A
     // store that fails to answer still fails the listing.
     let mut manifests = Vec::new();
+    let mut signatures = BTreeMap::new();
     let mut unreadable = BTreeMap::new();
     for (tag, loaded) in loaded {
         match loaded {
-            Ok(manifest) => manifests.extend(manifest),
+            Ok(Some((manifest, signature))) => {
+                signatures.insert(tag, signature);
+                manifests.push(manifest);
+            }
+            Ok(None) => {}
             Err(err) if crate::store::StoreError::unanswered(&err) => return Err(err),
             Err(err) => {
                 let why = crate::exit::one_line(&err);
@@ -324,7 +457,8 @@ pub(super) async fn list(
             .iter()
             .map(|m| {
                 json!({"tag": m.tag, "created_at": m.created_at, "sha256": m.sha256, "size": m.size,
-                            "files": m.files, "pointers": marks(&m.tag), "rollouts": rollouts(&m.tag)})
+                            "files": m.files, "pointers": marks(&m.tag), "rollouts": rollouts(&m.tag),
+                            "signature": signatures.get(&m.tag)})
             })
             .collect();
         return print_json(&json!({"releases": releases, "pointers": pointers, "unreadable": unreadable}));
@@ -335,24 +469,33 @@ pub(super) async fn list(
     }
     let width = manifests.iter().map(|m| m.tag.len()).max().unwrap_or(3).max(3);
     outln!(
-        "{:width$}  {:20}  {:>10}  {:>8}  POINTERS",
+        "{:width$}  {:20}  {:>10}  {:>8}  {:16}  POINTERS",
         "TAG",
         "CREATED",
         "SIZE",
-        "FILES"
+        "FILES",
+        "SIGNED BY"
     );
     for m in &manifests {
         let mut marks = marks(&m.tag)
             .iter()
-            .map(|n| format!("{n} (serial {})", pointers[*n].serial))
+            .map(|n| {
+                let p = &pointers[*n];
+                match &p.expires {
+                    Some(expires) => format!("{n} (serial {}, signed until {expires})", p.serial),
+                    None => format!("{n} (serial {})", p.serial),
+                }
+            })
             .collect::<Vec<_>>();
         marks.extend(rollouts(&m.tag));
+        let signed_by = signatures.get(&m.tag).map(Signature::column).unwrap_or_default();
         outln!(
-            "{:width$}  {:20}  {:>10}  {:>8}  {}",
+            "{:width$}  {:20}  {:>10}  {:>8}  {:16}  {}",
             m.tag,
             m.created_at,
             size(m.size),
             m.files,
+            signed_by,
             marks.join(", ")
         );
     }
@@ -366,7 +509,7 @@ pub(super) async fn list(
     Ok(())
 }
 
-async fn show(global: &GlobalArgs, store: &Store, tag: &str) -> anyhow::Result<()> {
+async fn show(global: &GlobalArgs, config: &Config, store: &Store, tag: &str) -> anyhow::Result<()> {
     check_tag(tag)?;
     let manifest = Manifest::load(store, tag)
         .await?
@@ -383,14 +526,32 @@ async fn show(global: &GlobalArgs, store: &Store, tag: &str) -> anyhow::Result<(
         };
         outln!("{key:16}{text}");
     }
+    let keys = crate::trust::Keys::from_config(config)?;
+    let key = layout::manifest(tag);
+    let bytes = store
+        .get(&key, release::manifest::MAX_BYTES)
+        .await?
+        .map(|o| o.bytes)
+        .unwrap_or_default();
+    let signature = Signature::of(store, &key, &bytes, &keys).await?;
+    outln!("{:16}{}", "signature", signature.describe());
     // Which pointers name it, for everyone or in a rollout.
     let now = release::clock();
     for name in names(store, layout::POINTERS).await? {
         let Ok(Some(pointer)) = Pointer::load(store, &name).await else {
             continue;
         };
+        let until = pointer
+            .expires
+            .as_ref()
+            .map(|e| format!(", signed until {e}"))
+            .unwrap_or_default();
         if pointer.tag == tag {
-            outln!("{:16}{name} (stable, serial {})", "pointer", pointer.serial);
+            outln!(
+                "{:16}{name} (stable, serial {}{until})",
+                "pointer",
+                pointer.serial
+            );
         }
         if let Some(r) = pointer.rollout.as_ref().filter(|r| r.tag == tag) {
             let halted = if r.halted { ", halted" } else { "" };
@@ -403,6 +564,73 @@ async fn show(global: &GlobalArgs, store: &Store, tag: &str) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// Whether an object is signed, by which key, and whether that key is one of
+/// `[trust] keys` and the signature verifies.
+#[derive(Debug, serde::Serialize)]
+struct Signature {
+    /// The key id the signature names; `None` when unsigned.
+    key_id: Option<String>,
+    /// Checked against `[trust] keys`: `None` without any.
+    verified: Option<bool>,
+    /// Why it does not verify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+impl Signature {
+    async fn of(
+        store: &Store,
+        key: &str,
+        bytes: &[u8],
+        keys: &crate::trust::Keys,
+    ) -> anyhow::Result<Signature> {
+        let Some(text) = crate::trust::read_signature(store, key).await? else {
+            return Ok(Signature::UNSIGNED);
+        };
+        let key_id = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|text| minisign::SignatureBox::from_string(text).ok())
+            .map(|sig| crate::trust::key_id(sig.keynum()));
+        let checked = (!keys.is_empty()).then(|| keys.verify(key, bytes, Some(&text)));
+        Ok(Signature {
+            verified: checked.as_ref().map(Result::is_ok),
+            problem: match (&key_id, checked) {
+                (None, _) => Some(format!(
+                    "{} is not a minisign signature",
+                    crate::trust::signature_key(key)
+                )),
+                (_, Some(Err(refused))) => Some(refused.to_string()),
+                _ => None,
+            },
+            key_id,
+        })
+    }
+
+    const UNSIGNED: Signature = Signature {
+        key_id: None,
+        verified: None,
+        problem: None,
+    };
+
+    /// For a table: the key id, `-` when unsigned, `BAD` when it does not verify.
+    fn column(&self) -> String {
+        match (&self.key_id, &self.problem) {
+            (_, Some(_)) => "BAD".into(),
+            (Some(id), None) => id.clone(),
+            (None, None) => "-".into(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match (&self.key_id, self.verified, &self.problem) {
+            (None, _, None) => "unsigned".into(),
+            (_, _, Some(problem)) => format!("DOES NOT VERIFY: {problem}"),
+            (Some(id), Some(true), None) => format!("key {id} (verified against [trust] keys)"),
+            (Some(id), _, None) => format!("key {id} (not checked: no [trust] keys here)"),
+        }
+    }
 }
 
 /// The names of bootlace's JSON objects in a layout folder.

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde_json::json;
 
+use super::release::Op;
 use super::{GlobalArgs, RolloutCommand, print_json};
 use crate::config::Config;
 use crate::exit::{BadInput, Exit};
@@ -16,12 +17,8 @@ use crate::release::{self, Pointer, pointer::edit_pointer, pointer_name};
 use crate::report::Status;
 use crate::store::{Store, layout};
 
-pub async fn run(
-    global: &GlobalArgs,
-    config: &Config,
-    store: &Store,
-    command: &RolloutCommand,
-) -> anyhow::Result<Exit> {
+pub async fn run(op: &Op<'_>, command: &RolloutCommand) -> anyhow::Result<Exit> {
+    let (global, config, store) = (op.global, op.config, op.store);
     match command {
         RolloutCommand::Status { env, stale } => status(global, config, store, env, *stale).await,
         RolloutCommand::Set {
@@ -29,21 +26,23 @@ pub async fn run(
             percent,
             max_failures,
             force,
+            ..
         } => {
             let name = pointer_name(&config.deploy.pointer, env)?;
-            let moved = set(config, store, env, &name, *percent, *max_failures, *force).await?;
+            let moved = set(op, env, &name, *percent, *max_failures, *force).await?;
             show(global, &name, &moved.pointer)
         }
-        RolloutCommand::Halt { env } => act(global, config, store, env, Action::Halt).await,
-        RolloutCommand::Resume { env } => act(global, config, store, env, Action::Resume).await,
-        RolloutCommand::Abort { env } => act(global, config, store, env, Action::Abort).await,
-        RolloutCommand::Finish { env } => act(global, config, store, env, Action::Finish).await,
+        RolloutCommand::Halt { env, .. } => act(op, env, Action::Halt).await,
+        RolloutCommand::Resume { env, .. } => act(op, env, Action::Resume).await,
+        RolloutCommand::Abort { env, .. } => act(op, env, Action::Abort).await,
+        RolloutCommand::Finish { env, .. } => act(op, env, Action::Finish).await,
         RolloutCommand::Watch {
             env,
             steps,
             bake,
             max_failures,
-        } => watch(global, config, store, env, steps, *bake, *max_failures).await,
+            ..
+        } => watch(op, env, steps, *bake, *max_failures).await,
     }
 }
 
@@ -215,14 +214,14 @@ fn print_standing(s: &Standing) -> anyhow::Result<()> {
 /// `rollout set`: a fixed percentage; growing is refused while more than
 /// `max_failures` instances failed the target, unless forced.
 async fn set(
-    config: &Config,
-    store: &Store,
+    op: &Op<'_>,
     env: &str,
     name: &str,
     percent: f64,
     max_failures: u64,
     force: bool,
 ) -> anyhow::Result<release::Moved> {
+    let (config, store, author) = (op.config, op.store, op.author);
     let pointer = Pointer::load(store, name)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no pointer {}", store.url_of(&layout::pointer(name))))?;
@@ -242,7 +241,7 @@ async fn set(
         // Growing past failures on purpose is a retry for the instances that failed.
         retry = standing.failures() > max_failures;
     }
-    edit_pointer(store, name, &release::who(), |current| {
+    edit_pointer(store, name, author, |current| {
         Ok(rollout::apply(
             current,
             Action::Set { percent, retry },
@@ -252,15 +251,10 @@ async fn set(
     .await
 }
 
-async fn act(
-    global: &GlobalArgs,
-    config: &Config,
-    store: &Store,
-    env: &str,
-    action: Action,
-) -> anyhow::Result<Exit> {
+async fn act(op: &Op<'_>, env: &str, action: Action) -> anyhow::Result<Exit> {
+    let (global, config, store, author) = (op.global, op.config, op.store, op.author);
     let name = pointer_name(&config.deploy.pointer, env)?;
-    let moved = edit_pointer(store, &name, &release::who(), |current| {
+    let moved = edit_pointer(store, &name, author, |current| {
         Ok(rollout::apply(current, action, release::clock())?)
     })
     .await?;
@@ -299,14 +293,13 @@ fn show(global: &GlobalArgs, name: &str, pointer: &Pointer) -> anyhow::Result<Ex
 /// on failures the rollout is halted and the command exits 1. Someone else's halt,
 /// abort or new rollout meanwhile stops the watch (exit 1) without undoing it.
 async fn watch(
-    global: &GlobalArgs,
-    config: &Config,
-    store: &Store,
+    op: &Op<'_>,
     env: &str,
     steps: &[f64],
     bake: Duration,
     max_failures: u64,
 ) -> anyhow::Result<Exit> {
+    let (global, config, store, author) = (op.global, op.config, op.store, op.author);
     if steps.windows(2).any(|w| w[1] <= w[0]) {
         return Err(BadInput(format!("--steps must rise: {steps:?}")).into());
     }
@@ -321,11 +314,10 @@ async fn watch(
         .await?
         .ok_or_else(|| anyhow::anyhow!("no pointer {}", store.url_of(&layout::pointer(&name))))?;
     let watched = rollout::of(&pointer)?.clone();
-    let who = release::who();
     // Acts on the pointer only while it still carries the rollout being watched.
     let change = |action: Action| {
         let watched = &watched;
-        edit_pointer(store, &name, &who, move |current| {
+        edit_pointer(store, &name, author, move |current| {
             match &current.rollout {
                 Some(r) if r.tag == watched.tag && r.started_at == watched.started_at && !r.halted => {}
                 _ => anyhow::bail!(

@@ -13,9 +13,11 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::release::pointer::Checked;
 use crate::release::rollout::Placement;
 use crate::release::{Manifest, Pointer};
 use crate::store::Store;
+use crate::trust::Trust;
 use state::StateDir;
 
 /// What a deploy did.
@@ -44,13 +46,24 @@ pub struct Target {
 }
 
 /// The release the identity's pointer assigns to this instance.
-pub async fn target(config: &Config, identity: &Identity, store: &Store) -> anyhow::Result<Target> {
+/// With `trust`, the pointer and manifest must pass its rules (DESIGN §6.5).
+pub async fn target(
+    config: &Config,
+    identity: &Identity,
+    store: &Store,
+    trust: Option<&Trust>,
+) -> anyhow::Result<Target> {
     let name = crate::release::pointer_name_for(&config.deploy.pointer, identity)?;
     let url = store.url_of(&crate::store::layout::pointer(&name));
-    let pointer = Pointer::load(store, &name)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no pointer {url}: nothing to deploy"))?;
-    assigned_target(store, &pointer, &identity.machine_id, &url).await
+    let pointer = match trust {
+        Some(trust) => match trust.pointer(store, &name, None).await? {
+            Checked::Changed(pointer, _) => Some(*pointer),
+            Checked::Missing | Checked::NotModified => None,
+        },
+        None => Pointer::load(store, &name).await?,
+    }
+    .ok_or_else(|| anyhow::anyhow!("no pointer {url}: nothing to deploy"))?;
+    assigned_target(store, &pointer, &identity.machine_id, &url, trust).await
 }
 
 /// The release `pointer` (read from `url`) assigns to `machine_id` now, with its
@@ -61,11 +74,12 @@ pub async fn assigned_target(
     pointer: &Pointer,
     machine_id: &str,
     url: &str,
+    trust: Option<&Trust>,
 ) -> anyhow::Result<Target> {
     let assigned = pointer.assign(machine_id, crate::release::clock());
     let placement = assigned.placement.clone();
     let effective = pointer.applied(&assigned);
-    match manifest_for(store, &effective, url).await {
+    match manifest_for(store, &effective, url, trust).await {
         Ok(manifest) => Ok(Target {
             pointer: effective,
             manifest,
@@ -83,7 +97,7 @@ pub async fn assigned_target(
             );
             warn!("{why}");
             let stable = pointer.applied(&pointer.assign_stable());
-            let manifest = manifest_for(store, &stable, url).await?;
+            let manifest = manifest_for(store, &stable, url, trust).await?;
             Ok(Target {
                 pointer: stable,
                 manifest,
@@ -97,8 +111,13 @@ pub async fn assigned_target(
 
 /// The manifest of the tag `pointer` (read from `url`) names, which must be the build
 /// the pointer says.
-pub async fn manifest_for(store: &Store, pointer: &Pointer, url: &str) -> anyhow::Result<Manifest> {
-    let manifest = target_tag(store, &pointer.tag).await?;
+pub async fn manifest_for(
+    store: &Store,
+    pointer: &Pointer,
+    url: &str,
+    trust: Option<&Trust>,
+) -> anyhow::Result<Manifest> {
+    let manifest = target_tag(store, &pointer.tag, trust).await?;
     if manifest.sha256 != pointer.sha256 {
         anyhow::bail!(
             "pointer {url} names {} with sha256 {}, but its manifest says {}",
@@ -110,11 +129,13 @@ pub async fn manifest_for(store: &Store, pointer: &Pointer, url: &str) -> anyhow
     Ok(manifest)
 }
 
-/// The release `tag`.
-pub async fn target_tag(store: &Store, tag: &str) -> anyhow::Result<Manifest> {
-    Manifest::load(store, tag)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no release {tag} in {}", store.url()))
+/// The release `tag`, its manifest signed when `trust` says so.
+pub async fn target_tag(store: &Store, tag: &str, trust: Option<&Trust>) -> anyhow::Result<Manifest> {
+    match trust {
+        Some(trust) => trust.manifest(store, tag).await?,
+        None => Manifest::load(store, tag).await?,
+    }
+    .ok_or_else(|| anyhow::anyhow!("no release {tag} in {}", store.url()))
 }
 
 /// Deploys `manifest`'s release into the state dir and makes it current. The caller

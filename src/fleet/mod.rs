@@ -314,7 +314,7 @@ async fn read_one(store: &Store, scope: &Scope, listed: Listed) -> Read {
 
 /// Free text from a report, safe to print: control characters (a terminal escape, a
 /// line break) become spaces, and it is cut at `cap` characters.
-fn printable(text: &str, cap: usize) -> String {
+pub(crate) fn printable(text: &str, cap: usize) -> String {
     let mut out: String = text
         .chars()
         .take(cap)

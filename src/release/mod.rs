@@ -6,6 +6,7 @@ pub mod manifest;
 pub mod pointer;
 pub mod push;
 pub mod rollout;
+pub mod sign;
 
 use crate::exit::BadInput;
 

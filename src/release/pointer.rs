@@ -10,6 +10,7 @@ use tracing::debug;
 
 use super::manifest::Manifest;
 use super::rollout::{Placement, Rollout};
+use super::sign::Author;
 use super::{check_sha256, check_tag};
 use crate::store::{Store, Versioned, layout};
 
@@ -42,6 +43,13 @@ pub struct Pointer {
     /// still followed, and instances report this.
     #[serde(skip)]
     pub ignored_rollout: Option<String>,
+    /// The pointer this is (signed pointers, DESIGN §6.5): a copy of another pointer is
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// When a signed pointer stops being accepted, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 /// What a pointer assigns to one instance: the release it should run, and its place
@@ -97,7 +105,7 @@ impl Pointer {
 
     /// Reads pointer `name`; `None` when there is none yet.
     pub async fn load(store: &Store, name: &str) -> anyhow::Result<Option<Pointer>> {
-        Ok(read(store, name).await?.map(|(pointer, _)| pointer))
+        Ok(read_pointer(store, name).await?.map(|(pointer, _)| pointer))
     }
 
     /// The state that follows `previous` (or nothing) when everyone moves to
@@ -114,6 +122,8 @@ impl Pointer {
             history: Vec::new(),
             rollout: None,
             ignored_rollout: None,
+            name: None,
+            expires: None,
         };
         match previous {
             Some(previous) => previous.successor(desired, now, by),
@@ -208,14 +218,14 @@ impl Pointer {
         }
     }
 
-    fn to_json(&self) -> Bytes {
+    pub fn to_json(&self) -> Bytes {
         let mut bytes = serde_json::to_vec_pretty(self).expect("a pointer always serialises");
         bytes.push(b'\n');
         Bytes::from(bytes)
     }
 }
 
-async fn read(store: &Store, name: &str) -> anyhow::Result<Option<(Pointer, Versioned)>> {
+async fn read_pointer(store: &Store, name: &str) -> anyhow::Result<Option<(Pointer, Versioned)>> {
     let key = layout::pointer(name);
     let Some(object) = store.get(&key, MAX_BYTES).await? else {
         return Ok(None);
@@ -276,13 +286,36 @@ impl Pointer {
 /// The choice is made once, on the first read: after a lost race the same release is
 /// written over the state that won (or nothing, if that state already names it), so
 /// two concurrent rollbacks cannot undo each other.
-pub async fn move_pointer<F, Fut>(store: &Store, name: &str, by: &str, choose: F) -> anyhow::Result<Moved>
+pub async fn move_pointer<F, Fut>(
+    store: &Store,
+    name: &str,
+    author: &Author,
+    choose: F,
+) -> anyhow::Result<Moved>
 where
     F: FnOnce(Option<Pointer>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Manifest>>,
 {
     let key = layout::pointer(name);
-    let mut current = read(store, name).await?;
+    refuse_unsigned_change(store, &key, author).await?;
+    let mut current = read_pointer(store, name).await?;
+    let mut trusted = true;
+    for reads in 1..=crate::trust::MISMATCH_READS {
+        let Some((_, read)) = &current else { break };
+        match verify_base(store, name, author, read).await? {
+            Ok(()) => break,
+            // A change in flight writes its signature first: read again before judging.
+            Err(r) if r.rule == crate::trust::Rule::Mismatch && reads < crate::trust::MISMATCH_READS => {
+                lost_race(store, &key, reads - 1).await;
+                current = read_pointer(store, name).await?;
+            }
+            Err(r) => {
+                untrusted_base(store, name, author, r)?;
+                trusted = false;
+                break;
+            }
+        }
+    }
     let manifest = choose(current.as_ref().map(|(pointer, _)| pointer.clone())).await?;
     for attempt in 0..ATTEMPTS {
         let previous = current.as_ref().map(|(pointer, _)| pointer);
@@ -291,6 +324,8 @@ where
                 && p.sha256 == manifest.sha256
                 && p.rollout.is_none()
                 && p.ignored_rollout.is_none()
+                // A signed pointer whose signature does not match is written anew.
+                && trusted
         }) {
             return Ok(Moved {
                 pointer: p.clone(),
@@ -298,9 +333,10 @@ where
                 retries: attempt,
             });
         }
-        let next = Pointer::next(previous, &manifest, &super::now(), by);
+        let next = Pointer::next(previous, &manifest, &super::now(), &author.who);
+        let (next, bytes) = seal(store, &key, name, author, next).await?;
         if store
-            .swap(&key, next.to_json(), current.as_ref().map(|(_, read)| read))
+            .swap(&key, bytes, current.as_ref().map(|(_, read)| read))
             .await?
         {
             return Ok(Moved {
@@ -312,12 +348,104 @@ where
         // Lost the race (or our own write landed and its answer was lost: the next
         // round then finds the pointer already at the tag and reports no change).
         lost_race(store, &key, attempt).await;
-        current = read(store, name).await?;
+        current = read_pointer(store, name).await?;
+        if let Some((_, read)) = &current {
+            trusted = verify_base(store, name, author, read).await?.is_ok();
+        }
     }
     anyhow::bail!(
         "moving pointer {}: it kept changing under {ATTEMPTS} attempts; nothing was written, try again",
         store.url_of(&key)
     )
+}
+
+/// With a signing key: `next` as a signed pointer (its `name` and `expires` set), and
+/// its signature written beside the pointer, before the pointer itself, so that a
+/// reader never finds the new pointer with an old signature. Without: `next` as it is.
+/// The pointer's bytes to write.
+async fn seal(
+    store: &Store,
+    key: &str,
+    name: &str,
+    author: &Author,
+    mut next: Pointer,
+) -> anyhow::Result<(Pointer, Bytes)> {
+    let Some(signer) = &author.signer else {
+        next.name = None;
+        next.expires = None;
+        let bytes = next.to_json();
+        return Ok((next, bytes));
+    };
+    next.name = Some(name.to_owned());
+    next.expires = Some(author.expires.at(std::time::SystemTime::now()));
+    let bytes = next.to_json();
+    let signature = signer.sign(key, &bytes)?;
+    store.put(&crate::trust::signature_key(key), signature).await?;
+    Ok((next, bytes))
+}
+
+/// An unsigned change to a signed pointer would leave it with a signature that no
+/// longer matches, and every instance that checks signatures would refuse it.
+async fn refuse_unsigned_change(store: &Store, key: &str, author: &Author) -> anyhow::Result<()> {
+    if author.signer.is_some() {
+        return Ok(());
+    }
+    let sig_key = crate::trust::signature_key(key);
+    if store.size_of(&sig_key).await?.is_some() {
+        return Err(crate::exit::BadInput(format!(
+            "pointer {} is signed ({sig_key} exists): sign this change with --sign-key or {} \
+             (or delete the signature to stop signing it)",
+            store.url_of(key),
+            super::sign::SIGN_KEY_VAR
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Whether the pointer as `read` verifies against the author's keys and names
+/// itself, when the author signs (an unsigned author takes what it reads).
+async fn verify_base(
+    store: &Store,
+    name: &str,
+    author: &Author,
+    read: &Versioned,
+) -> anyhow::Result<Result<(), crate::trust::Refused>> {
+    if author.signer.is_none() {
+        return Ok(Ok(()));
+    }
+    let key = layout::pointer(name);
+    let signature = crate::trust::read_signature(store, &key).await?;
+    Ok(author
+        .keys
+        .verify(&key, &read.bytes, signature.as_deref())
+        .and_then(|_| match Pointer::parse(&read.bytes) {
+            Ok(pointer) if pointer.name.as_deref() == Some(name) => Ok(()),
+            _ => Err(crate::trust::Refused {
+                rule: crate::trust::Rule::Name,
+                why: format!("it does not name itself {name:?}"),
+            }),
+        }))
+}
+
+/// What a signed change does with a pointer that does not verify: one that depends on
+/// what the pointer says refuses it; another writes a signed pointer over it, and
+/// says so.
+fn untrusted_base(
+    store: &Store,
+    name: &str,
+    author: &Author,
+    refused: crate::trust::Refused,
+) -> anyhow::Result<()> {
+    let url = store.url_of(&layout::pointer(name));
+    if author.needs_verified_base {
+        anyhow::bail!(
+            "pointer {url} does not verify against the signing key or [trust] keys: {refused}; \
+             `bootlace release promote TAG --env … --sign-key …` writes a fresh signed one"
+        );
+    }
+    tracing::warn!("pointer {url} does not verify ({refused}); a signed pointer is written over it");
+    Ok(())
 }
 
 /// After a lost compare-and-swap: a short, growing, random pause before reading again.
@@ -337,14 +465,16 @@ async fn lost_race(store: &Store, key: &str, attempt: u32) {
 /// state: `Ok(None)` leaves it as it is. Unlike [`move_pointer`], `edit` runs again on
 /// the state that won after a lost race, so a change relative to the current state
 /// (a rollout's percentage, a halt) is never applied to a stale one, nor lost.
-pub async fn edit_pointer<F>(store: &Store, name: &str, by: &str, mut edit: F) -> anyhow::Result<Moved>
+pub async fn edit_pointer<F>(store: &Store, name: &str, author: &Author, mut edit: F) -> anyhow::Result<Moved>
 where
     F: FnMut(&Pointer) -> anyhow::Result<Option<Pointer>>,
 {
     let key = layout::pointer(name);
+    refuse_unsigned_change(store, &key, author).await?;
     let mut written: Option<Pointer> = None;
+    let mut disturbed = false;
     for attempt in 0..ATTEMPTS {
-        let (current, read) = read(store, name)
+        let (current, read) = read_pointer(store, name)
             .await?
             .ok_or_else(|| anyhow::anyhow!("no pointer {}", store.url_of(&key)))?;
         // Our own write landed, though its answer was lost: done, not to be redone.
@@ -355,15 +485,42 @@ where
                 retries: attempt,
             });
         }
-        let Some(desired) = edit(&current)? else {
-            return Ok(Moved {
-                pointer: current,
-                changed: false,
-                retries: attempt,
-            });
+        // A signature that does not match may be a change in flight (its signature
+        // is written first): read again before judging it, unless it is our own.
+        let trusted = match verify_base(store, name, author, &read).await? {
+            Ok(()) => true,
+            // Our own signature, from a lost race: renewed below.
+            Err(_) if disturbed => false,
+            Err(r)
+                if r.rule == crate::trust::Rule::Mismatch && attempt + 1 < crate::trust::MISMATCH_READS =>
+            {
+                lost_race(store, &key, attempt).await;
+                continue;
+            }
+            Err(r) => {
+                untrusted_base(store, name, author, r)?;
+                false
+            }
         };
-        let next = current.successor(desired, &super::now(), by);
-        if store.swap(&key, next.to_json(), Some(&read)).await? {
+        let desired = match edit(&current)? {
+            Some(desired) => desired,
+            // Nothing to change, but a signature that does not match (ours, from a
+            // lost race) is renewed with the pointer.
+            None if !trusted => current.clone(),
+            None => {
+                return Ok(Moved {
+                    pointer: current,
+                    changed: false,
+                    retries: attempt,
+                });
+            }
+        };
+        let next = current.successor(desired, &super::now(), &author.who);
+        let (next, bytes) = seal(store, &key, name, author, next).await?;
+        // From here on, the signature in the store may be ours over a pointer that
+        // lost the race.
+        disturbed = author.signer.is_some();
+        if store.swap(&key, bytes, Some(&read)).await? {
             return Ok(Moved {
                 pointer: next,
                 changed: true,

@@ -14,6 +14,7 @@ use crate::archive::{Compression, Hashing};
 use crate::exit::BadInput;
 use crate::store::{Store, layout};
 
+use super::sign::Author;
 use super::{Manifest, Moved, manifest::FORMAT_VERSION, move_pointer};
 
 /// What a push did.
@@ -43,6 +44,7 @@ pub async fn push(
     tag: &str,
     pointer: Option<&str>,
     limits: Limits,
+    author: &Author,
     mut progress: impl FnMut(Progress),
 ) -> anyhow::Result<Pushed> {
     let manifest_key = layout::manifest(tag);
@@ -92,19 +94,33 @@ pub async fn push(
         files: prepared.files,
         unpacked_bytes: prepared.unpacked_bytes,
         created_at: super::now(),
-        created_by: super::who(),
+        created_by: author.who.clone(),
         source_revision: source_revision(source),
     };
-    if !store.create(&manifest_key, manifest.to_json().into()).await? {
+    let bytes = manifest.to_json();
+    if !store.create(&manifest_key, bytes.clone().into()).await? {
         // Either another push won the tag, or our own write landed and its answer was lost.
         if Manifest::load(store, tag).await?.as_ref() != Some(&manifest) {
             return Err(tag_exists(store, tag));
         }
     }
+    // The tag is ours: its signature goes beside it. (Until it is there, instances
+    // that check signatures refuse the tag; no pointer names it yet.)
+    if let Some(signer) = &author.signer {
+        let signature = signer.sign(&manifest_key, &bytes)?;
+        store
+            .put(&crate::trust::signature_key(&manifest_key), signature)
+            .await
+            .with_context(|| {
+                format!(
+                    "pushed {tag}, but its signature was not written (push the build again under a new tag)"
+                )
+            })?;
+    }
     let pointer = match pointer {
         Some(name) => {
             let target = manifest.clone();
-            let moved = move_pointer(store, name, &super::who(), |_| std::future::ready(Ok(target)))
+            let moved = move_pointer(store, name, author, |_| std::future::ready(Ok(target)))
                 .await
                 .with_context(|| {
                     format!("pushed {tag}, but the pointer did not move (run `bootlace release promote {tag} --env …`)")

@@ -17,6 +17,8 @@ pub struct Host {
     pub dir: tempfile::TempDir,
     /// A prefix in moto, or `None` for a `file://` store in `dir/store`.
     place: Option<String>,
+    /// Variables every command gets besides the host's own.
+    env: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Host {
@@ -39,7 +41,11 @@ impl Host {
         );
         write(dir.path(), "config.toml", config);
         std::fs::create_dir(dir.path().join("log")).unwrap();
-        Self { dir, place }
+        Self {
+            dir,
+            place,
+            env: Default::default(),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -49,6 +55,13 @@ impl Host {
     /// Replaces the config file.
     pub fn configure(&self, config: &str) {
         write(self.dir.path(), "config.toml", config);
+    }
+
+    /// Sets `name` for every later command (`BOOTLACE_SIGN_KEY`, say).
+    pub fn set_env(&self, name: &str, value: impl Into<String>) {
+        let mut env = self.env.borrow_mut();
+        env.retain(|(n, _)| n != name);
+        env.push((name.to_owned(), value.into()));
     }
 
     /// `bootlace` as this instance runs it.
@@ -72,7 +85,8 @@ impl Host {
                 "BOOTLACE_IDENTITY",
                 format!("file:{}", self.path("user-data").display()),
             )
-            .env("LOG_DIR", self.path("log"));
+            .env("LOG_DIR", self.path("log"))
+            .envs(self.env.borrow().iter().map(|(n, v)| (n, v)));
         command
     }
 

@@ -1,0 +1,487 @@
+//! Signed releases on the instance (DESIGN §6.5). With `[trust] keys` set, a pointer
+//! or manifest is used only when its minisign signature (`<object>.minisig`) verifies
+//! against one of the keys and names that very object, and, for a pointer, when it is
+//! the pointer asked for, has not expired, and is not older than one accepted before
+//! (the highest serial per pointer is kept in `<state_dir>/trust.json`). Each refusal
+//! names the rule that failed. The format and the cryptography are the `minisign`
+//! crate's; the rules are bootlace's.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use minisign::{PublicKey, SignatureBox};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::release::Manifest;
+use crate::release::pointer::{self, Checked, Pointer};
+use crate::store::{Fetched, Store, StoreError, layout};
+
+/// What a signature's key is named by, beside the object it signs.
+pub const SIGNATURE_SUFFIX: &str = ".minisig";
+/// The most bytes of a signature read: minisign's are about 300, plus the comment.
+pub const MAX_SIGNATURE_BYTES: u64 = 4 << 10;
+/// The file under the state dir that remembers the pointers accepted.
+pub const LEDGER_FILE: &str = "trust.json";
+/// Reads of a pointer whose signature does not match it, before refusing it: a signed
+/// change writes the signature first and the pointer right after, so a reader can
+/// catch the new signature beside the old pointer for a moment.
+pub const MISMATCH_READS: u32 = 3;
+
+/// `<key>.minisig`.
+pub fn signature_key(key: &str) -> String {
+    format!("{key}{SIGNATURE_SUFFIX}")
+}
+
+/// A public key as `[trust] keys` takes it (the base64 line of a `.pub` file).
+pub fn parse_key(text: &str) -> Result<PublicKey, String> {
+    let text = text.trim();
+    PublicKey::from_base64(text).map_err(|_| {
+        format!(
+            "{:?} is not a minisign public key (the 56-character line starting with RW of a .pub file)",
+            crate::fleet::printable(text, 64)
+        )
+    })
+}
+
+/// A key id as minisign prints it: 16 hex digits.
+pub fn key_id(keynum: &[u8]) -> String {
+    let mut bytes = [0u8; 8];
+    let n = keynum.len().min(8);
+    bytes[..n].copy_from_slice(&keynum[..n]);
+    format!("{:016X}", u64::from_le_bytes(bytes))
+}
+
+/// The trusted comment of a signature over the object at `key`, minisign's own shape:
+/// `timestamp:<unix>\tfile:<key>\thashed`.
+pub fn trusted_comment(key: &str, now: SystemTime) -> String {
+    let unix = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    format!("timestamp:{unix}\tfile:{key}\thashed")
+}
+
+/// The rule a refused object broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// No signature beside the object.
+    Unsigned,
+    /// The signature file is not a minisign signature.
+    Garbage,
+    /// Signed by a key not in `[trust] keys`.
+    UnknownKey,
+    /// The signature does not verify over the object's bytes.
+    Mismatch,
+    /// The signature was made for another object.
+    Object,
+    /// The pointer is another pointer.
+    Name,
+    /// The pointer is older than one accepted before.
+    Serial,
+    /// The pointer has expired.
+    Expires,
+    /// The object is over its size cap.
+    Size,
+    /// `trust.json` cannot be read or written.
+    Ledger,
+}
+
+impl Rule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Unsigned => "signed",
+            Rule::Garbage | Rule::Mismatch => "signature",
+            Rule::UnknownKey => "key",
+            Rule::Object => "object",
+            Rule::Name => "name",
+            Rule::Serial => "serial",
+            Rule::Expires => "expires",
+            Rule::Size => "size",
+            Rule::Ledger => "trust.json",
+        }
+    }
+}
+
+/// Why an object was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{why} (trust rule: {})", rule.name())]
+pub struct Refused {
+    pub rule: Rule,
+    pub why: String,
+}
+
+fn refused(rule: Rule, why: impl Into<String>) -> Refused {
+    Refused {
+        rule,
+        why: why.into(),
+    }
+}
+
+/// The public keys signatures are checked against.
+#[derive(Clone, Debug, Default)]
+pub struct Keys(Vec<(PublicKey, String)>);
+
+impl Keys {
+    /// `[trust] keys` (checked when the config was read).
+    pub fn from_config(config: &Config) -> Result<Keys, crate::exit::BadInput> {
+        let mut keys = Keys::default();
+        for (i, text) in config.trust.keys.iter().enumerate() {
+            let key =
+                parse_key(text).map_err(|why| crate::exit::BadInput(format!("trust.keys[{i}]: {why}")))?;
+            keys.add(key);
+        }
+        Ok(keys)
+    }
+
+    pub fn add(&mut self, key: PublicKey) {
+        let id = key_id(key.keynum());
+        if !self.0.iter().any(|(_, known)| *known == id) {
+            self.0.push((key, id));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Checks `signature` (the bytes of `<key>.minisig`, `None` when there is none)
+    /// over `bytes`, the object at `key`. The id of the key that signed it.
+    pub fn verify(&self, key: &str, bytes: &[u8], signature: Option<&[u8]>) -> Result<String, Refused> {
+        let sig_key = signature_key(key);
+        let signature =
+            signature.ok_or_else(|| refused(Rule::Unsigned, format!("it has no signature ({sig_key})")))?;
+        let text = std::str::from_utf8(signature).map_err(|_| {
+            refused(
+                Rule::Garbage,
+                format!("{sig_key} is not a minisign signature (not text)"),
+            )
+        })?;
+        let sig = SignatureBox::from_string(text).map_err(|e| {
+            refused(
+                Rule::Garbage,
+                format!("{sig_key} is not a minisign signature: {e}"),
+            )
+        })?;
+        let id = key_id(sig.keynum());
+        let Some((public, _)) = self.0.iter().find(|(_, known)| *known == id) else {
+            return Err(refused(
+                Rule::UnknownKey,
+                format!("it is signed by key {id}, which is not one of [trust] keys"),
+            ));
+        };
+        if !sig.is_prehashed() {
+            return Err(refused(
+                Rule::Garbage,
+                format!("{sig_key} is a legacy signature; only prehashed (ED) signatures are accepted"),
+            ));
+        }
+        minisign::verify(public, &sig, Cursor::new(bytes), true, false, false).map_err(|e| {
+            refused(
+                Rule::Mismatch,
+                format!("its signature by key {id} does not verify ({e}): changed after signing?"),
+            )
+        })?;
+        let comment = sig.trusted_comment().unwrap_or_default();
+        let named = comment
+            .split('\t')
+            .find_map(|field| field.strip_prefix("file:"))
+            .unwrap_or("");
+        if named != key {
+            return Err(refused(
+                Rule::Object,
+                format!(
+                    "its signature was made for {:?}, not {key}",
+                    crate::fleet::printable(named, 200)
+                ),
+            ));
+        }
+        Ok(id)
+    }
+}
+
+/// The rules a signed pointer's body must meet: it is pointer `name`, and it has not
+/// expired at `now`.
+pub fn check_pointer(name: &str, pointer: &Pointer, now: SystemTime) -> Result<(), Refused> {
+    match pointer.name.as_deref() {
+        Some(named) if named == name => {}
+        Some(named) => {
+            return Err(refused(
+                Rule::Name,
+                format!("it is pointer {named:?}, not {name:?} (copied from another pointer?)"),
+            ));
+        }
+        None => return Err(refused(Rule::Name, "it names no pointer (no \"name\")")),
+    }
+    let expires = pointer
+        .expires
+        .as_deref()
+        .ok_or_else(|| refused(Rule::Expires, "it has no \"expires\""))?;
+    let at = humantime::parse_rfc3339_weak(expires).map_err(|_| {
+        refused(
+            Rule::Expires,
+            format!("\"expires\" {expires:?} is not an RFC 3339 time"),
+        )
+    })?;
+    if at <= now {
+        return Err(refused(
+            Rule::Expires,
+            format!("it expired at {expires} (renew it: bootlace release resign --env …)"),
+        ));
+    }
+    Ok(())
+}
+
+/// What an instance checks its releases against: the keys, and the pointers it
+/// accepted before.
+#[derive(Debug)]
+pub struct Trust {
+    keys: Keys,
+    ledger: PathBuf,
+    /// Whether accepted pointers are recorded (`plan` changes nothing).
+    record: bool,
+}
+
+impl Trust {
+    /// The instance's trust from its config: `None` without `[trust] keys`.
+    pub fn for_instance(config: &Config, record: bool) -> Result<Option<Trust>, crate::exit::BadInput> {
+        let keys = Keys::from_config(config)?;
+        Ok((!keys.is_empty()).then(|| Trust {
+            keys,
+            ledger: config.deploy.state_dir.join(LEDGER_FILE),
+            record,
+        }))
+    }
+
+    /// Reads pointer `name` (unless its ETag is still `e_tag`) and accepts it only if
+    /// every rule holds; an accepted pointer's serial is recorded.
+    pub async fn pointer(&self, store: &Store, name: &str, e_tag: Option<&str>) -> anyhow::Result<Checked> {
+        let key = layout::pointer(name);
+        let url = store.url_of(&key);
+        let refusing = |r: Refused| anyhow::Error::new(r).context(format!("refused pointer {url}"));
+        let mut e_tag = e_tag;
+        let mut read = 0;
+        let (object, id) = loop {
+            read += 1;
+            let fetching = store.get_if_changed(&key, e_tag, pointer::MAX_BYTES);
+            // A conditional read (the agent's) is mostly answered "unchanged": the
+            // signature is read only when the pointer changed. Otherwise (a boot) both
+            // are read at once, so checking adds no round trip.
+            let (fetched, signature) = match e_tag {
+                Some(_) => (fetching.await, None),
+                None => {
+                    let (fetched, signature) = tokio::join!(fetching, read_signature(store, &key));
+                    (fetched, Some(signature?))
+                }
+            };
+            let object = match fetched {
+                Ok(Fetched::Object(object)) => object,
+                Ok(Fetched::NotModified) => return Ok(Checked::NotModified),
+                Ok(Fetched::Missing) => return Ok(Checked::Missing),
+                Err(err) => return Err(too_large(err).map_err(refusing)?),
+            };
+            let signature = match signature {
+                Some(signature) => signature,
+                None => read_signature(store, &key).await?,
+            };
+            match self.keys.verify(&key, &object.bytes, signature.as_deref()) {
+                Ok(id) => break (object, id),
+                Err(r) if r.rule == Rule::Mismatch && read < MISMATCH_READS => {
+                    tracing::debug!("pointer {url}: {r}; reading it again");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(read))).await;
+                    e_tag = None;
+                }
+                Err(r) => return Err(refusing(r)),
+            }
+        };
+        let pointer =
+            Pointer::parse(&object.bytes).map_err(|why| anyhow::anyhow!("reading pointer {url}: {why}"))?;
+        check_pointer(name, &pointer, crate::release::clock()).map_err(refusing)?;
+        let digest = hex::encode(Sha256::digest(&object.bytes));
+        let ledger = Ledger(&self.ledger);
+        ledger.check(name, pointer.serial, &digest).map_err(refusing)?;
+        if self.record {
+            ledger.record(name, pointer.serial, &digest).map_err(refusing)?;
+        }
+        tracing::debug!("pointer {url}: serial {} signed by key {id}", pointer.serial);
+        Ok(Checked::Changed(Box::new(pointer), object.version.e_tag))
+    }
+
+    /// The rules of a pointer accepted earlier, again at `now`: its expiry passes with
+    /// the clock while it stays as it was.
+    pub fn still_valid(&self, name: &str, pointer: &Pointer) -> Result<(), Refused> {
+        check_pointer(name, pointer, crate::release::clock())
+    }
+
+    /// Reads the manifest of `tag`, accepted only when its signature verifies.
+    pub async fn manifest(&self, store: &Store, tag: &str) -> anyhow::Result<Option<Manifest>> {
+        let key = layout::manifest(tag);
+        let url = store.url_of(&key);
+        let refusing = |r: Refused| anyhow::Error::new(r).context(format!("refused manifest {url}"));
+        let (fetched, signature) = tokio::join!(
+            store.get(&key, crate::release::manifest::MAX_BYTES),
+            read_signature(store, &key)
+        );
+        let object = match fetched {
+            Ok(Some(object)) => object,
+            Ok(None) => return Ok(None),
+            Err(err) => return Err(too_large(err).map_err(refusing)?),
+        };
+        let signature = signature?;
+        self.keys
+            .verify(&key, &object.bytes, signature.as_deref())
+            .map_err(refusing)?;
+        let manifest = Manifest::parse(&object.bytes, tag)
+            .map_err(|why| anyhow::anyhow!("reading manifest {url}: {why}"))?;
+        Ok(Some(manifest))
+    }
+}
+
+/// A store error as a refusal when the object was over its cap (the store works; the
+/// object is refused unread), as itself otherwise.
+fn too_large(err: StoreError) -> Result<anyhow::Error, Refused> {
+    if err.refused {
+        return Err(refused(Rule::Size, err.reason));
+    }
+    Ok(err.into())
+}
+
+/// The signature beside `key`, if there is one.
+pub async fn read_signature(store: &Store, key: &str) -> anyhow::Result<Option<bytes::Bytes>> {
+    let sig_key = signature_key(key);
+    match store.get(&sig_key, MAX_SIGNATURE_BYTES).await {
+        Ok(object) => Ok(object.map(|o| o.bytes)),
+        // A signature too large to be one is garbage, and refused as such.
+        Err(err) if err.refused => Ok(Some(bytes::Bytes::from_static(b"(over 4 KiB)"))),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// `trust.json`: for each pointer name, the highest serial accepted and the digest of
+/// its bytes.
+struct Ledger<'a>(&'a Path);
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LedgerFile {
+    format_version: u32,
+    pointers: BTreeMap<String, Seen>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Seen {
+    serial: u64,
+    /// The sha256 of the pointer's bytes at that serial.
+    sha256: String,
+    accepted_at: String,
+}
+
+impl Ledger<'_> {
+    fn read(&self) -> Result<LedgerFile, Refused> {
+        let broken = |why: String| {
+            refused(
+                Rule::Ledger,
+                format!(
+                    "{}: {why} (remove it to accept pointers from scratch)",
+                    self.0.display()
+                ),
+            )
+        };
+        let bytes = match std::fs::read(self.0) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(LedgerFile::default()),
+            Err(err) => return Err(broken(err.to_string())),
+        };
+        if bytes.len() > 1 << 20 {
+            return Err(broken("over 1 MiB".into()));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| broken(e.to_string()))
+    }
+
+    /// The rollback rule: `serial` is not below the highest accepted for `name`, and
+    /// an equal one comes with the same bytes.
+    fn check(&self, name: &str, serial: u64, digest: &str) -> Result<(), Refused> {
+        let file = self.read()?;
+        let Some(seen) = file.pointers.get(name) else {
+            return Ok(());
+        };
+        if serial < seen.serial {
+            return Err(refused(
+                Rule::Serial,
+                format!(
+                    "serial {serial} is lower than {}, accepted at {}: an older pointer replayed?",
+                    seen.serial, seen.accepted_at
+                ),
+            ));
+        }
+        if serial == seen.serial && digest != seen.sha256 {
+            return Err(refused(
+                Rule::Serial,
+                format!("serial {serial} was accepted before with other bytes"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records `serial` for `name` when it is higher than what is recorded: under a
+    /// lock, written atomically.
+    fn record(&self, name: &str, serial: u64, digest: &str) -> Result<(), Refused> {
+        let failed = |e: std::io::Error| refused(Rule::Ledger, format!("writing {}: {e}", self.0.display()));
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.0.with_extension("lock"))
+            .map_err(failed)?;
+        lock.lock().map_err(failed)?;
+        let mut file = self.read()?;
+        if file.pointers.get(name).is_some_and(|seen| seen.serial >= serial) {
+            return Ok(());
+        }
+        file.format_version = 1;
+        file.pointers.insert(
+            name.to_owned(),
+            Seen {
+                serial,
+                sha256: digest.to_owned(),
+                accepted_at: crate::release::now(),
+            },
+        );
+        let mut bytes = serde_json::to_vec_pretty(&file).expect("the ledger always serialises");
+        bytes.push(b'\n');
+        crate::report::write_atomic(self.0, &bytes).map_err(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_read_as_minisign_prints_them() {
+        assert_eq!(key_id(&[1, 0, 0, 0, 0, 0, 0, 0]), "0000000000000001");
+        assert_eq!(
+            key_id(&[0xEF, 0xCD, 0xAB, 0x89, 0x67, 0x45, 0x23, 0x01]),
+            "0123456789ABCDEF"
+        );
+    }
+
+    #[test]
+    fn the_ledger_only_rises() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LEDGER_FILE);
+        let ledger = Ledger(&path);
+        ledger.check("prod", 1, "a").unwrap();
+        ledger.record("prod", 5, "a").unwrap();
+        ledger.record("prod", 3, "b").unwrap();
+        assert_eq!(ledger.check("prod", 4, "c").unwrap_err().rule, Rule::Serial);
+        assert_eq!(ledger.check("prod", 5, "b").unwrap_err().rule, Rule::Serial);
+        ledger.check("prod", 5, "a").unwrap();
+        ledger.check("prod", 6, "d").unwrap();
+        ledger.check("staging", 1, "e").unwrap();
+        std::fs::write(&path, b"{").unwrap();
+        assert_eq!(ledger.check("prod", 9, "a").unwrap_err().rule, Rule::Ledger);
+    }
+}

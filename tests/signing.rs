@@ -1,0 +1,486 @@
+//! Signed releases (DESIGN §6.5), one test per attack: each changes the store as an
+//! attacker with write access to the bucket (but not the signing key) could, then
+//! checks that the instance switched to nothing — `run` degrades to what it runs, and
+//! so does the agent — and that the report names the rule that refused it. Interop
+//! with the reference `minisign` CLI both ways.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::host::Host;
+use support::{bootlace, minisign, run};
+
+/// A key pair from `bootlace key generate` in `dir/<name>`: the secret key's path
+/// and the public key as `[trust] keys` takes it.
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let dir = dir.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    let out = run(bootlace()
+        .args(["--json", "key", "generate", "--unencrypted", "--dir"])
+        .arg(&dir));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let generated: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    (
+        dir.join("bootlace.key"),
+        generated["public_key"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn trusting(keys: &[&str]) -> String {
+    let keys: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
+    format!("[trust]\nkeys = [{}]\n", keys.join(", "))
+}
+
+/// An instance that trusts one key, running v1 (signed), with v2 pushed and signed
+/// but not promoted.
+struct Signed {
+    host: Host,
+    key: PathBuf,
+}
+
+impl Signed {
+    fn new() -> Signed {
+        let host = Host::new("");
+        let (key, public) = keygen(host.dir.path(), "keys");
+        host.configure(&trusting(&[&public]));
+        host.set_env("BOOTLACE_SIGN_KEY", key.to_str().unwrap());
+        host.push("v1", Some("echo v1 >> \"$LOG_DIR/init.log\""), &[], true);
+        let out = host.run(&["run"]);
+        assert_eq!(out.code, 0, "{}", out.all());
+        assert_eq!(host.link("current").as_deref(), Some("releases/v1"));
+        host.push("v2", Some("echo v2 >> \"$LOG_DIR/init.log\""), &[], false);
+        Signed { host, key }
+    }
+
+    fn store(&self, key: &str) -> PathBuf {
+        self.host.path("store").join(key)
+    }
+
+    fn read(&self, key: &str) -> Vec<u8> {
+        std::fs::read(self.store(key)).unwrap()
+    }
+
+    fn write(&self, key: &str, bytes: impl AsRef<[u8]>) {
+        std::fs::write(self.store(key), bytes).unwrap();
+    }
+
+    /// Signs `object` in the store with the minisign CLI and the release key, the
+    /// trusted comment naming `named` instead.
+    fn sign_with_cli(&self, object: &str, named: &str) {
+        let comment = format!("timestamp:0\tfile:{named}\thashed");
+        let key = self.key.to_str().unwrap();
+        let args = ["-S", "-W", "-s", key, "-m", object, "-t", &comment];
+        let (code, text) = minisign(&self.host.path("store"), &args, "");
+        assert_eq!(code, 0, "{text}");
+    }
+
+    fn operator(&self, args: &[&str]) -> support::Outcome {
+        let out = self.host.run(args);
+        assert_eq!(out.code, 0, "{}", out.all());
+        out
+    }
+
+    /// `run` and then `agent --once` keep v1, exit 3, and their report names `rule`
+    /// and `what` was refused.
+    fn assert_refused(&self, rule: &str, what: &str) {
+        for command in [&["run"][..], &["agent", "--once"]] {
+            let out = self.host.run(command);
+            assert_eq!(out.code, 3, "{command:?}: {}", out.all());
+            assert_eq!(
+                self.host.link("current").as_deref(),
+                Some("releases/v1"),
+                "{command:?} switched: {}",
+                out.all()
+            );
+            let report = self.host.report();
+            assert_eq!(report["status"], "degraded", "{report}");
+            let error = report["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains(&format!("(trust rule: {rule})")) && error.contains(what),
+                "{command:?}: expected rule {rule} on {what}, got: {error}"
+            );
+        }
+        assert!(!self.host.inits().contains(&"v2".to_owned()), "v2's init ran");
+    }
+}
+
+#[test]
+fn a_signed_release_deploys_and_its_signatures_verify_with_minisign() {
+    let s = Signed::new();
+    s.operator(&["release", "promote", "v2", "--env", "prod"]);
+    let out = s.host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(s.host.link("current").as_deref(), Some("releases/v2"));
+    // What bootlace wrote, the reference tool verifies: prehashed (-H), beside each
+    // object under minisign's own default name.
+    let public = s.key.with_file_name("bootlace.pub");
+    for object in ["pointers/prod.json", "builds/v2.json", "builds/v1.json"] {
+        let (code, text) = minisign(
+            &s.host.path("store"),
+            &["-V", "-H", "-p", public.to_str().unwrap(), "-m", object],
+            "",
+        );
+        assert_eq!(code, 0, "{object}: {text}");
+        assert!(text.contains(&format!("file:{object}")), "{object}: {text}");
+    }
+    let pointer: serde_json::Value = serde_json::from_slice(&s.read("pointers/prod.json")).unwrap();
+    assert_eq!(pointer["name"], "prod");
+    assert!(pointer["expires"].is_string(), "{pointer}");
+    let listed = s.operator(&["release", "list"]).stdout;
+    let id = std::fs::read_to_string(&public).unwrap();
+    // "untrusted comment: minisign public key: <id>"
+    let id = id
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(
+        listed.contains(&id),
+        "release list names the key id {id}: {listed}"
+    );
+    let shown = s.operator(&["release", "show", "v2"]).stdout;
+    assert!(
+        shown.contains(&format!("key {id} (verified against [trust] keys)")),
+        "{shown}"
+    );
+    let trust: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.host.path("state/trust.json")).unwrap()).unwrap();
+    assert_eq!(trust["pointers"]["prod"]["serial"], pointer["serial"]);
+}
+
+#[test]
+fn a_manifest_edited_after_signing_is_refused() {
+    let s = Signed::new();
+    s.operator(&["release", "promote", "v2", "--env", "prod"]);
+    let edited = String::from_utf8(s.read("builds/v2.json"))
+        .unwrap()
+        .replace("\"files\": 1", "\"files\": 2");
+    s.write("builds/v2.json", edited);
+    s.assert_refused("signature", "refused manifest");
+}
+
+#[test]
+fn a_pointer_edited_after_signing_is_refused() {
+    let s = Signed::new();
+    s.operator(&["release", "promote", "v2", "--env", "prod"]);
+    let edited = String::from_utf8(s.read("pointers/prod.json"))
+        .unwrap()
+        .replace("\"updated_by\": \"", "\"updated_by\": \"mallory ");
+    s.write("pointers/prod.json", edited);
+    s.assert_refused("signature", "refused pointer");
+    // `plan` and `deploy` apply the same rules.
+    for command in [&["plan"][..], &["deploy"]] {
+        let out = s.host.run(command);
+        assert_eq!(out.code, 1, "{command:?}: {}", out.all());
+        let line = out.assert_one_error_line();
+        assert!(line.contains("(trust rule: signature)"), "{command:?}: {line}");
+    }
+    assert_eq!(s.host.link("current").as_deref(), Some("releases/v1"));
+}
+
+#[test]
+fn an_older_signed_pointer_replayed_is_refused() {
+    let s = Signed::new();
+    // v1 at serial 1 was accepted; v2 at serial 2, then back to v1 at serial 3.
+    s.operator(&["release", "promote", "v2", "--env", "prod"]);
+    let (old, old_sig) = (s.read("pointers/prod.json"), s.read("pointers/prod.json.minisig"));
+    s.operator(&["release", "promote", "v1", "--env", "prod"]);
+    let out = s.host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    // Serial 2, validly signed, names v2: replayed, it is refused.
+    s.write("pointers/prod.json", old);
+    s.write("pointers/prod.json.minisig", old_sig);
+    s.assert_refused("serial", "serial 2 is lower than 3");
+}
+
+#[test]
+fn an_expired_pointer_is_refused_and_resign_renews_it() {
+    let s = Signed::new();
+    s.operator(&["release", "promote", "v2", "--env", "prod", "--expires", "1h"]);
+    let later = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(7200),
+    );
+    s.host.set_env("BOOTLACE_NOW", later.to_string());
+    s.assert_refused("expires", "it expired at");
+    // Renewed under a new serial, the same tag is accepted again.
+    let before: serde_json::Value = serde_json::from_slice(&s.read("pointers/prod.json")).unwrap();
+    let out = s.operator(&["release", "resign", "--env", "prod", "--expires", "30d"]);
+    assert!(out.stdout.contains("pointer prod -> v2"), "{}", out.stdout);
+    let after: serde_json::Value = serde_json::from_slice(&s.read("pointers/prod.json")).unwrap();
+    assert_eq!(after["tag"], "v2");
+    assert_eq!(after["serial"], before["serial"].as_u64().unwrap() + 1);
+    assert!(
+        after["expires"].as_str() > before["expires"].as_str(),
+        "{before} -> {after}"
+    );
+    let out = s.host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(s.host.link("current").as_deref(), Some("releases/v2"));
+}
+
+#[test]
+fn staging_pointer_copied_over_prod_is_refused() {
+    let s = Signed::new();
+    s.operator(&["release", "promote", "v2", "--env", "staging"]);
+    s.write("pointers/prod.json", s.read("pointers/staging.json"));
+    s.write(
+        "pointers/prod.json.minisig",
+        s.read("pointers/staging.json.minisig"),
+    );
+    // The signature names pointers/staging.json.
+    s.assert_refused("object", "made for \"pointers/staging.json\"");
+}
+
+#[test]
+fn a_staging_body_signed_for_prods_name_is_refused_by_its_name() {
+    // A signer who signs staging's body under prod's object name (with the minisign
+    // CLI): the signature is good, the body says it is staging.
+    let s = Signed::new();
+    s.operator(&["release", "promote", "v2", "--env", "staging"]);
+    s.write("pointers/prod.json", s.read("pointers/staging.json"));
+    s.sign_with_cli("pointers/prod.json", "pointers/prod.json");
+    s.assert_refused("name", "it is pointer \"staging\", not \"prod\"");
+}
+
+#[test]
+fn a_50_mb_pointer_is_refused_unread() {
+    let s = Signed::new();
+    s.write("pointers/prod.json", vec![b' '; 50 << 20]);
+    s.assert_refused("size", "not read");
+}
+
+#[test]
+fn a_signature_by_an_unknown_key_is_refused() {
+    let s = Signed::new();
+    let (other, _) = keygen(s.host.dir.path(), "other");
+    // The operator config trusts the first key, so v2's manifest passes the check
+    // before promoting; the pointer is signed by a key the instance does not know.
+    s.operator(&[
+        "release",
+        "promote",
+        "v2",
+        "--env",
+        "prod",
+        "--sign-key",
+        other.to_str().unwrap(),
+    ]);
+    s.assert_refused("key", "which is not one of [trust] keys");
+}
+
+#[test]
+fn an_unsigned_pointer_is_refused_when_keys_are_set() {
+    let s = Signed::new();
+    // Unsigned changes to a signed pointer are refused by bootlace itself...
+    let mut unsigned = s.host.command();
+    unsigned.env_remove("BOOTLACE_SIGN_KEY");
+    let out = run(unsigned.args(["release", "promote", "v2", "--env", "prod"]));
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.assert_one_error_line().contains("is signed"),
+        "{}",
+        out.stderr
+    );
+    // ...so the attacker removes the signature first.
+    std::fs::remove_file(s.store("pointers/prod.json.minisig")).unwrap();
+    let mut unsigned = s.host.command();
+    unsigned.env_remove("BOOTLACE_SIGN_KEY");
+    let out = run(unsigned.args(["release", "promote", "v2", "--env", "prod"]));
+    assert_eq!(out.code, 0, "{}", out.all());
+    s.assert_refused("signed", "it has no signature (pointers/prod.json.minisig)");
+}
+
+#[test]
+fn a_garbage_signature_is_refused() {
+    let s = Signed::new();
+    s.operator(&["release", "promote", "v2", "--env", "prod"]);
+    s.write(
+        "pointers/prod.json.minisig",
+        "untrusted comment: hi\nnot base64 at all\n",
+    );
+    s.assert_refused("signature", "is not a minisign signature");
+    // A legacy (not prehashed) signature by the right key is refused too.
+    let (code, text) = minisign(
+        &s.host.path("store"),
+        &[
+            "-S",
+            "-l",
+            "-W",
+            "-s",
+            s.key.to_str().unwrap(),
+            "-m",
+            "pointers/prod.json",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{text}");
+    s.assert_refused("signature", "legacy signature");
+}
+
+#[test]
+fn a_signature_naming_another_object_is_refused() {
+    let s = Signed::new();
+    s.operator(&["release", "promote", "v2", "--env", "prod"]);
+    s.sign_with_cli("builds/v2.json", "builds/v1.json");
+    s.assert_refused("object", "made for \"builds/v1.json\", not builds/v2.json");
+}
+
+#[test]
+fn key_rotation_two_keys_then_the_old_one_retired() {
+    let host = Host::new("");
+    let (old, old_public) = keygen(host.dir.path(), "old");
+    let (new, new_public) = keygen(host.dir.path(), "new");
+    host.configure(&trusting(&[&old_public, &new_public]));
+    host.set_env("BOOTLACE_SIGN_KEY", old.to_str().unwrap());
+    host.push("v1", Some("true"), &[], true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    // The release team moves to the new key; both are trusted meanwhile.
+    host.set_env("BOOTLACE_SIGN_KEY", new.to_str().unwrap());
+    host.push("v2", Some("true"), &[], true);
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(host.link("current").as_deref(), Some("releases/v2"));
+    // The old key is retired: what it signs is refused from now on (here by an
+    // operator who still signs with it), while what the new key signed keeps working.
+    host.configure(&trusting(&[&new_public]));
+    assert_eq!(host.run(&["run"]).code, 0);
+    host.set_env("BOOTLACE_SIGN_KEY", old.to_str().unwrap());
+    let out = host.run(&["release", "promote", "v1", "--env", "prod"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert_eq!(host.link("current").as_deref(), Some("releases/v2"));
+    let error = host.report()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("(trust rule: key)"), "{error}");
+}
+
+#[test]
+fn a_minisign_generated_key_signs_releases_bootlace_verifies() {
+    let host = Host::new("");
+    let keys = host.path("mk");
+    std::fs::create_dir(&keys).unwrap();
+    // An encrypted key made by the reference tool, its password given as bootlace
+    // takes it.
+    let (code, text) = minisign(
+        &keys,
+        &["-G", "-p", "mk.pub", "-s", "mk.key"],
+        "pass word\npass word\n",
+    );
+    assert_eq!(code, 0, "{text}");
+    let public = std::fs::read_to_string(keys.join("mk.pub")).unwrap();
+    let public = public.lines().nth(1).unwrap().trim().to_owned();
+    host.configure(&trusting(&[&public]));
+    host.set_env("BOOTLACE_SIGN_KEY", keys.join("mk.key").to_str().unwrap());
+    let mut wrong = host.command();
+    wrong.env("BOOTLACE_SIGN_PASSWORD", "not it");
+    let tree = host.path("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let out = run(wrong.args(["release", "push", tree.to_str().unwrap(), "--tag", "v1"]));
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.assert_one_error_line().contains("wrong password"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !host.path("store/builds/v1.json").exists(),
+        "nothing written with a wrong password"
+    );
+    host.set_env("BOOTLACE_SIGN_PASSWORD", "pass word");
+    host.push("v1", Some("echo v1 >> \"$LOG_DIR/init.log\""), &[], true);
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(host.inits(), ["v1"]);
+    let (code, text) = minisign(
+        &host.path("store"),
+        &[
+            "-V",
+            "-p",
+            keys.join("mk.pub").to_str().unwrap(),
+            "-m",
+            "pointers/prod.json",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{text}");
+}
+
+#[test]
+fn bad_signing_input_is_one_line_and_writes_nothing() {
+    let host = Host::new("");
+    let (key, public) = keygen(host.dir.path(), "keys");
+    let tree = host.path("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let tree = tree.to_str().unwrap();
+    // A public key with a typo.
+    let typo = format!("{}{}", &public[..10], &public[11..]);
+    host.configure(&trusting(&[&typo]));
+    let out = host.run(&["plan"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.assert_one_error_line().contains("trust.keys[0]"),
+        "{}",
+        out.stderr
+    );
+    host.configure(&trusting(&[&public]));
+    // A key file that is a directory.
+    let out = host.run(&[
+        "release",
+        "push",
+        tree,
+        "--tag",
+        "v1",
+        "--sign-key",
+        host.dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.assert_one_error_line().contains("is not a file"),
+        "{}",
+        out.stderr
+    );
+    // An expiry in the past.
+    let out = host.run(&[
+        "release",
+        "push",
+        tree,
+        "--tag",
+        "v1",
+        "--env",
+        "prod",
+        "--sign-key",
+        key.to_str().unwrap(),
+        "--expires",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.assert_one_error_line().contains("in the past"),
+        "{}",
+        out.stderr
+    );
+    // A public key where the secret key should be.
+    let out = host.run(&[
+        "release",
+        "push",
+        tree,
+        "--tag",
+        "v1",
+        "--sign-key",
+        key.with_file_name("bootlace.pub").to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    out.assert_one_error_line();
+    assert!(!host.path("store/builds/v1.json").exists(), "nothing was pushed");
+    // resign without a key.
+    let out = host.run(&["release", "resign", "--env", "prod"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.assert_one_error_line().contains("--sign-key"),
+        "{}",
+        out.stderr
+    );
+}
