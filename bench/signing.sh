@@ -27,7 +27,7 @@ cargo build --release --quiet --example imds_emulator
 bootlace=$root/target/release/bootlace
 work=$(mktemp -d /tmp/bootlace-signing-bench.XXXXXX)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for pid in "${pids[@]}" ${sleeper:-}; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -44,6 +44,7 @@ wait_port "$rclone_port"; wait_port "$moto_port"
 curl -sf -X PUT "http://127.0.0.1:$moto_port/bench" >/dev/null
 printf 'environment=prod\nrole=web\ncontext=b\n' > "$work/user-data"
 exec 3< <(sleep infinity)
+sleeper=$!
 "$root/target/release/examples/imds_emulator" "$work/user-data" <&3 >"$work/imds" &
 pids+=($!)
 sleep 0.5
@@ -68,7 +69,7 @@ for server in rclone moto; do
     --sign-key "$work/bootlace.key" > /dev/null
   run_plain="env BOOTLACE_CONFIG=$work/plain.toml $bootlace -q --store $store --state-dir $work/state-plain-$server run"
   run_keys="env BOOTLACE_CONFIG=$work/trusted.toml $bootlace -q --store $store --state-dir $work/state-keys-$server run"
-  $run_plain && $run_keys
+  $run_plain > /dev/null && $run_keys > /dev/null
   plain=() keys=()
   for _ in $(seq "$rounds"); do
     hyperfine -N --warmup 2 -r 20 --export-json "$work/p.json" "$run_plain" > /dev/null

@@ -262,20 +262,22 @@ impl Trust {
         let key = layout::pointer(name);
         let url = store.url_of(&key);
         let refusing = |r: Refused| anyhow::Error::new(r).context(format!("refused pointer {url}"));
+        let ledger = Ledger(&self.ledger);
+        let seen = ledger.read().map_err(refusing)?.pointers.remove(name);
         let mut e_tag = e_tag;
         let mut read = 0;
         let (object, id) = loop {
             read += 1;
             let fetching = store.get_if_changed(&key, e_tag, pointer::MAX_BYTES);
-            // A conditional read (the agent's) is mostly answered "unchanged": the
-            // signature is read only when the pointer changed. Otherwise (a boot) both
-            // are read at once, so checking adds no round trip.
-            let (fetched, signature) = match e_tag {
-                Some(_) => (fetching.await, None),
-                None => {
+            // Most reads find what was accepted before (a reboot) or are answered
+            // "unchanged" (the agent): the signature is read only when needed. A first
+            // read takes both at once, so checking adds no round trip.
+            let (fetched, signature) = match (e_tag, &seen) {
+                (None, None) => {
                     let (fetched, signature) = tokio::join!(fetching, read_signature(store, &key));
                     (fetched, Some(signature?))
                 }
+                _ => (fetching.await, None),
             };
             let object = match fetched {
                 Ok(Fetched::Object(object)) => object,
@@ -283,6 +285,9 @@ impl Trust {
                 Ok(Fetched::Missing) => return Ok(Checked::Missing),
                 Err(err) => return Err(too_large(err).map_err(refusing)?),
             };
+            if let Some(id) = seen.as_ref().and_then(|seen| self.known(seen, &object.bytes)) {
+                break (object, id);
+            }
             let signature = match signature {
                 Some(signature) => signature,
                 None => read_signature(store, &key).await?,
@@ -300,14 +305,29 @@ impl Trust {
         let pointer =
             Pointer::parse(&object.bytes).map_err(|why| anyhow::anyhow!("reading pointer {url}: {why}"))?;
         check_pointer(name, &pointer, crate::release::clock()).map_err(refusing)?;
-        let digest = hex::encode(Sha256::digest(&object.bytes));
-        let ledger = Ledger(&self.ledger);
-        ledger.check(name, pointer.serial, &digest).map_err(refusing)?;
-        if self.record {
-            ledger.record(name, pointer.serial, &digest).map_err(refusing)?;
+        let digest = digest(&object.bytes);
+        if let Some(seen) = &seen {
+            seen.check(pointer.serial, &digest).map_err(refusing)?;
+        }
+        if self.record && seen.as_ref().is_none_or(|seen| pointer.serial > seen.serial) {
+            ledger
+                .record(|file| {
+                    if file.pointers.get(name).is_none_or(|seen| seen.serial < pointer.serial) {
+                        file.pointers
+                            .insert(name.to_owned(), Seen::new(pointer.serial, &digest, &id));
+                    }
+                })
+                .map_err(refusing)?;
         }
         tracing::debug!("pointer {url}: serial {} signed by key {id}", pointer.serial);
         Ok(Checked::Changed(Box::new(pointer), object.version.e_tag))
+    }
+
+    /// The key id that verified exactly `bytes` before, if that key is still trusted:
+    /// the same bytes need not be checked again.
+    fn known(&self, seen: &Seen, bytes: &[u8]) -> Option<String> {
+        let trusted = self.keys.0.iter().any(|(_, id)| *id == seen.key_id);
+        (trusted && seen.sha256 == digest(bytes)).then(|| seen.key_id.clone())
     }
 
     /// The rules of a pointer accepted earlier, again at `now`: its expiry passes with
@@ -316,28 +336,62 @@ impl Trust {
         check_pointer(name, pointer, crate::release::clock())
     }
 
-    /// Reads the manifest of `tag`, accepted only when its signature verifies.
+    /// Reads the manifest of `tag`, accepted only when its signature verifies (or when
+    /// its bytes are those verified before).
     pub async fn manifest(&self, store: &Store, tag: &str) -> anyhow::Result<Option<Manifest>> {
         let key = layout::manifest(tag);
         let url = store.url_of(&key);
         let refusing = |r: Refused| anyhow::Error::new(r).context(format!("refused manifest {url}"));
-        let (fetched, signature) = tokio::join!(
-            store.get(&key, crate::release::manifest::MAX_BYTES),
-            read_signature(store, &key)
-        );
+        let ledger = Ledger(&self.ledger);
+        let seen = ledger.read().map_err(refusing)?.manifests.remove(tag);
+        let fetching = store.get(&key, crate::release::manifest::MAX_BYTES);
+        let (fetched, signature) = match &seen {
+            Some(_) => (fetching.await, None),
+            None => {
+                let (fetched, signature) = tokio::join!(fetching, read_signature(store, &key));
+                (fetched, Some(signature?))
+            }
+        };
         let object = match fetched {
             Ok(Some(object)) => object,
             Ok(None) => return Ok(None),
             Err(err) => return Err(too_large(err).map_err(refusing)?),
         };
-        let signature = signature?;
-        self.keys
-            .verify(&key, &object.bytes, signature.as_deref())
-            .map_err(refusing)?;
-        let manifest = Manifest::parse(&object.bytes, tag)
-            .map_err(|why| anyhow::anyhow!("reading manifest {url}: {why}"))?;
+        let known = seen.as_ref().and_then(|seen| self.known(seen, &object.bytes));
+        if known.is_none() {
+            let signature = match signature {
+                Some(signature) => signature,
+                None => read_signature(store, &key).await?,
+            };
+            let id = self
+                .keys
+                .verify(&key, &object.bytes, signature.as_deref())
+                .map_err(refusing)?;
+            if self.record {
+                let digest = digest(&object.bytes);
+                ledger
+                    .record(|file| {
+                        file.manifests.insert(tag.to_owned(), Seen::new(0, &digest, &id));
+                        while file.manifests.len() > MANIFESTS_KEPT {
+                            let oldest = file
+                                .manifests
+                                .iter()
+                                .min_by(|a, b| a.1.accepted_at.cmp(&b.1.accepted_at))
+                                .map(|(tag, _)| tag.clone());
+                            file.manifests.remove(&oldest.unwrap_or_default());
+                        }
+                    })
+                    .map_err(refusing)?;
+            }
+        }
+        let manifest =
+            Manifest::parse(&object.bytes, tag).map_err(|why| anyhow::anyhow!("reading manifest {url}: {why}"))?;
         Ok(Some(manifest))
     }
+}
+
+fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// A store error as a refusal when the object was over its cap (the store works; the
@@ -360,22 +414,64 @@ pub async fn read_signature(store: &Store, key: &str) -> anyhow::Result<Option<b
     }
 }
 
-/// `trust.json`: for each pointer name, the highest serial accepted and the digest of
-/// its bytes.
+/// `trust.json`: for each pointer name, the highest serial accepted, the digest of
+/// its bytes and the key that signed them; and the manifests verified lately.
 struct Ledger<'a>(&'a Path);
+
+/// Manifests remembered as verified: enough for the releases an instance keeps.
+const MANIFESTS_KEPT: usize = 64;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct LedgerFile {
     format_version: u32,
+    #[serde(default)]
     pointers: BTreeMap<String, Seen>,
+    #[serde(default)]
+    manifests: BTreeMap<String, Seen>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Seen {
+    /// A pointer's serial (0 for a manifest).
+    #[serde(default)]
     serial: u64,
-    /// The sha256 of the pointer's bytes at that serial.
+    /// The sha256 of the object's bytes.
     sha256: String,
+    /// The key id that verified them.
+    key_id: String,
     accepted_at: String,
+}
+
+impl Seen {
+    fn new(serial: u64, digest: &str, key_id: &str) -> Seen {
+        Seen {
+            serial,
+            sha256: digest.to_owned(),
+            key_id: key_id.to_owned(),
+            accepted_at: crate::release::now(),
+        }
+    }
+
+    /// The rollback rule: `serial` is not below the one accepted, and an equal one
+    /// comes with the same bytes.
+    fn check(&self, serial: u64, digest: &str) -> Result<(), Refused> {
+        if serial < self.serial {
+            return Err(refused(
+                Rule::Serial,
+                format!(
+                    "serial {serial} is lower than {}, accepted at {}: an older pointer replayed?",
+                    self.serial, self.accepted_at
+                ),
+            ));
+        }
+        if serial == self.serial && digest != self.sha256 {
+            return Err(refused(
+                Rule::Serial,
+                format!("serial {serial} was accepted before with other bytes"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Ledger<'_> {
@@ -400,34 +496,9 @@ impl Ledger<'_> {
         serde_json::from_slice(&bytes).map_err(|e| broken(e.to_string()))
     }
 
-    /// The rollback rule: `serial` is not below the highest accepted for `name`, and
-    /// an equal one comes with the same bytes.
-    fn check(&self, name: &str, serial: u64, digest: &str) -> Result<(), Refused> {
-        let file = self.read()?;
-        let Some(seen) = file.pointers.get(name) else {
-            return Ok(());
-        };
-        if serial < seen.serial {
-            return Err(refused(
-                Rule::Serial,
-                format!(
-                    "serial {serial} is lower than {}, accepted at {}: an older pointer replayed?",
-                    seen.serial, seen.accepted_at
-                ),
-            ));
-        }
-        if serial == seen.serial && digest != seen.sha256 {
-            return Err(refused(
-                Rule::Serial,
-                format!("serial {serial} was accepted before with other bytes"),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Records `serial` for `name` when it is higher than what is recorded: under a
-    /// lock, written atomically.
-    fn record(&self, name: &str, serial: u64, digest: &str) -> Result<(), Refused> {
+    /// Applies `change` to the file as it is now, under a lock, and writes it
+    /// atomically.
+    fn record(&self, change: impl FnOnce(&mut LedgerFile)) -> Result<(), Refused> {
         let failed = |e: std::io::Error| refused(Rule::Ledger, format!("writing {}: {e}", self.0.display()));
         let lock = std::fs::File::options()
             .create(true)
@@ -437,18 +508,8 @@ impl Ledger<'_> {
             .map_err(failed)?;
         lock.lock().map_err(failed)?;
         let mut file = self.read()?;
-        if file.pointers.get(name).is_some_and(|seen| seen.serial >= serial) {
-            return Ok(());
-        }
+        change(&mut file);
         file.format_version = 1;
-        file.pointers.insert(
-            name.to_owned(),
-            Seen {
-                serial,
-                sha256: digest.to_owned(),
-                accepted_at: crate::release::now(),
-            },
-        );
         let mut bytes = serde_json::to_vec_pretty(&file).expect("the ledger always serialises");
         bytes.push(b'\n');
         crate::report::write_atomic(self.0, &bytes).map_err(failed)
@@ -473,15 +534,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(LEDGER_FILE);
         let ledger = Ledger(&path);
-        ledger.check("prod", 1, "a").unwrap();
-        ledger.record("prod", 5, "a").unwrap();
-        ledger.record("prod", 3, "b").unwrap();
-        assert_eq!(ledger.check("prod", 4, "c").unwrap_err().rule, Rule::Serial);
-        assert_eq!(ledger.check("prod", 5, "b").unwrap_err().rule, Rule::Serial);
-        ledger.check("prod", 5, "a").unwrap();
-        ledger.check("prod", 6, "d").unwrap();
-        ledger.check("staging", 1, "e").unwrap();
+        let raise = |serial: u64, digest: &str| {
+            ledger
+                .record(|file| {
+                    if file.pointers.get("prod").is_none_or(|s| s.serial < serial) {
+                        file.pointers.insert("prod".into(), Seen::new(serial, digest, "K"));
+                    }
+                })
+                .unwrap()
+        };
+        raise(5, "a");
+        raise(3, "b");
+        let seen = ledger.read().unwrap().pointers.remove("prod").unwrap();
+        assert_eq!((seen.serial, seen.sha256.as_str()), (5, "a"));
+        assert_eq!(seen.check(4, "c").unwrap_err().rule, Rule::Serial);
+        assert_eq!(seen.check(5, "b").unwrap_err().rule, Rule::Serial);
+        seen.check(5, "a").unwrap();
+        seen.check(6, "d").unwrap();
         std::fs::write(&path, b"{").unwrap();
-        assert_eq!(ledger.check("prod", 9, "a").unwrap_err().rule, Rule::Ledger);
+        assert_eq!(ledger.read().unwrap_err().rule, Rule::Ledger);
     }
 }

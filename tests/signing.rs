@@ -337,6 +337,14 @@ fn key_rotation_two_keys_then_the_old_one_retired() {
     host.set_env("BOOTLACE_SIGN_KEY", old.to_str().unwrap());
     host.push("v1", Some("true"), &[], true);
     assert_eq!(host.run(&["run"]).code, 0);
+    // An instance remembers which key verified the bytes it accepted: those same
+    // bytes are refused once that key is no longer trusted.
+    host.configure(&trusting(&[&new_public]));
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 3, "{}", out.all());
+    let error = host.report()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("(trust rule: key)"), "{error}");
+    host.configure(&trusting(&[&old_public, &new_public]));
     // The release team moves to the new key; both are trusted meanwhile.
     host.set_env("BOOTLACE_SIGN_KEY", new.to_str().unwrap());
     host.push("v2", Some("true"), &[], true);
