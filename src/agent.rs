@@ -175,6 +175,14 @@ impl Agent<'_> {
             Ok(Checked::NotModified) => {
                 tracing::debug!("pointer {name} unchanged");
                 self.failures = 0;
+                // Unchanged, but a signed pointer's expiry passes with the clock: a
+                // pointer kept in place past it is a freeze, reported as one.
+                if let (Some(trust), Some((pointer, url))) = (&self.trust, &self.last_pointer)
+                    && let Err(refused) = trust.still_valid(&name, pointer)
+                {
+                    let err = anyhow::Error::new(refused).context(format!("refused pointer {url}"));
+                    return self.refused(err).await;
+                }
                 // A timed rollout may have reached this instance since: act only
                 // when the tag it assigns has changed.
                 if let Some((pointer, url)) = self.last_pointer.clone()
@@ -212,15 +220,8 @@ impl Agent<'_> {
             }
             Ok(Checked::Changed(pointer, e_tag)) => (*pointer, e_tag),
             Err(err) if err.downcast_ref::<crate::trust::Refused>().is_some() => {
-                // Refused: what runs keeps running, and the report says why, once.
                 self.failures = 0;
-                let why = exit::one_line(&err);
-                if self.last_refusal.as_ref() == Some(&why) {
-                    warn!("{why}; keeping {}", self.current_name());
-                    return Exit::Degraded;
-                }
-                self.last_refusal = Some(why);
-                return self.report_unreachable_target(err).await;
+                return self.refused(err).await;
             }
             Err(err) => return self.store_failed(&err),
         };
@@ -362,6 +363,18 @@ impl Agent<'_> {
             .converge(&mut run, Err(err), indicatif::ProgressBar::hidden())
             .await;
         self.finish(run, result).await
+    }
+
+    /// A pointer refused by a trust rule: what runs keeps running, and the report says
+    /// why, once (later checks that find the same refusal only log it).
+    async fn refused(&mut self, err: anyhow::Error) -> Exit {
+        let why = exit::one_line(&err);
+        if self.last_refusal.as_ref() == Some(&why) {
+            warn!("{why}; keeping {}", self.current_name());
+            return Exit::Degraded;
+        }
+        self.last_refusal = Some(why);
+        self.report_unreachable_target(err).await
     }
 
     /// Writes the report (locally and to the store) and logs it in one line.

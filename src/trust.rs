@@ -166,6 +166,14 @@ impl Keys {
                 format!("{sig_key} is not a minisign signature: {e}"),
             )
         })?;
+        // minisign checks the comment's signature without checking its length first:
+        // a short one would panic there, so it is refused here (64 bytes, 88 in base64).
+        if sig.to_string().lines().nth(3).map(str::len) != Some(88) {
+            return Err(refused(
+                Rule::Garbage,
+                format!("{sig_key} is not a minisign signature: its comment signature is not 64 bytes"),
+            ));
+        }
         let id = key_id(sig.keynum());
         let Some((public, _)) = self.0.iter().find(|(_, known)| *known == id) else {
             return Err(refused(
@@ -312,7 +320,11 @@ impl Trust {
         if self.record && seen.as_ref().is_none_or(|seen| pointer.serial > seen.serial) {
             ledger
                 .record(|file| {
-                    if file.pointers.get(name).is_none_or(|seen| seen.serial < pointer.serial) {
+                    if file
+                        .pointers
+                        .get(name)
+                        .is_none_or(|seen| seen.serial < pointer.serial)
+                    {
                         file.pointers
                             .insert(name.to_owned(), Seen::new(pointer.serial, &digest, &id));
                     }
@@ -384,8 +396,8 @@ impl Trust {
                     .map_err(refusing)?;
             }
         }
-        let manifest =
-            Manifest::parse(&object.bytes, tag).map_err(|why| anyhow::anyhow!("reading manifest {url}: {why}"))?;
+        let manifest = Manifest::parse(&object.bytes, tag)
+            .map_err(|why| anyhow::anyhow!("reading manifest {url}: {why}"))?;
         Ok(Some(manifest))
     }
 }
@@ -506,7 +518,27 @@ impl Ledger<'_> {
             .write(true)
             .open(self.0.with_extension("lock"))
             .map_err(failed)?;
-        lock.lock().map_err(failed)?;
+        // Held by other bootlace processes for a moment at most: waited for a bounded time.
+        let mut tries = 0;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(refused(
+                        Rule::Ledger,
+                        format!(
+                            "{} stayed locked for 2 s",
+                            self.0.with_extension("lock").display()
+                        ),
+                    ));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+            }
+        }
         let mut file = self.read()?;
         change(&mut file);
         file.format_version = 1;
@@ -538,7 +570,8 @@ mod tests {
             ledger
                 .record(|file| {
                     if file.pointers.get("prod").is_none_or(|s| s.serial < serial) {
-                        file.pointers.insert("prod".into(), Seen::new(serial, digest, "K"));
+                        file.pointers
+                            .insert("prod".into(), Seen::new(serial, digest, "K"));
                     }
                 })
                 .unwrap()

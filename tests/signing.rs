@@ -41,9 +41,13 @@ struct Signed {
 
 impl Signed {
     fn new() -> Signed {
-        let host = Host::new("");
+        Signed::on(Host::new(""), "")
+    }
+
+    /// On `host`, with `config` added to the trust settings.
+    fn on(host: Host, config: &str) -> Signed {
         let (key, public) = keygen(host.dir.path(), "keys");
-        host.configure(&trusting(&[&public]));
+        host.configure(&format!("{}{config}", trusting(&[&public])));
         host.set_env("BOOTLACE_SIGN_KEY", key.to_str().unwrap());
         host.push("v1", Some("echo v1 >> \"$LOG_DIR/init.log\""), &[], true);
         let out = host.run(&["run"]);
@@ -318,6 +322,14 @@ fn a_garbage_signature_is_refused() {
     );
     assert_eq!(code, 0, "{text}");
     s.assert_refused("signature", "legacy signature");
+    // A comment signature of the wrong length (minisign itself would panic on it), on
+    // a pointer signed afresh (promote writes over one that does not verify).
+    s.operator(&["release", "promote", "v2", "--env", "prod"]);
+    let good = String::from_utf8(s.read("pointers/prod.json.minisig")).unwrap();
+    let mut lines: Vec<&str> = good.lines().collect();
+    lines[3] = "AA==";
+    s.write("pointers/prod.json.minisig", lines.join("\n") + "\n");
+    s.assert_refused("signature", "comment signature is not 64 bytes");
 }
 
 #[test]
@@ -491,4 +503,83 @@ fn bad_signing_input_is_one_line_and_writes_nothing() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn a_running_agent_reports_a_pointer_kept_past_its_expiry() {
+    let s = Signed::on(Host::new(""), "[agent]\ninterval = \"1s\"\njitter = \"0s\"\n");
+    s.operator(&["release", "promote", "v2", "--env", "prod", "--expires", "8s"]);
+    let mut agent = s
+        .host
+        .command()
+        .arg("agent")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let report = |field: &str| -> String {
+        std::fs::read(s.host.path("state/last-run.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|r| r[field].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    let updated = support::host::eventually(std::time::Duration::from_secs(20), || report("tag") == "v2");
+    // Unchanged pointer, answered 304 at every check, until the clock passes its expiry.
+    let frozen = updated
+        && support::host::eventually(std::time::Duration::from_secs(30), || {
+            report("error").contains("(trust rule: expires)")
+        });
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert!(updated, "the agent never reached v2: {}", report("error"));
+    assert!(frozen, "no expiry reported: {:?}", report("error"));
+    assert_eq!(report("status"), "degraded");
+    assert_eq!(
+        s.host.link("current").as_deref(),
+        Some("releases/v2"),
+        "the agent keeps what it runs"
+    );
+}
+
+/// Signed changes racing each other leave a pointer and a signature that match.
+fn concurrent_signed_changes_converge(host: Host) {
+    let s = Signed::on(host, "");
+    s.operator(&["release", "promote", "v2", "--env", "prod", "--percent", "10"]);
+    let children: Vec<_> = ["20", "30", "40", "50", "60"]
+        .iter()
+        .map(|percent| {
+            s.host
+                .command()
+                .args(["release", "rollout", "set", "--env", "prod", "--percent", percent])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The instance accepts the pointer only if its signature matches it.
+    let out = s.host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let status = s
+        .operator(&["release", "rollout", "status", "--env", "prod"])
+        .stdout;
+    assert!(
+        status.contains("serial 7"),
+        "five changes after serial 2: {status}"
+    );
+}
+
+#[test]
+fn concurrent_signed_changes_converge_on_file_store() {
+    concurrent_signed_changes_converge(Host::new(""));
+}
+
+#[test]
+fn concurrent_signed_changes_converge_on_moto() {
+    concurrent_signed_changes_converge(Host::on_moto(""));
 }

@@ -298,27 +298,23 @@ where
 {
     let key = layout::pointer(name);
     refuse_unsigned_change(store, &key, author).await?;
-    let mut current = read_pointer(store, name).await?;
-    let mut trusted = true;
-    for reads in 1..=crate::trust::MISMATCH_READS {
-        let Some((_, read)) = &current else { break };
-        match verify_base(store, name, author, read).await? {
-            Ok(()) => break,
-            // A change in flight writes its signature first: read again before judging.
-            Err(r) if r.rule == crate::trust::Rule::Mismatch && reads < crate::trust::MISMATCH_READS => {
-                lost_race(store, &key, reads - 1).await;
-                current = read_pointer(store, name).await?;
-            }
-            Err(r) => {
-                untrusted_base(store, name, author, r)?;
-                trusted = false;
-                break;
-            }
-        }
-    }
+    let (mut current, mut trusted) = read_base(store, name, author).await?;
     let manifest = choose(current.as_ref().map(|(pointer, _)| pointer.clone())).await?;
+    let mut written: Option<(Pointer, Bytes)> = None;
     for attempt in 0..ATTEMPTS {
         let previous = current.as_ref().map(|(pointer, _)| pointer);
+        // A signed write of ours that landed though its answer was lost: its
+        // signature still has to go beside it.
+        if let (Some((ours, signature)), Some(p)) = (&written, previous)
+            && ours == p
+        {
+            install_signature(store, &key, ours.serial, signature.clone()).await?;
+            return Ok(Moved {
+                pointer: ours.clone(),
+                changed: true,
+                retries: attempt,
+            });
+        }
         if let Some(p) = previous.filter(|p| {
             p.tag == manifest.tag
                 && p.sha256 == manifest.sha256
@@ -333,12 +329,24 @@ where
                 retries: attempt,
             });
         }
-        let next = Pointer::next(previous, &manifest, &super::now(), &author.who);
-        let (next, bytes) = seal(store, &key, name, author, next).await?;
+        // What does not verify is not built on: its serial is kept (instances
+        // accept only higher ones), its history is not.
+        let base = previous.map(|p| match trusted {
+            true => p.clone(),
+            false => Pointer {
+                history: Vec::new(),
+                ..p.clone()
+            },
+        });
+        let next = Pointer::next(base.as_ref(), &manifest, &super::now(), &author.who);
+        let (next, bytes, signature) = seal(&key, name, author, next)?;
         if store
             .swap(&key, bytes, current.as_ref().map(|(_, read)| read))
             .await?
         {
+            if let Some(signature) = signature {
+                install_signature(store, &key, next.serial, signature).await?;
+            }
             return Ok(Moved {
                 pointer: next,
                 changed: true,
@@ -346,12 +354,13 @@ where
             });
         }
         // Lost the race (or our own write landed and its answer was lost: the next
-        // round then finds the pointer already at the tag and reports no change).
-        lost_race(store, &key, attempt).await;
-        current = read_pointer(store, name).await?;
-        if let Some((_, read)) = &current {
-            trusted = verify_base(store, name, author, read).await?.is_ok();
+        // round finds it, and installs its signature if it is signed, or reports no
+        // change if it is not).
+        if let Some(signature) = signature {
+            written = Some((next, signature));
         }
+        lost_race(store, &key, attempt).await;
+        (current, trusted) = read_base(store, name, author).await?;
     }
     anyhow::bail!(
         "moving pointer {}: it kept changing under {ATTEMPTS} attempts; nothing was written, try again",
@@ -359,29 +368,98 @@ where
     )
 }
 
-/// With a signing key: `next` as a signed pointer (its `name` and `expires` set), and
-/// its signature written beside the pointer, before the pointer itself, so that a
-/// reader never finds the new pointer with an old signature. Without: `next` as it is.
-/// The pointer's bytes to write.
-async fn seal(
+/// Reads pointer `name` for a change to build on, and whether it verifies against
+/// the author's keys (always, for an unsigned author). A signature that does not match
+/// may be a change in flight (its signature follows the pointer): it is read again
+/// before being judged.
+async fn read_base(
     store: &Store,
+    name: &str,
+    author: &Author,
+) -> anyhow::Result<(Option<(Pointer, Versioned)>, bool)> {
+    let key = layout::pointer(name);
+    let mut reads = 0;
+    loop {
+        reads += 1;
+        let current = read_pointer(store, name).await?;
+        let Some((_, read)) = &current else {
+            return Ok((current, true));
+        };
+        match verify_base(store, name, author, read).await? {
+            Ok(()) => return Ok((current, true)),
+            Err(r) if r.rule == crate::trust::Rule::Mismatch && reads < crate::trust::MISMATCH_READS => {
+                debug!("pointer {}: {r}; reading it again", store.url_of(&key));
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(reads))).await;
+            }
+            Err(r) => {
+                untrusted_base(store, name, author, r)?;
+                return Ok((current, false));
+            }
+        }
+    }
+}
+
+/// With a signing key: `next` as a signed pointer (its `name` and `expires` set) and
+/// its signature, to be installed once the pointer is in place. Without: `next` as it
+/// is. The pointer's bytes to write.
+fn seal(
     key: &str,
     name: &str,
     author: &Author,
     mut next: Pointer,
-) -> anyhow::Result<(Pointer, Bytes)> {
+) -> anyhow::Result<(Pointer, Bytes, Option<Bytes>)> {
     let Some(signer) = &author.signer else {
         next.name = None;
         next.expires = None;
         let bytes = next.to_json();
-        return Ok((next, bytes));
+        return Ok((next, bytes, None));
     };
     next.name = Some(name.to_owned());
     next.expires = Some(author.expires.at(std::time::SystemTime::now()));
     let bytes = next.to_json();
     let signature = signer.sign(key, &bytes)?;
-    store.put(&crate::trust::signature_key(key), signature).await?;
-    Ok((next, bytes))
+    Ok((next, bytes, Some(signature)))
+}
+
+/// Puts `signature`, made for the pointer at `key` with `serial`, beside it — unless
+/// the pointer has moved past `serial` since, whose writer installs its own. Only the
+/// writer whose compare-and-swap won calls this, and the signature object is itself
+/// replaced by compare-and-swap, read before the pointer: so a slow writer never puts
+/// an older signature over a newer one, and after concurrent changes the signature
+/// matches the pointer that won.
+async fn install_signature(store: &Store, key: &str, serial: u64, signature: Bytes) -> anyhow::Result<()> {
+    let sig_key = crate::trust::signature_key(key);
+    for attempt in 0..ATTEMPTS {
+        let before = match store.get(&sig_key, crate::trust::MAX_SIGNATURE_BYTES).await {
+            Ok(before) => before,
+            // Too large to be a signature: replaced as it is.
+            Err(err) if err.refused => {
+                store.put(&sig_key, signature).await?;
+                return Ok(());
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if read_pointer(store, key_name(key))
+            .await?
+            .is_some_and(|(pointer, _)| pointer.serial > serial)
+        {
+            return Ok(());
+        }
+        if store.swap(&sig_key, signature.clone(), before.as_ref()).await? {
+            return Ok(());
+        }
+        lost_race(store, &sig_key, attempt).await;
+    }
+    anyhow::bail!(
+        "writing {}: it kept changing under {ATTEMPTS} attempts; the pointer is written but instances \
+         that check signatures refuse it until the next signed change",
+        store.url_of(&sig_key)
+    )
+}
+
+/// The pointer name of `pointers/<name>.json`.
+fn key_name(key: &str) -> &str {
+    layout::name_in(layout::POINTERS, key).unwrap_or(key)
 }
 
 /// An unsigned change to a signed pointer would leave it with a signature that no
@@ -444,7 +522,9 @@ fn untrusted_base(
              `bootlace release promote TAG --env … --sign-key …` writes a fresh signed one"
         );
     }
-    tracing::warn!("pointer {url} does not verify ({refused}); a signed pointer is written over it");
+    tracing::warn!(
+        "pointer {url} does not verify ({refused}); a signed pointer is written over it, without its history"
+    );
     Ok(())
 }
 
@@ -471,41 +551,26 @@ where
 {
     let key = layout::pointer(name);
     refuse_unsigned_change(store, &key, author).await?;
-    let mut written: Option<Pointer> = None;
-    let mut disturbed = false;
+    let mut written: Option<(Pointer, Option<Bytes>)> = None;
     for attempt in 0..ATTEMPTS {
-        let (current, read) = read_pointer(store, name)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no pointer {}", store.url_of(&key)))?;
-        // Our own write landed, though its answer was lost: done, not to be redone.
-        if written.as_ref() == Some(&current) {
+        let (current, trusted) = read_base(store, name, author).await?;
+        let (current, read) = current.ok_or_else(|| anyhow::anyhow!("no pointer {}", store.url_of(&key)))?;
+        // Our own write landed, though its answer was lost: done, not to be redone
+        // (but its signature still goes beside it).
+        if let Some((ours, signature)) = written.take_if(|(ours, _)| *ours == current) {
+            if let Some(signature) = signature {
+                install_signature(store, &key, ours.serial, signature).await?;
+            }
             return Ok(Moved {
-                pointer: current,
+                pointer: ours,
                 changed: true,
                 retries: attempt,
             });
         }
-        // A signature that does not match may be a change in flight (its signature
-        // is written first): read again before judging it, unless it is our own.
-        let trusted = match verify_base(store, name, author, &read).await? {
-            Ok(()) => true,
-            // Our own signature, from a lost race: renewed below.
-            Err(_) if disturbed => false,
-            Err(r)
-                if r.rule == crate::trust::Rule::Mismatch && attempt + 1 < crate::trust::MISMATCH_READS =>
-            {
-                lost_race(store, &key, attempt).await;
-                continue;
-            }
-            Err(r) => {
-                untrusted_base(store, name, author, r)?;
-                false
-            }
-        };
         let desired = match edit(&current)? {
             Some(desired) => desired,
-            // Nothing to change, but a signature that does not match (ours, from a
-            // lost race) is renewed with the pointer.
+            // Nothing to change, but a signed pointer whose signature does not match
+            // is renewed.
             None if !trusted => current.clone(),
             None => {
                 return Ok(Moved {
@@ -516,18 +581,18 @@ where
             }
         };
         let next = current.successor(desired, &super::now(), &author.who);
-        let (next, bytes) = seal(store, &key, name, author, next).await?;
-        // From here on, the signature in the store may be ours over a pointer that
-        // lost the race.
-        disturbed = author.signer.is_some();
+        let (next, bytes, signature) = seal(&key, name, author, next)?;
         if store.swap(&key, bytes, Some(&read)).await? {
+            if let Some(signature) = signature {
+                install_signature(store, &key, next.serial, signature).await?;
+            }
             return Ok(Moved {
                 pointer: next,
                 changed: true,
                 retries: attempt,
             });
         }
-        written = Some(next);
+        written = Some((next, signature));
         lost_race(store, &key, attempt).await;
     }
     anyhow::bail!(
