@@ -74,8 +74,12 @@ impl Default for IdentityConfig {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// `""` is the same as unset, so that the packaged config's defaults read as such.
+    #[serde(deserialize_with = "empty_as_none")]
     pub url: Option<String>,
+    #[serde(deserialize_with = "empty_as_none")]
     pub endpoint: Option<String>,
+    #[serde(deserialize_with = "empty_as_none")]
     pub region: Option<String>,
     #[serde(with = "duration")]
     pub deadline: Duration,
@@ -351,6 +355,11 @@ impl Config {
     }
 }
 
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok((!text.is_empty()).then_some(text))
+}
+
 /// 1-based line number of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
@@ -580,5 +589,50 @@ upload = false
         let path = dir.path().join("absent.toml");
         assert!(Config::load(&path, false).is_ok());
         assert!(matches!(Config::load(&path, true), Err(ConfigError::Read { .. })));
+    }
+
+    /// `dist/config.toml`, the package's conffile, is every key the config types take,
+    /// each with its default: uncommented, it parses to `Config::default()`.
+    #[test]
+    fn the_packaged_config_is_every_key_with_its_default() {
+        let text = include_str!("../dist/config.toml");
+        let is_key = |line: &str| {
+            line.split_once(" = ").is_some_and(|(key, _)| {
+                !key.is_empty()
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            })
+        };
+        let uncommented: Vec<&str> = text
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if is_key(rest) => rest,
+                _ => line,
+            })
+            .collect();
+        let uncommented = uncommented.join("\n");
+        let parsed = Config::parse(&uncommented, Path::new("dist/config.toml")).unwrap();
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
+        // The keys each section takes, as the parser lists them for an unknown one.
+        let expected = |prefix: &str| -> Vec<String> {
+            let err = Config::parse(&format!("{prefix}zz_no_such_key = 1\n"), Path::new("x")).unwrap_err();
+            let message = err.to_string();
+            let (_, listed) = message.split_once("expected").expect("the parser names the keys");
+            listed.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+        };
+        let file: toml::Table = toml::from_str(&uncommented).unwrap();
+        let mut sections: Vec<&String> = file.keys().collect();
+        sections.sort();
+        let mut wanted = expected("");
+        wanted.sort();
+        assert_eq!(sections, wanted.iter().collect::<Vec<_>>());
+        for section in wanted {
+            let mut keys: Vec<&String> = file[&section].as_table().unwrap().keys().collect();
+            keys.sort();
+            let mut want = expected(&format!("[{section}]\n"));
+            want.sort();
+            assert_eq!(keys, want.iter().collect::<Vec<_>>(), "[{section}]");
+        }
     }
 }
