@@ -105,6 +105,7 @@ impl Probe<'_> {
 
 /// GET `url`: healthy on any 2xx. What it said: the start of the body, then the status.
 async fn get(url: &str, timeout: Duration) -> (bool, String) {
+    crate::tls::init();
     let client = match reqwest::Client::builder().timeout(timeout).no_proxy().build() {
         Ok(client) => client,
         Err(err) => return (false, format!("GET {url}: {err}")),

@@ -41,4 +41,5 @@ pub mod report;
 pub mod retry;
 pub mod run;
 pub mod store;
+pub mod tls;
 pub mod trust;

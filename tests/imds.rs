@@ -400,6 +400,7 @@ fn emulator_follows_the_documented_rules() {
         .build()
         .unwrap();
     runtime.block_on(async {
+        bootlace::tls::init();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let put = |ttl: Option<&str>| {
             let mut request = http.put(format!("{base}/latest/api/token"));
@@ -470,6 +471,7 @@ fn emulator_follows_the_documented_rules() {
         ..Options::default()
     });
     runtime.block_on(async {
+        bootlace::tls::init();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let answer = http
             .get(format!("{}/latest/user-data", no_user_data.endpoint()))

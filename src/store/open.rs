@@ -33,6 +33,7 @@ pub fn open(
     credentials: Option<&Credentials>,
     access: Access,
 ) -> anyhow::Result<Store> {
+    crate::tls::init();
     let text = config.url.as_deref().ok_or_else(|| {
         BadInput("no store configured: set store.url in the config file, --store or BOOTLACE_STORE".into())
     })?;

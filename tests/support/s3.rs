@@ -42,6 +42,7 @@ pub fn moto() -> &'static Server {
             .build()
             .unwrap();
         let status = runtime.block_on(async {
+            bootlace::tls::init();
             let http = reqwest::Client::builder().no_proxy().build().unwrap();
             http.put(&url)
                 .send()
@@ -101,6 +102,7 @@ impl Server {
 
     fn direct(&self, place: &str, key: &str) -> (object_store::aws::AmazonS3, object_store::path::Path) {
         let prefix = place.strip_prefix(&format!("{BUCKET}/")).unwrap();
+        bootlace::tls::init();
         let store = object_store::aws::AmazonS3Builder::new()
             .with_endpoint(&self.endpoint)
             .with_allow_http(true)

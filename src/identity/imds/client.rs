@@ -70,6 +70,7 @@ pub struct ImdsClient {
 
 impl ImdsClient {
     pub fn new(endpoint: String, v1_allowed: bool, deadline: Instant) -> anyhow::Result<Self> {
+        crate::tls::init();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
