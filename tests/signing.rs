@@ -435,74 +435,42 @@ fn bad_signing_input_is_one_line_and_writes_nothing() {
     let tree = host.path("tree");
     std::fs::create_dir(&tree).unwrap();
     let tree = tree.to_str().unwrap();
+    // Exit 2 with one error line that says `why`.
+    let refused = |args: &[&str], why: &str| {
+        let out = host.run(args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.all());
+        let line = out.assert_one_error_line();
+        assert!(line.contains(why), "{args:?}: {line}");
+    };
     // A public key with a typo.
     let typo = format!("{}{}", &public[..10], &public[11..]);
     host.configure(&trusting(&[&typo]));
-    let out = host.run(&["plan"]);
-    assert_eq!(out.code, 2, "{}", out.all());
-    assert!(
-        out.assert_one_error_line().contains("trust.keys[0]"),
-        "{}",
-        out.stderr
-    );
+    refused(&["plan"], "trust.keys[0]");
     host.configure(&trusting(&[&public]));
+    let push = ["release", "push", tree, "--tag", "v1", "--sign-key"];
     // A key file that is a directory.
-    let out = host.run(&[
-        "release",
-        "push",
-        tree,
-        "--tag",
-        "v1",
-        "--sign-key",
-        host.dir.path().to_str().unwrap(),
-    ]);
-    assert_eq!(out.code, 2, "{}", out.all());
-    assert!(
-        out.assert_one_error_line().contains("is not a file"),
-        "{}",
-        out.stderr
+    refused(
+        &[&push[..], &[host.dir.path().to_str().unwrap()]].concat(),
+        "is not a file",
     );
     // An expiry in the past.
-    let out = host.run(&[
-        "release",
-        "push",
-        tree,
-        "--tag",
-        "v1",
+    let past = [
+        key.to_str().unwrap(),
         "--env",
         "prod",
-        "--sign-key",
-        key.to_str().unwrap(),
         "--expires",
         "2020-01-01T00:00:00Z",
-    ]);
-    assert_eq!(out.code, 2, "{}", out.all());
-    assert!(
-        out.assert_one_error_line().contains("in the past"),
-        "{}",
-        out.stderr
-    );
+    ];
+    refused(&[&push[..], &past].concat(), "in the past");
     // A public key where the secret key should be.
-    let out = host.run(&[
-        "release",
-        "push",
-        tree,
-        "--tag",
-        "v1",
-        "--sign-key",
-        key.with_file_name("bootlace.pub").to_str().unwrap(),
-    ]);
-    assert_eq!(out.code, 2, "{}", out.all());
-    out.assert_one_error_line();
+    let public_file = key.with_file_name("bootlace.pub");
+    refused(
+        &[&push[..], &[public_file.to_str().unwrap()]].concat(),
+        "not a minisign secret key",
+    );
     assert!(!host.path("store/builds/v1.json").exists(), "nothing was pushed");
     // resign without a key.
-    let out = host.run(&["release", "resign", "--env", "prod"]);
-    assert_eq!(out.code, 2, "{}", out.all());
-    assert!(
-        out.assert_one_error_line().contains("--sign-key"),
-        "{}",
-        out.stderr
-    );
+    refused(&["release", "resign", "--env", "prod"], "--sign-key");
 }
 
 #[test]
