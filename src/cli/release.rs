@@ -511,9 +511,15 @@ pub(super) async fn list(
 
 async fn show(global: &GlobalArgs, config: &Config, store: &Store, tag: &str) -> anyhow::Result<()> {
     check_tag(tag)?;
-    let manifest = Manifest::load(store, tag)
+    // Read once: the manifest's bytes are also what its signature is checked over.
+    let key = layout::manifest(tag);
+    let bytes = store
+        .get(&key, release::manifest::MAX_BYTES)
         .await?
-        .ok_or_else(|| anyhow::anyhow!("no release {tag} in {}", store.url()))?;
+        .ok_or_else(|| anyhow::anyhow!("no release {tag} in {}", store.url()))?
+        .bytes;
+    let manifest = Manifest::parse(&bytes, tag)
+        .map_err(|why| anyhow::anyhow!("reading manifest {}: {why}", store.url_of(&key)))?;
     if global.json {
         return print_json(&manifest);
     }
@@ -527,12 +533,6 @@ async fn show(global: &GlobalArgs, config: &Config, store: &Store, tag: &str) ->
         outln!("{key:16}{text}");
     }
     let keys = crate::trust::Keys::from_config(config)?;
-    let key = layout::manifest(tag);
-    let bytes = store
-        .get(&key, release::manifest::MAX_BYTES)
-        .await?
-        .map(|o| o.bytes)
-        .unwrap_or_default();
     let signature = Signature::of(store, &key, &bytes, &keys).await?;
     outln!("{:16}{}", "signature", signature.describe());
     // Which pointers name it, for everyone or in a rollout.

@@ -308,7 +308,7 @@ where
         if let (Some((ours, signature)), Some(p)) = (&written, previous)
             && ours == p
         {
-            install_signature(store, &key, ours.serial, signature.clone()).await?;
+            install_signature(store, name, ours.serial, signature.clone()).await?;
             return Ok(Moved {
                 pointer: ours.clone(),
                 changed: true,
@@ -345,7 +345,7 @@ where
             .await?
         {
             if let Some(signature) = signature {
-                install_signature(store, &key, next.serial, signature).await?;
+                install_signature(store, name, next.serial, signature).await?;
             }
             return Ok(Moved {
                 pointer: next,
@@ -382,7 +382,7 @@ async fn read_base(
     loop {
         reads += 1;
         let current = read_pointer(store, name).await?;
-        let Some((_, read)) = &current else {
+        let Some(read) = &current else {
             return Ok((current, true));
         };
         match verify_base(store, name, author, read).await? {
@@ -427,8 +427,8 @@ fn seal(
 /// replaced by compare-and-swap, read before the pointer: so a slow writer never puts
 /// an older signature over a newer one, and after concurrent changes the signature
 /// matches the pointer that won.
-async fn install_signature(store: &Store, key: &str, serial: u64, signature: Bytes) -> anyhow::Result<()> {
-    let sig_key = crate::trust::signature_key(key);
+async fn install_signature(store: &Store, name: &str, serial: u64, signature: Bytes) -> anyhow::Result<()> {
+    let sig_key = crate::trust::signature_key(&layout::pointer(name));
     for attempt in 0..ATTEMPTS {
         let before = match store.get(&sig_key, crate::trust::MAX_SIGNATURE_BYTES).await {
             Ok(before) => before,
@@ -439,7 +439,7 @@ async fn install_signature(store: &Store, key: &str, serial: u64, signature: Byt
             }
             Err(err) => return Err(err.into()),
         };
-        if read_pointer(store, key_name(key))
+        if read_pointer(store, name)
             .await?
             .is_some_and(|(pointer, _)| pointer.serial > serial)
         {
@@ -455,11 +455,6 @@ async fn install_signature(store: &Store, key: &str, serial: u64, signature: Byt
          that check signatures refuse it until the next signed change",
         store.url_of(&sig_key)
     )
-}
-
-/// The pointer name of `pointers/<name>.json`.
-fn key_name(key: &str) -> &str {
-    layout::name_in(layout::POINTERS, key).unwrap_or(key)
 }
 
 /// An unsigned change to a signed pointer would leave it with a signature that no
@@ -481,13 +476,14 @@ async fn refuse_unsigned_change(store: &Store, key: &str, author: &Author) -> an
     Ok(())
 }
 
-/// Whether the pointer as `read` verifies against the author's keys and names
-/// itself, when the author signs (an unsigned author takes what it reads).
+/// Whether pointer `name` as read (parsed, and its bytes) verifies against the
+/// author's keys and names itself, when the author signs (an unsigned author takes
+/// what it reads).
 async fn verify_base(
     store: &Store,
     name: &str,
     author: &Author,
-    read: &Versioned,
+    (pointer, read): &(Pointer, Versioned),
 ) -> anyhow::Result<Result<(), crate::trust::Refused>> {
     if author.signer.is_none() {
         return Ok(Ok(()));
@@ -497,9 +493,9 @@ async fn verify_base(
     Ok(author
         .keys
         .verify(&key, &read.bytes, signature.as_deref())
-        .and_then(|_| match Pointer::parse(&read.bytes) {
-            Ok(pointer) if pointer.name.as_deref() == Some(name) => Ok(()),
-            _ => Err(crate::trust::Refused {
+        .and_then(|_| match pointer.name.as_deref() == Some(name) {
+            true => Ok(()),
+            false => Err(crate::trust::Refused {
                 rule: crate::trust::Rule::Name,
                 why: format!("it does not name itself {name:?}"),
             }),
@@ -559,7 +555,7 @@ where
         // (but its signature still goes beside it).
         if let Some((ours, signature)) = written.take_if(|(ours, _)| *ours == current) {
             if let Some(signature) = signature {
-                install_signature(store, &key, ours.serial, signature).await?;
+                install_signature(store, name, ours.serial, signature).await?;
             }
             return Ok(Moved {
                 pointer: ours,
@@ -584,7 +580,7 @@ where
         let (next, bytes, signature) = seal(&key, name, author, next)?;
         if store.swap(&key, bytes, Some(&read)).await? {
             if let Some(signature) = signature {
-                install_signature(store, &key, next.serial, signature).await?;
+                install_signature(store, name, next.serial, signature).await?;
             }
             return Ok(Moved {
                 pointer: next,
