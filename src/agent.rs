@@ -23,6 +23,7 @@ use crate::init::Phase;
 use crate::release::pointer::{Checked, Pointer};
 use crate::report::{Report, Trigger};
 use crate::run::{Flow, Run};
+use crate::secrets;
 use crate::store::{self, Store, StoreError, layout};
 
 /// The first backoff after a store error; it doubles up to `agent.interval`.
@@ -307,6 +308,21 @@ impl Agent<'_> {
         );
         let mut run = self.new_run();
         run.checked();
+        // An update fetches the secrets again: a rotated value reaches init with it.
+        let fetched = secrets::fetch(&self.config.secrets, &self.identity).await;
+        if let Err(err) = run.provide_secrets(self.config, fetched) {
+            // Not switched: what runs keeps running. Tried again after a backoff when
+            // AWS did not answer; after an answer (a missing secret, access denied),
+            // when the pointer changes or on SIGHUP.
+            let unanswered = secrets::unanswered(&err);
+            run.running(&self.state);
+            let exit = self.finish(run, Err(err)).await;
+            if unanswered {
+                self.failures += 1;
+                return Acted::Again(exit);
+            }
+            return Acted::Done(exit);
+        }
         let result = self
             .flow()
             .converge(
@@ -478,9 +494,36 @@ impl Agent<'_> {
                 self.identity = identity;
                 self.e_tag = None;
                 info!("SIGHUP: identity resolved again; checking now");
+                self.refresh_secrets().await;
             }
             Err(err) => warn!(
                 "SIGHUP: {}; keeping the identity resolved before",
+                exit::one_line(&err)
+            ),
+        }
+    }
+}
+
+impl Agent<'_> {
+    /// SIGHUP with secrets configured: they are fetched and written again, so that a
+    /// rotated value reaches the instance without a release. A failure keeps the files
+    /// written before.
+    async fn refresh_secrets(&self) {
+        let config = &self.config.secrets;
+        if config.items.is_empty() {
+            return;
+        }
+        let refreshed = match secrets::fetch(config, &self.identity).await {
+            Ok(fetched) => secrets::write(config, &fetched).map(|()| fetched.names().len()),
+            Err(err) => Err(err),
+        };
+        match refreshed {
+            Ok(count) => info!(
+                "SIGHUP: {count} secrets fetched again into {}",
+                config.dir.display()
+            ),
+            Err(err) => warn!(
+                "SIGHUP: {}; the secrets written before stay",
                 exit::one_line(&err)
             ),
         }

@@ -39,6 +39,39 @@ pub struct Config {
     pub agent: AgentConfig,
     pub report: ReportConfig,
     pub trust: TrustConfig,
+    pub secrets: SecretsConfig,
+}
+
+/// `[secrets]` (DESIGN §6.6): values fetched at boot from SSM Parameter Store and
+/// Secrets Manager into files under `dir`, one per item, for the init script.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// On tmpfs or ramfs (checked, unless `require_tmpfs = false`); made 0700.
+    pub dir: PathBuf,
+    /// Refuse a `dir` whose filesystem keeps what is written after power-off.
+    pub require_tmpfs: bool,
+    /// The AWS region of both services; unset: the identity's region, then
+    /// `AWS_REGION`, then `AWS_DEFAULT_REGION`.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub region: Option<String>,
+    /// How long fetching all of them may take, retries of throttled calls included.
+    #[serde(with = "duration")]
+    pub deadline: Duration,
+    /// File name → `ssm:NAME` or `secretsmanager:ID`, with identity templates.
+    pub items: std::collections::BTreeMap<crate::secrets::Name, crate::secrets::Source>,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/run/bootlace/secrets"),
+            require_tmpfs: true,
+            region: None,
+            deadline: Duration::from_secs(60),
+            items: Default::default(),
+        }
+    }
 }
 
 /// `[trust]` (DESIGN §6.5): the minisign public keys whose signatures an instance

@@ -40,6 +40,7 @@ pub mod release;
 pub mod report;
 pub mod retry;
 pub mod run;
+pub mod secrets;
 pub mod store;
 pub mod tls;
 pub mod trust;

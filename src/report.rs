@@ -77,6 +77,9 @@ pub struct Report {
     /// (2: bad config or input), so that `status` ends the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<u8>,
+    /// The names of the secrets fetched for init (DESIGN §6.6), never their values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     /// What went wrong without failing the run (no init script matched, say).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

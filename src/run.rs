@@ -21,7 +21,7 @@ use crate::identity::{self, Identity};
 use crate::init::{self, Phase};
 use crate::report::{self, Report, RolledBackFrom, Status, Timings, Trigger};
 use crate::store::{self, Store, StoreError, layout};
-use crate::{health, release};
+use crate::{health, release, secrets};
 
 /// A finished run: its report and the exit code it maps to.
 pub struct Ran {
@@ -48,14 +48,23 @@ pub async fn boot(config: &Config, progress: deploy::fetch::Progress, json: bool
         Err(err) => return Ok(run.finish(config, &state, None, None, Err(err)).await),
     };
     run.note_identity(&identity);
-    let (store, target) = match store::open(&config.store, identity.credentials.as_ref(), store::Access::Read)
-    {
-        Ok(store) => {
-            let target = read_target(config, &identity, &store, &mut run).await;
-            (Some(store), target)
-        }
-        Err(err) => (None, Err(err)),
-    };
+    // The secrets are fetched while the pointer is read: neither waits for the other.
+    let (store, target, fetched) =
+        match store::open(&config.store, identity.credentials.as_ref(), store::Access::Read) {
+            Ok(store) => {
+                let (target, fetched) = tokio::join!(
+                    read_target(config, &identity, &store, &mut run),
+                    secrets::fetch(&config.secrets, &identity)
+                );
+                (Some(store), target, fetched)
+            }
+            Err(err) => (None, Err(err), secrets::fetch(&config.secrets, &identity).await),
+        };
+    if let Err(err) = run.provide_secrets(config, fetched) {
+        return Ok(run
+            .finish(config, &state, Some(&identity), store.as_ref(), Err(err))
+            .await);
+    }
     let flow = Flow {
         config,
         state: &state,
@@ -114,6 +123,23 @@ pub struct Flow<'a> {
 }
 
 impl Flow<'_> {
+    /// What init and the health check run with: DESIGN §5's variables, and
+    /// `BOOTLACE_SECRETS_DIR` when secrets are configured.
+    fn environment(
+        &self,
+        tag: &str,
+        release: &std::path::Path,
+        phase: Phase,
+        previous: Option<&str>,
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut env = init::environment(self.identity, tag, release, phase, previous);
+        if !self.config.secrets.items.is_empty() {
+            let dir = self.config.secrets.dir.display().to_string();
+            env.insert("BOOTLACE_SECRETS_DIR".into(), dir);
+        }
+        env
+    }
+
     /// A boot run passes SIGTERM on to the script it runs; the agent lets the step in
     /// progress finish.
     fn forward_signals(&self) -> bool {
@@ -160,7 +186,7 @@ impl Flow<'_> {
         run.tag = Some(tag.to_owned());
         run.sha256 = self.state.sha256_of(tag);
         let release = self.state.release(tag);
-        let env = init::environment(self.identity, tag, &release, self.phase, Some(good));
+        let env = self.environment(tag, &release, self.phase, Some(good));
         let Some(checked) = health::check(&self.config.health, &release, &env, self.forward_signals()).await
         else {
             return self.start(run, tag, serial).await;
@@ -309,7 +335,7 @@ impl Flow<'_> {
         let started = Instant::now();
         let release = self.state.release(tag);
         let previous = run.previous_tag.clone();
-        let env = init::environment(self.identity, tag, &release, phase, previous.as_deref());
+        let env = self.environment(tag, &release, phase, previous.as_deref());
         let result = self.choose_and_run(run, tag, &env);
         run.timings.init = started.elapsed().as_millis() as u64;
         result?;
@@ -419,6 +445,9 @@ pub struct Run {
     store_unanswered: bool,
     /// bootlace was told to stop while an init script ran.
     stopped: bool,
+    /// The secrets written for init: their names go into the report, and their values
+    /// are scrubbed from the output the report keeps.
+    secrets: Option<secrets::Fetched>,
 }
 
 impl Run {
@@ -446,6 +475,7 @@ impl Run {
             warnings: Vec::new(),
             store_unanswered: false,
             stopped: false,
+            secrets: None,
         }
     }
 
@@ -478,6 +508,28 @@ impl Run {
         self.warnings.push(warning);
     }
 
+    /// Writes the secrets `fetched` for init (when any are configured), or fails the
+    /// run before init with why, naming the secret.
+    pub fn provide_secrets(
+        &mut self,
+        config: &Config,
+        fetched: anyhow::Result<secrets::Fetched>,
+    ) -> anyhow::Result<()> {
+        if config.secrets.items.is_empty() {
+            return Ok(());
+        }
+        let fetched = fetched?;
+        secrets::write(&config.secrets, &fetched)?;
+        info!(
+            "{} secrets written to {} in {} ms",
+            fetched.names().len(),
+            config.secrets.dir.display(),
+            fetched.elapsed_ms
+        );
+        self.secrets = Some(fetched);
+        Ok(())
+    }
+
     /// Notes the release that runs, for a report of a step that switched nothing.
     pub fn running(&mut self, state: &StateDir) {
         self.tag = state.current();
@@ -508,6 +560,23 @@ impl Run {
             (Ok(()), None, None) => (Status::Ok, Exit::Ok, None),
         };
         self.timings.total = self.started.elapsed().as_millis() as u64;
+        let mut error = error;
+        if let Some(fetched) = &self.secrets {
+            // An init script may print what it was given; the report does not keep it.
+            let tails = [
+                self.init.as_mut().map(|i| &mut i.output_tail),
+                self.health.as_mut().map(|h| &mut h.output_tail),
+                error.as_mut(),
+            ];
+            for text in tails.into_iter().flatten().chain(self.warnings.iter_mut()) {
+                *text = fetched.scrub(text);
+            }
+        }
+        let secret_names = self
+            .secrets
+            .as_ref()
+            .map(secrets::Fetched::names)
+            .unwrap_or_default();
         let report = Report {
             format_version: report::FORMAT_VERSION,
             status,
@@ -532,6 +601,7 @@ impl Run {
             bootlace_version: env!("CARGO_PKG_VERSION").to_owned(),
             error,
             exit_code: (exit == Exit::BadInput).then_some(exit as u8),
+            secrets: secret_names,
             warnings: std::mem::take(&mut self.warnings),
         };
         if let Err(err) = report.save(state.root()) {

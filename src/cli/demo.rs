@@ -152,6 +152,7 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     if ran.exit != Exit::Ok {
         return Ok(ran.exit);
     }
+    secrets_plan(&say, &identity)?;
 
     // The agent: a new release reaches the running instance, a broken one is undone.
     config.agent.hold_file = dir.path().join("hold");
@@ -237,6 +238,37 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
         && rollback.status == crate::report::Status::RolledBack
         && refused.status == crate::report::Status::Degraded;
     Ok(if shown { Exit::Ok } else { Exit::Failed })
+}
+
+/// What a boot would also do with `[secrets]` in its config. The demo has no AWS to
+/// fetch from, so it shows the plan, as `bootlace plan` prints it.
+fn secrets_plan(
+    say: &dyn Fn(&str) -> anyhow::Result<()>,
+    identity: &identity::Identity,
+) -> anyhow::Result<()> {
+    let mut config = crate::config::SecretsConfig::default();
+    for (name, source) in [
+        ("db_password", "ssm:/{environment}/{role}/db_password"),
+        ("api_token", "secretsmanager:{environment}/{role}/api-token"),
+    ] {
+        let name = crate::secrets::Name::try_from(name.to_owned()).map_err(anyhow::Error::msg)?;
+        let source = crate::secrets::Source::try_from(source.to_owned()).map_err(anyhow::Error::msg)?;
+        config.items.insert(name, source);
+    }
+    say("\n== secrets: with these lines in its config, every boot and update also fetches, before init,")?;
+    say("   with the instance role, values that are in neither the image nor the release")?;
+    say("   | [secrets.items]")?;
+    for (name, source) in &config.items {
+        say(&format!("   | {} = \"{source}\"", name.as_str()))?;
+    }
+    say(&format!(
+        "   and init finds them as files in $BOOTLACE_SECRETS_DIR ({}, 0400 each); `bootlace plan` shows:",
+        crate::secrets::dir_note(&config)
+    ))?;
+    for planned in crate::secrets::plan(&config, identity)? {
+        say(&format!("     {:12} {}", planned.name, planned.source))?;
+    }
+    say("   (this demo has no SSM or Secrets Manager to fetch from: docs/secrets.md)")
 }
 
 /// Someone with write access to the bucket, but not the signing key, points the

@@ -72,6 +72,9 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
     let current = state.current();
     let candidates = init::candidates(&config.init, &identity, &release_dir)?;
     let would_run = present.then(|| candidates.iter().find(|c| c.present)).flatten();
+    // Names and sources only: plan fetches nothing.
+    let secrets = crate::secrets::plan(&config.secrets, &identity)?;
+    let secrets_dir = (!secrets.is_empty()).then(|| crate::secrets::dir_note(&config.secrets));
     if global.json {
         let listed: Vec<_> = candidates
             .iter()
@@ -81,7 +84,8 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
             "identity": identity, "pointer": pointer, "tag": manifest.tag, "sha256": manifest.sha256,
             "present": present, "current": current, "candidates": listed,
             "would_run": would_run.map(|c| &c.script), "rollout": target.placement,
-            "refused": target.refused,
+            "refused": target.refused, "secrets": secrets,
+            "secrets_dir": secrets_dir.as_ref().map(|_| &config.secrets.dir),
         }))?;
         return Ok(Exit::Ok);
     }
@@ -134,6 +138,13 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
     }
     if present && would_run.is_none() {
         outln!("no init script would run");
+    }
+    if let Some(note) = &secrets_dir {
+        outln!("secrets    {} into {note}:", secrets.len());
+        let width = secrets.iter().map(|s| s.name.len()).max().unwrap_or(0);
+        for secret in &secrets {
+            outln!("  {:width$}  {}", secret.name, secret.source);
+        }
     }
     Ok(Exit::Ok)
 }

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tracing::{debug, warn};
 
-pub use open::{Access, open};
+pub use open::{Access, aws_credentials, describe, open};
 
 /// Archives are uploaded in parts of this size, a few at a time: memory stays near
 /// `PART_SIZE * UPLOAD_CONCURRENCY` whatever the archive's size.

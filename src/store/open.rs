@@ -137,7 +137,17 @@ fn s3_builder(
     } else if env("AWS_REGION").is_none() && env("AWS_DEFAULT_REGION").is_none() {
         builder = builder.with_region("us-east-1");
     }
-    let env_keys = env("AWS_ACCESS_KEY_ID").is_some();
+    with_credentials(builder, credentials)
+}
+
+/// `builder` with the credentials of the chain: `AWS_ACCESS_KEY_ID` and the rest of
+/// the environment (web identity, container), then the legacy user-data keys, then the
+/// instance role through the IMDS endpoint that identity uses.
+fn with_credentials(
+    mut builder: AmazonS3Builder,
+    credentials: Option<&Credentials>,
+) -> anyhow::Result<AmazonS3Builder> {
+    let env_keys = std::env::var("AWS_ACCESS_KEY_ID").is_ok_and(|v| !v.trim().is_empty());
     match credentials {
         Some(keys) if !env_keys => {
             builder = builder
@@ -153,7 +163,7 @@ fn s3_builder(
             Ok(imds) => builder = builder.with_metadata_endpoint(imds.endpoint),
             Err(why) => {
                 return Err(BadInput(format!(
-                    "no S3 credentials: AWS_ACCESS_KEY_ID is not set and the instance role cannot be used ({})",
+                    "no AWS credentials: AWS_ACCESS_KEY_ID is not set and the instance role cannot be used ({})",
                     why.0
                 ))
                 .into());
@@ -161,6 +171,22 @@ fn s3_builder(
         },
     }
     Ok(builder)
+}
+
+/// The credential chain the S3 store uses, for other AWS services (SSM, Secrets
+/// Manager) in `region`: one place decides where credentials come from.
+pub fn aws_credentials(
+    region: &str,
+    credentials: Option<&Credentials>,
+) -> anyhow::Result<object_store::aws::AwsCredentialProvider> {
+    let builder = AmazonS3Builder::from_env()
+        .with_bucket_name("bootlace-credentials")
+        .with_region(region)
+        .with_http_connector(super::http::Connector);
+    let s3 = with_credentials(builder, credentials)?
+        .build()
+        .map_err(|e| anyhow::anyhow!("AWS credentials: {}", describe(&e)))?;
+    Ok(s3.credentials().clone())
 }
 
 /// Timeouts that bound silence, never a transfer that is making progress: a connect,

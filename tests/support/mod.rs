@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod archives;
+pub mod aws;
 pub mod faulty;
 pub mod fleet;
 pub mod host;

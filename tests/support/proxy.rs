@@ -29,6 +29,9 @@ pub enum Fault {
     LieLength { length: u64 },
     /// `503 Slow Down`, without asking the server.
     Unavailable,
+    /// `400` with an AWS JSON `ThrottlingException`, as SSM and Secrets Manager answer
+    /// a caller over its rate, without asking the server.
+    Throttle,
 }
 
 pub struct Proxy {
@@ -121,6 +124,15 @@ fn relay(client: TcpStream, upstream: &str, rule: &Rule) -> std::io::Result<()> 
             to_client.write_all(answer.as_bytes())?;
             continue;
         }
+        if let Some(Fault::Throttle) = fault {
+            let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            to_client.write_all(answer.as_bytes())?;
+            continue;
+        }
         to_server.write_all(head.as_bytes())?;
         to_server.write_all(&body)?;
         let Some((answer, length)) = read_head(&mut from_server)? else {
@@ -133,7 +145,7 @@ fn relay(client: TcpStream, upstream: &str, rule: &Rule) -> std::io::Result<()> 
         from_server.read_exact(&mut body)?;
         let head_only = head.starts_with("HEAD ");
         match fault {
-            None | Some(Fault::Unavailable) => {
+            None | Some(Fault::Unavailable | Fault::Throttle) => {
                 to_client.write_all(answer.as_bytes())?;
                 to_client.write_all(&body)?;
             }
@@ -202,7 +214,7 @@ fn spoil(fault: Fault, head: &str, body: &[u8], mut client: TcpStream) -> std::i
             client.write_all(body)?;
             client.shutdown(std::net::Shutdown::Both)?;
         }
-        Fault::Unavailable => unreachable!("answered without the server"),
+        Fault::Unavailable | Fault::Throttle => unreachable!("answered without the server"),
     }
     Ok(())
 }

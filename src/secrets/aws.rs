@@ -1,0 +1,421 @@
+//! The two AWS calls secrets need, SSM `GetParameter` (decrypted) and Secrets Manager
+//! `GetSecretValue`: the AWS JSON 1.1 protocol, signed with SigV4 (`aws-sigv4`) and
+//! sent with the reqwest client bootlace already has. Credentials come from the same
+//! chain as the S3 store's. Throttling, 5xx and connection failures are retried with
+//! backoff and jitter until the deadline; any other answer fails at once with the
+//! service's error code. Answers are read up to [`MAX_ANSWER`] bytes, and neither an
+//! answer nor a parse error is ever quoted in a message: it could hold the value.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use object_store::aws::AwsCredentialProvider;
+use reqwest::Url;
+use secrecy::zeroize::Zeroize;
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use serde::Deserialize;
+
+use super::Service;
+use crate::config::SecretsConfig;
+use crate::exit::BadInput;
+use crate::identity::Identity;
+use crate::retry::Backoff;
+
+/// The most bytes of an answer read: Secrets Manager holds at most 64 KiB a secret,
+/// which base64 and JSON make about 90 KiB.
+const MAX_ANSWER: usize = 256 << 10;
+const JSON_1_1: &str = "application/x-amz-json-1.1";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// One whole call, however steadily it trickles.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Error codes that mean "slow down", which the SDKs retry.
+const THROTTLED: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "PriorRequestNotComplete",
+];
+
+/// A call that failed: `unanswered` when AWS could not be reached or kept throttling
+/// (worth trying again later), not when it answered no.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub struct CallError {
+    pub unanswered: bool,
+    reason: String,
+}
+
+impl CallError {
+    pub fn unanswered(reason: String) -> Self {
+        Self {
+            unanswered: true,
+            reason,
+        }
+    }
+
+    fn refused(reason: String) -> Self {
+        Self {
+            unanswered: false,
+            reason,
+        }
+    }
+}
+
+/// Whether `err` comes from AWS not answering (as opposed to answering no).
+pub fn unanswered(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|e| e.downcast_ref::<CallError>().is_some_and(|e| e.unanswered))
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    region: String,
+    credentials: AwsCredentialProvider,
+    ssm: Url,
+    secrets_manager: Url,
+}
+
+impl Client {
+    pub fn new(config: &SecretsConfig, identity: &Identity) -> anyhow::Result<Self> {
+        crate::tls::init();
+        let region = region(config, identity)?;
+        let credentials = crate::store::aws_credentials(&region, identity.credentials.as_ref())?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .build()
+            .map_err(|e| anyhow::anyhow!("an HTTP client for secrets: {e}"))?;
+        Ok(Self {
+            ssm: endpoint("AWS_ENDPOINT_URL_SSM", "ssm", &region)?,
+            secrets_manager: endpoint("AWS_ENDPOINT_URL_SECRETS_MANAGER", "secretsmanager", &region)?,
+            http,
+            region,
+            credentials,
+        })
+    }
+
+    /// The value of parameter or secret `id`, trying again until `deadline` while
+    /// AWS throttles or does not answer.
+    pub async fn get(
+        &self,
+        service: Service,
+        id: &str,
+        deadline: Instant,
+    ) -> anyhow::Result<SecretSlice<u8>> {
+        let (url, target, signing_name, body) = match service {
+            Service::Ssm => (
+                &self.ssm,
+                "AmazonSSM.GetParameter",
+                "ssm",
+                serde_json::json!({"Name": id, "WithDecryption": true}),
+            ),
+            Service::SecretsManager => (
+                &self.secrets_manager,
+                "secretsmanager.GetSecretValue",
+                "secretsmanager",
+                serde_json::json!({"SecretId": id}),
+            ),
+        };
+        let body = serde_json::to_vec(&body)?;
+        let mut backoff = Backoff::until(deadline);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.call(url, target, signing_name, &body).await {
+                Ok(mut answer) => {
+                    let value = read_value(service, &answer);
+                    answer.zeroize();
+                    return value;
+                }
+                Err(Call::Retry(reason)) => {
+                    tracing::debug!("{target} {id}: {reason}; trying again");
+                    if !backoff.wait().await {
+                        return Err(CallError::unanswered(format!(
+                            "{reason} (gave up after {tries} tries, at secrets.deadline)"
+                        ))
+                        .into());
+                    }
+                }
+                Err(Call::Fail(err)) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// One signed POST: the answer's bytes on success.
+    async fn call(&self, url: &Url, target: &str, signing_name: &str, body: &[u8]) -> Result<Vec<u8>, Call> {
+        let credential = self.credentials.get_credential().await.map_err(|e| {
+            Call::Fail(CallError::unanswered(format!(
+                "AWS credentials: {}",
+                crate::store::describe(&e)
+            )))
+        })?;
+        let identity = aws_credential_types::Credentials::new(
+            &credential.key_id,
+            &credential.secret_key,
+            credential.token.clone(),
+            None,
+            "bootlace",
+        )
+        .into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name(signing_name)
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| Call::Fail(CallError::refused(format!("signing the request: {e}"))))?
+            .into();
+        let headers = [("content-type", JSON_1_1), ("x-amz-target", target)];
+        let signed = SignableRequest::new(
+            "POST",
+            url.as_str(),
+            headers.into_iter(),
+            SignableBody::Bytes(body),
+        )
+        .and_then(|request| sign(request, &params))
+        .map_err(|e| Call::Fail(CallError::refused(format!("signing the request: {e}"))))?;
+        let (instructions, _) = signed.into_parts();
+        let mut request = self.http.post(url.clone()).body(body.to_vec());
+        for (name, value) in headers.into_iter().chain(instructions.headers()) {
+            request = request.header(name, value);
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| Call::Retry(format!("{url}: {}", short(&e))))?;
+        let status = response.status();
+        let mut answer = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if answer.len() + chunk.len() <= MAX_ANSWER => {
+                    answer.extend_from_slice(&chunk)
+                }
+                Ok(Some(_)) => {
+                    answer.zeroize();
+                    return Err(Call::Fail(CallError::refused(format!(
+                        "{url}: an answer over {} KiB",
+                        MAX_ANSWER >> 10
+                    ))));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    answer.zeroize();
+                    return Err(Call::Retry(format!("{url}: {}", short(&e))));
+                }
+            }
+        }
+        if status.is_success() {
+            return Ok(answer);
+        }
+        let header = response
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (code, message) = error_of(&answer, header);
+        answer.zeroize();
+        let reason = match message {
+            Some(message) => format!("{code}: {message} ({status})"),
+            None => format!("{code} ({status})"),
+        };
+        if status.is_server_error() || status.as_u16() == 429 || THROTTLED.contains(&code.as_str()) {
+            return Err(Call::Retry(reason));
+        }
+        Err(Call::Fail(CallError::refused(reason)))
+    }
+}
+
+enum Call {
+    Retry(String),
+    Fail(CallError),
+}
+
+/// The value in a successful answer.
+fn read_value(service: Service, answer: &[u8]) -> anyhow::Result<SecretSlice<u8>> {
+    #[derive(Deserialize)]
+    struct Parameter {
+        #[serde(rename = "Parameter")]
+        parameter: Value,
+    }
+    #[derive(Deserialize)]
+    struct Value {
+        #[serde(rename = "Value")]
+        value: SecretString,
+    }
+    #[derive(Deserialize)]
+    struct SecretValue {
+        #[serde(rename = "SecretString")]
+        string: Option<SecretString>,
+        #[serde(rename = "SecretBinary")]
+        binary: Option<SecretString>,
+    }
+    // serde's messages can quote what they read: never passed on.
+    let unreadable = |what: &str| CallError::refused(format!("an answer that is not {what} JSON"));
+    let bytes = match service {
+        Service::Ssm => {
+            let answer: Parameter = serde_json::from_slice(answer).map_err(|_| unreadable("GetParameter"))?;
+            answer.parameter.value.expose_secret().as_bytes().to_vec()
+        }
+        Service::SecretsManager => {
+            let answer: SecretValue =
+                serde_json::from_slice(answer).map_err(|_| unreadable("GetSecretValue"))?;
+            match (answer.string, answer.binary) {
+                (Some(text), _) => text.expose_secret().as_bytes().to_vec(),
+                (None, Some(encoded)) => {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(encoded.expose_secret())
+                        .map_err(|_| CallError::refused("a SecretBinary that is not base64".into()))?
+                }
+                (None, None) => {
+                    return Err(CallError::refused(
+                        "the secret has neither SecretString nor SecretBinary".into(),
+                    )
+                    .into());
+                }
+            }
+        }
+    };
+    Ok(bytes.into())
+}
+
+/// The error code (`ParameterNotFound`) and message of an AWS JSON error answer.
+fn error_of(answer: &[u8], header: Option<String>) -> (String, Option<String>) {
+    #[derive(Deserialize)]
+    struct Error {
+        #[serde(rename = "__type")]
+        kind: Option<String>,
+        #[serde(alias = "Message")]
+        message: Option<String>,
+    }
+    let parsed: Option<Error> = serde_json::from_slice(answer).ok();
+    // Some front ends (and moto's IAM checks) answer in the query protocol's XML.
+    let xml = |tag: &str| {
+        let text = std::str::from_utf8(answer).ok()?;
+        let open = format!("<{tag}>");
+        let start = text.find(&open)? + open.len();
+        let end = start + text[start..].find(&format!("</{tag}>"))?;
+        Some(text[start..end].trim().to_owned())
+    };
+    let parsed = parsed.or_else(|| {
+        Some(Error {
+            kind: Some(xml("Code")?),
+            message: xml("Message"),
+        })
+    });
+    let kind = header
+        .or_else(|| parsed.as_ref().and_then(|e| e.kind.clone()))
+        .unwrap_or_else(|| "no error code".into());
+    // `aws.protocols#…#ThrottlingException:http://…`: the name alone.
+    let code = kind.rsplit('#').next().unwrap_or(&kind);
+    let code = code.split(':').next().unwrap_or(code).trim().to_owned();
+    let message = parsed
+        .and_then(|e| e.message)
+        .map(|m| {
+            m.lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect::<String>()
+        })
+        .filter(|m| !m.trim().is_empty());
+    (code, message)
+}
+
+/// A reqwest error's innermost cause, in a few words.
+fn short(err: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    match (err.is_timeout(), err.is_connect()) {
+        (true, _) => format!("timed out ({cause})"),
+        (_, true) => format!("cannot connect ({cause})"),
+        _ => cause.to_string(),
+    }
+}
+
+/// `secrets.region`, the identity's region, `AWS_REGION`, `AWS_DEFAULT_REGION`.
+fn region(config: &SecretsConfig, identity: &Identity) -> anyhow::Result<String> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let region = config
+        .region
+        .clone()
+        .or_else(|| identity.region.clone())
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .ok_or_else(|| {
+            BadInput(
+                "secrets: no AWS region: the identity gives none; set secrets.region or AWS_REGION".into(),
+            )
+        })?;
+    let valid = !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid {
+        return Err(BadInput(format!("secrets: region {region:?} is not an AWS region name")).into());
+    }
+    Ok(region)
+}
+
+/// `variable`, else `AWS_ENDPOINT_URL`, else the service's regional endpoint.
+fn endpoint(variable: &str, service: &str, region: &str) -> anyhow::Result<Url> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let (name, text) = match env(variable) {
+        Some(text) => (variable, text),
+        None => match env("AWS_ENDPOINT_URL") {
+            Some(text) => ("AWS_ENDPOINT_URL", text),
+            None => return Ok(Url::parse(&format!("https://{service}.{region}.amazonaws.com/"))?),
+        },
+    };
+    let url = Url::parse(&text).map_err(|e| BadInput(format!("{name} {text:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(BadInput(format!("{name} {text:?}: not an http or https URL")).into());
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_read_from_the_body_or_the_header() {
+        let body = br#"{"__type":"ParameterNotFound","message":"Parameter /x not found."}"#;
+        assert_eq!(
+            error_of(body, None),
+            ("ParameterNotFound".into(), Some("Parameter /x not found.".into()))
+        );
+        let body = br#"{"__type":"com.amazonaws.ssm#ThrottlingException","Message":"Rate exceeded"}"#;
+        assert_eq!(error_of(body, None).0, "ThrottlingException");
+        let header = Some("AccessDeniedException:http://internal.amazon.com/".to_owned());
+        assert_eq!(error_of(b"<html>", header).0, "AccessDeniedException");
+        assert_eq!(error_of(b"", None), ("no error code".into(), None));
+        let xml = b"<ErrorResponse><Errors><Error><Code>AccessDenied</Code><Message>User: x is not authorized</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(
+            error_of(xml, None),
+            ("AccessDenied".into(), Some("User: x is not authorized".into()))
+        );
+    }
+
+    #[test]
+    fn values_are_read_and_bad_answers_never_quoted() {
+        let value = read_value(Service::Ssm, br#"{"Parameter":{"Name":"/a","Value":"s3cr3t"}}"#).unwrap();
+        assert_eq!(value.expose_secret(), b"s3cr3t");
+        let value = read_value(Service::SecretsManager, br#"{"SecretBinary":"AAEC"}"#).unwrap();
+        assert_eq!(value.expose_secret(), &[0, 1, 2]);
+        let err = read_value(Service::Ssm, br#"{"Parameter":{"Value":["s3cr3t"]}}"#).unwrap_err();
+        assert!(!format!("{err:#}").contains("s3cr3t"), "{err:#}");
+    }
+}
