@@ -502,9 +502,7 @@ impl Agent<'_> {
             ),
         }
     }
-}
 
-impl Agent<'_> {
     /// SIGHUP with secrets configured: they are fetched and written again, so that a
     /// rotated value reaches the instance without a release. A failure keeps the files
     /// written before.

@@ -353,11 +353,40 @@ fn throttled_calls_are_retried_until_they_succeed() {
 }
 
 #[test]
+fn ten_secrets_take_one_batch_call_per_service() {
+    let (moto, p) = (&s3::moto().endpoint, unique());
+    let mut items = Vec::new();
+    for i in 0..5 {
+        aws::put_parameter(moto, &format!("/{p}/param{i}"), &format!("param-VALUE-{i}"));
+        aws::put_secret(moto, &format!("{p}/secret{i}"), &format!("secret-VALUE-{i}"));
+        items.push((format!("param{i}"), format!("ssm:/{p}/param{i}")));
+        items.push((format!("secret{i}"), format!("secretsmanager:{p}/secret{i}")));
+    }
+    // A proxy that spoils nothing, to count the calls.
+    let proxy = Proxy::start(moto, "/", Fault::Throttle, 0);
+    let tmpfs = tmpfs_dir();
+    let items: Vec<(&str, String)> = items.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let host = Host::new(&config(tmpfs.path(), &items));
+    host.set_env("AWS_ENDPOINT_URL_SSM", &proxy.endpoint);
+    host.set_env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &proxy.endpoint);
+    host.push("v1", Some("true"), &[], true);
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for i in 0..5 {
+        let read = |name: String| std::fs::read_to_string(tmpfs.path().join(name)).unwrap();
+        assert_eq!(read(format!("param{i}")), format!("param-VALUE-{i}"));
+        assert_eq!(read(format!("secret{i}")), format!("secret-VALUE-{i}"));
+    }
+    assert_eq!(proxy.requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[test]
 fn a_denied_call_fails_and_an_allowed_one_passes_iam_with_a_real_signature() {
-    // A moto of its own that checks signatures and policies after 4 set-up calls.
-    let moto = s3::moto_with_iam(4);
+    // A moto of its own that checks signatures and policies after 5 set-up calls.
+    let moto = s3::moto_with_iam(5);
     let endpoint = &moto.endpoint;
     aws::put_parameter(endpoint, "/prod/web/db", "iam-VALUE");
+    aws::put_parameter(endpoint, "/prod/web/db2", "iam-VALUE-2");
     assert_eq!(
         aws::iam(endpoint, &[("Action", "CreateUser"), ("UserName", "instance")]).0,
         200
@@ -384,19 +413,27 @@ fn a_denied_call_fails_and_an_allowed_one_passes_iam_with_a_real_signature() {
     let tmpfs = tmpfs_dir();
     let host = Host::new(&config(
         tmpfs.path(),
-        &[("db", "ssm:/{environment}/{role}/db".into())],
+        &[
+            ("db", "ssm:/{environment}/{role}/db".into()),
+            ("db2", "ssm:/{environment}/{role}/db2".into()),
+        ],
     ));
     host.push("v1", Some("true"), &[], true);
     host.set_env("AWS_ENDPOINT_URL_SSM", endpoint);
     host.set_env("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint);
     host.set_env("AWS_ACCESS_KEY_ID", &key_id);
     host.set_env("AWS_SECRET_ACCESS_KEY", &secret);
-    // Allowed, and signed as AWS checks it.
+    // Allowed, and signed as AWS checks it: the batch call (ssm:GetParameters) is
+    // denied by this policy, and each one asked for alone passes.
     let out = host.run(&["run"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         std::fs::read_to_string(tmpfs.path().join("db")).unwrap(),
         "iam-VALUE"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmpfs.path().join("db2")).unwrap(),
+        "iam-VALUE-2"
     );
 
     // Not allowed by the policy.
@@ -410,7 +447,8 @@ fn a_denied_call_fails_and_an_allowed_one_passes_iam_with_a_real_signature() {
     assert!(line.contains("secret db (secretsmanager:prod/db)"), "{line}");
     assert!(line.contains("AccessDenied"), "{line}");
 
-    // The legacy user-data keys, when the environment has none.
+    // The legacy user-data keys: when given, they are used, whatever the environment
+    // holds (here the keys every test gets, which this moto does not know).
     host.configure(&config(
         tmpfs.path(),
         &[("db", "ssm:/{environment}/{role}/db".into())],
@@ -421,8 +459,8 @@ fn a_denied_call_fails_and_an_allowed_one_passes_iam_with_a_real_signature() {
     std::fs::write(host.path("user-data"), with_keys).unwrap();
     let out = run(host
         .command()
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY)
         .arg("run"));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
-use object_store::aws::AwsCredentialProvider;
+use futures::StreamExt;
+use object_store::aws::{AwsCredential, AwsCredentialProvider};
 use reqwest::Url;
 use secrecy::zeroize::Zeroize;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
@@ -30,6 +31,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// One whole call, however steadily it trickles.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Single calls in flight at once, when a batch did not answer.
+const SINGLE_CALLS: usize = 8;
 
 /// Error codes that mean "slow down", which the SDKs retry.
 const THROTTLED: &[&str] = &[
@@ -83,23 +87,105 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(config: &SecretsConfig, identity: &Identity) -> anyhow::Result<Self> {
+    /// Builds the client on a blocking thread: loading the system's root certificates
+    /// takes milliseconds, during which the pointer read goes on.
+    pub async fn new(config: &SecretsConfig, identity: &Identity) -> anyhow::Result<Self> {
         crate::tls::init();
         let region = region(config, identity)?;
-        let credentials = crate::store::aws_credentials(&region, identity.credentials.as_ref())?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .build()
-            .map_err(|e| anyhow::anyhow!("an HTTP client for secrets: {e}"))?;
+        let ssm = endpoint("AWS_ENDPOINT_URL_SSM", "ssm", &region)?;
+        let secrets_manager = endpoint("AWS_ENDPOINT_URL_SECRETS_MANAGER", "secretsmanager", &region)?;
+        let keys = identity.credentials.as_ref().map(|keys| AwsCredential {
+            key_id: keys.access_key_id.expose_secret().to_owned(),
+            secret_key: keys.secret_access_key.expose_secret().to_owned(),
+            token: keys.session_token.as_ref().map(|t| t.expose_secret().to_owned()),
+        });
+        let building = {
+            let region = region.clone();
+            tokio::task::spawn_blocking(move || {
+                let credentials = crate::store::aws_credentials(&region, keys)?;
+                let http = reqwest::Client::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(READ_TIMEOUT)
+                    .timeout(CALL_TIMEOUT)
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("an HTTP client for secrets: {e}"))?;
+                anyhow::Ok((credentials, http))
+            })
+        };
+        let (credentials, http) = building
+            .await
+            .map_err(|e| anyhow::anyhow!("building the secrets client: {e}"))??;
         Ok(Self {
-            ssm: endpoint("AWS_ENDPOINT_URL_SSM", "ssm", &region)?,
-            secrets_manager: endpoint("AWS_ENDPOINT_URL_SECRETS_MANAGER", "secretsmanager", &region)?,
+            ssm,
+            secrets_manager,
             http,
             region,
             credentials,
         })
+    }
+
+    /// The values of `ids`, in their order: as few calls as the batch APIs allow
+    /// (`GetParameters`, 10 names a call; `BatchGetSecretValue`, 20), then one call
+    /// for each id a batch did not answer — a missing one, or all of them when the
+    /// batch call itself failed (a policy that grants only the single-value action) —
+    /// so that every error is the single call's, naming its id.
+    pub async fn get_all(
+        &self,
+        service: Service,
+        ids: &[&str],
+        deadline: Instant,
+    ) -> Vec<anyhow::Result<SecretSlice<u8>>> {
+        let size = match service {
+            Service::Ssm => 10,
+            Service::SecretsManager => 20,
+        };
+        let batches =
+            futures::future::join_all(ids.chunks(size).map(|chunk| self.batch(service, chunk, deadline)));
+        let answered: Vec<Option<SecretSlice<u8>>> = batches.await.into_iter().flatten().collect();
+        let rest = ids.iter().zip(answered).map(|(id, answer)| async move {
+            match answer {
+                Some(value) => Ok(value),
+                None => self.get(service, id, deadline).await,
+            }
+        });
+        futures::stream::iter(rest).buffered(SINGLE_CALLS).collect().await
+    }
+
+    /// One batch call for `ids`: the value of each it answered, `None` for the rest.
+    async fn batch(&self, service: Service, ids: &[&str], deadline: Instant) -> Vec<Option<SecretSlice<u8>>> {
+        let mut found: Vec<Option<SecretSlice<u8>>> = ids.iter().map(|_| None).collect();
+        if ids.len() < 2 {
+            return found;
+        }
+        let (url, target, signing_name, body) = match service {
+            Service::Ssm => (
+                &self.ssm,
+                "AmazonSSM.GetParameters",
+                "ssm",
+                serde_json::json!({"Names": ids, "WithDecryption": true}),
+            ),
+            Service::SecretsManager => (
+                &self.secrets_manager,
+                "secretsmanager.BatchGetSecretValue",
+                "secretsmanager",
+                serde_json::json!({"SecretIdList": ids}),
+            ),
+        };
+        let mut answer = match self.call_until(url, target, signing_name, &body, deadline).await {
+            Ok(answer) => answer,
+            Err(err) => {
+                tracing::debug!("{target}: {err}; asking for each one instead");
+                return found;
+            }
+        };
+        for (name, value) in read_batch(service, &answer) {
+            let place = ids.iter().position(|id| name.iter().any(|n| n == id));
+            if let Some(place) = place {
+                found[place] = Some(value);
+            }
+        }
+        answer.zeroize();
+        found
     }
 
     /// The value of parameter or secret `id`, trying again until `deadline` while
@@ -124,27 +210,39 @@ impl Client {
                 serde_json::json!({"SecretId": id}),
             ),
         };
-        let body = serde_json::to_vec(&body)?;
+        let mut answer = self
+            .call_until(url, target, signing_name, &body, deadline)
+            .await?;
+        let value = read_value(service, &answer);
+        answer.zeroize();
+        value
+    }
+
+    /// One call, tried again until `deadline` while AWS throttles or does not answer.
+    async fn call_until(
+        &self,
+        url: &Url,
+        target: &str,
+        signing_name: &str,
+        body: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, CallError> {
+        let body = serde_json::to_vec(body).map_err(|e| CallError::refused(format!("{target}: {e}")))?;
         let mut backoff = Backoff::until(deadline);
         let mut tries = 0;
         loop {
             tries += 1;
             match self.call(url, target, signing_name, &body).await {
-                Ok(mut answer) => {
-                    let value = read_value(service, &answer);
-                    answer.zeroize();
-                    return value;
-                }
+                Ok(answer) => return Ok(answer),
                 Err(Call::Retry(reason)) => {
-                    tracing::debug!("{target} {id}: {reason}; trying again");
+                    tracing::debug!("{target}: {reason}; trying again");
                     if !backoff.wait().await {
                         return Err(CallError::unanswered(format!(
                             "{reason} (gave up after {tries} tries, at secrets.deadline)"
-                        ))
-                        .into());
+                        )));
                     }
                 }
-                Err(Call::Fail(err)) => return Err(err.into()),
+                Err(Call::Fail(err)) => return Err(err),
             }
         }
     }
@@ -239,7 +337,34 @@ enum Call {
     Fail(CallError),
 }
 
-/// The value in a successful answer.
+/// A Secrets Manager value, as `GetSecretValue` and `BatchGetSecretValue` give it.
+#[derive(Deserialize)]
+struct SecretValue {
+    #[serde(rename = "SecretString")]
+    string: Option<SecretString>,
+    #[serde(rename = "SecretBinary")]
+    binary: Option<SecretString>,
+}
+
+impl SecretValue {
+    fn bytes(self) -> Result<SecretSlice<u8>, CallError> {
+        match (self.string, self.binary) {
+            (Some(text), _) => Ok(text.expose_secret().as_bytes().to_vec().into()),
+            (None, Some(encoded)) => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded.expose_secret())
+                    .map(Into::into)
+                    .map_err(|_| CallError::refused("a SecretBinary that is not base64".into()))
+            }
+            (None, None) => Err(CallError::refused(
+                "the secret has neither SecretString nor SecretBinary".into(),
+            )),
+        }
+    }
+}
+
+/// The value in a successful single answer.
 fn read_value(service: Service, answer: &[u8]) -> anyhow::Result<SecretSlice<u8>> {
     #[derive(Deserialize)]
     struct Parameter {
@@ -251,41 +376,86 @@ fn read_value(service: Service, answer: &[u8]) -> anyhow::Result<SecretSlice<u8>
         #[serde(rename = "Value")]
         value: SecretString,
     }
-    #[derive(Deserialize)]
-    struct SecretValue {
-        #[serde(rename = "SecretString")]
-        string: Option<SecretString>,
-        #[serde(rename = "SecretBinary")]
-        binary: Option<SecretString>,
-    }
     // serde's messages can quote what they read: never passed on.
     let unreadable = |what: &str| CallError::refused(format!("an answer that is not {what} JSON"));
-    let bytes = match service {
+    match service {
         Service::Ssm => {
             let answer: Parameter = serde_json::from_slice(answer).map_err(|_| unreadable("GetParameter"))?;
-            answer.parameter.value.expose_secret().as_bytes().to_vec()
+            Ok(answer.parameter.value.expose_secret().as_bytes().to_vec().into())
         }
         Service::SecretsManager => {
             let answer: SecretValue =
                 serde_json::from_slice(answer).map_err(|_| unreadable("GetSecretValue"))?;
-            match (answer.string, answer.binary) {
-                (Some(text), _) => text.expose_secret().as_bytes().to_vec(),
-                (None, Some(encoded)) => {
-                    use base64::Engine;
-                    base64::engine::general_purpose::STANDARD
-                        .decode(encoded.expose_secret())
-                        .map_err(|_| CallError::refused("a SecretBinary that is not base64".into()))?
-                }
-                (None, None) => {
-                    return Err(CallError::refused(
-                        "the secret has neither SecretString nor SecretBinary".into(),
-                    )
-                    .into());
-                }
-            }
+            Ok(answer.bytes()?)
         }
-    };
-    Ok(bytes.into())
+    }
+}
+
+/// The values in a successful batch answer, each with the names it answers to (its
+/// name, its ARN, and for SSM its name with the version or label selector asked for).
+/// Ids the batch lists as invalid or failed are left out: their single calls say why.
+fn read_batch(service: Service, answer: &[u8]) -> Vec<(Vec<String>, SecretSlice<u8>)> {
+    #[derive(Deserialize)]
+    struct Parameters {
+        #[serde(rename = "Parameters", default)]
+        parameters: Vec<Parameter>,
+    }
+    #[derive(Deserialize)]
+    struct Parameter {
+        #[serde(rename = "Name")]
+        name: String,
+        #[serde(rename = "ARN")]
+        arn: Option<String>,
+        #[serde(rename = "Selector")]
+        selector: Option<String>,
+        #[serde(rename = "Value")]
+        value: SecretString,
+    }
+    #[derive(Deserialize)]
+    struct Secrets {
+        #[serde(rename = "SecretValues", default)]
+        values: Vec<Secret>,
+    }
+    #[derive(Deserialize)]
+    struct Secret {
+        #[serde(rename = "Name")]
+        name: String,
+        #[serde(rename = "ARN")]
+        arn: Option<String>,
+        #[serde(flatten)]
+        value: SecretValue,
+    }
+    // An answer that does not parse answers nothing: each id is asked for alone.
+    match service {
+        Service::Ssm => serde_json::from_slice::<Parameters>(answer)
+            .map(|answer| {
+                answer
+                    .parameters
+                    .into_iter()
+                    .map(|p| {
+                        let mut names = vec![p.name.clone()];
+                        names.extend(p.selector.map(|s| format!("{}{s}", p.name)));
+                        names.extend(p.arn);
+                        (names, p.value.expose_secret().as_bytes().to_vec().into())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Service::SecretsManager => serde_json::from_slice::<Secrets>(answer)
+            .map(|answer| {
+                answer
+                    .values
+                    .into_iter()
+                    .filter_map(|s| {
+                        let value = s.value.bytes().ok()?;
+                        let mut names = vec![s.name];
+                        names.extend(s.arn);
+                        Some((names, value))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// The error code (`ParameterNotFound`) and message of an AWS JSON error answer.

@@ -19,7 +19,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt};
 use secrecy::{ExposeSecret, SecretSlice};
 use serde::Deserialize;
 
@@ -28,9 +27,6 @@ use crate::exit::BadInput;
 use crate::identity::Identity;
 
 pub use aws::unanswered;
-
-/// How many secrets are fetched at once.
-const CONCURRENCY: usize = 8;
 
 /// An item's name, which is also its file name: `[A-Za-z0-9][A-Za-z0-9._-]*`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -194,24 +190,38 @@ pub async fn fetch(config: &SecretsConfig, identity: &Identity) -> anyhow::Resul
         return Ok(Fetched::default());
     }
     let started = Instant::now();
-    let client = aws::Client::new(config, identity)?;
     let deadline = started + config.deadline;
-    let fetching = futures::stream::iter(&planned)
-        .map(|item| {
-            let client = &client;
-            async move {
-                let value = client
-                    .get(item.service, &item.id, deadline)
-                    .await
-                    .map_err(|err| err.context(format!("secret {} ({})", item.name, item.source)))?;
+    let fetching = async {
+        let client = aws::Client::new(config, identity).await?;
+        let of = |service: Service| -> Vec<&str> {
+            let ids = planned.iter().filter(|p| p.service == service);
+            ids.map(|p| p.id.as_str()).collect()
+        };
+        let (ssm, ssm_ids) = (Service::Ssm, of(Service::Ssm));
+        let (manager, manager_ids) = (Service::SecretsManager, of(Service::SecretsManager));
+        let (ssm_values, manager_values) = tokio::join!(
+            client.get_all(ssm, &ssm_ids, deadline),
+            client.get_all(manager, &manager_ids, deadline)
+        );
+        let (mut ssm_values, mut manager_values) = (ssm_values.into_iter(), manager_values.into_iter());
+        // Back in item order; the first failure names its item.
+        planned
+            .iter()
+            .map(|item| {
+                let value = match item.service {
+                    Service::Ssm => ssm_values.next(),
+                    Service::SecretsManager => manager_values.next(),
+                };
+                let value = value.unwrap_or_else(|| Err(anyhow::anyhow!("no answer")));
+                let value =
+                    value.map_err(|err| err.context(format!("secret {} ({})", item.name, item.source)))?;
                 anyhow::Ok(Secret {
                     name: item.name.clone(),
                     value,
                 })
-            }
-        })
-        .buffered(CONCURRENCY)
-        .try_collect::<Vec<_>>();
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
     // Each call stops retrying at the deadline; this bounds whatever else could wait.
     let secrets = tokio::time::timeout(config.deadline + CUT_OFF_MARGIN, fetching)
         .await

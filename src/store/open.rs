@@ -173,17 +173,21 @@ fn with_credentials(
     Ok(builder)
 }
 
-/// The credential chain the S3 store uses, for other AWS services (SSM, Secrets
-/// Manager) in `region`: one place decides where credentials come from.
+/// Credentials for other AWS services (SSM, Secrets Manager) in `region`: `keys`
+/// (the user-data keys) when given, else the chain the S3 store uses (environment, web
+/// identity, container, instance role), with its refreshing of expiring credentials.
 pub fn aws_credentials(
     region: &str,
-    credentials: Option<&Credentials>,
+    keys: Option<object_store::aws::AwsCredential>,
 ) -> anyhow::Result<object_store::aws::AwsCredentialProvider> {
+    if let Some(keys) = keys {
+        return Ok(Arc::new(object_store::StaticCredentialProvider::new(keys)));
+    }
     let builder = AmazonS3Builder::from_env()
         .with_bucket_name("bootlace-credentials")
         .with_region(region)
         .with_http_connector(super::http::Connector);
-    let s3 = with_credentials(builder, credentials)?
+    let s3 = with_credentials(builder, None)?
         .build()
         .map_err(|e| anyhow::anyhow!("AWS credentials: {}", describe(&e)))?;
     Ok(s3.credentials().clone())
