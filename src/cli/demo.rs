@@ -262,8 +262,9 @@ fn secrets_plan(
         say(&format!("   | {} = \"{source}\"", name.as_str()))?;
     }
     say(&format!(
-        "   and init finds them as files in $BOOTLACE_SECRETS_DIR ({}, 0400 each); `bootlace plan` shows:",
-        crate::secrets::dir_note(&config)
+        "   and init finds them as files (0400) in $BOOTLACE_SECRETS_DIR, a tmpfs dir ({} by default);\n   \
+         `bootlace plan` lists them without fetching:",
+        config.dir.display()
     ))?;
     for planned in crate::secrets::plan(&config, identity)? {
         say(&format!("     {:12} {}", planned.name, planned.source))?;

@@ -27,24 +27,29 @@ static RCLONE: OnceLock<Server> = OnceLock::new();
 
 pub fn moto() -> &'static Server {
     MOTO.get_or_init(|| {
-        let server = start_moto(&[]);
-        // moto takes an unsigned CreateBucket.
-        let url = format!("{}/{BUCKET}", server.endpoint);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let status = runtime.block_on(async {
-            bootlace::tls::init();
-            let http = reqwest::Client::builder().no_proxy().build().unwrap();
-            http.put(&url)
-                .send()
-                .await
-                .expect("creating the test bucket")
-                .status()
-        });
-        assert!(status.is_success(), "creating bucket {url}: {status}");
-        server
+        // A port found free can be taken by another process before moto binds it (a
+        // server of the test binary before this one, still stopping): the port then
+        // answers, and stops. Such a start is thrown away and another made.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let server = start_moto(&[]);
+            // moto takes an unsigned CreateBucket.
+            let url = format!("{}/{BUCKET}", server.endpoint);
+            let created = block_on(async {
+                bootlace::tls::init();
+                let http = reqwest::Client::builder().no_proxy().build().unwrap();
+                http.put(&url).send().await.map(|answer| answer.status())
+            });
+            match created {
+                Ok(status) => {
+                    assert!(status.is_success(), "creating bucket {url}: {status}");
+                    return server;
+                }
+                Err(err) if tries < 3 => eprintln!("creating bucket {url}: {err}; starting moto again"),
+                Err(err) => panic!("creating the test bucket {url}: {err}"),
+            }
+        }
     })
 }
 
