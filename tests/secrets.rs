@@ -510,6 +510,42 @@ fn secrets_are_read_with_the_instance_role_in_the_identitys_region() {
 }
 
 #[test]
+fn an_update_whose_secret_is_missing_is_not_switched_to() {
+    let (moto, p) = (&s3::moto().endpoint, unique());
+    aws::put_parameter(moto, &format!("/{p}/db"), "update-VALUE");
+    let tmpfs = tmpfs_dir();
+    let host = host(&config(tmpfs.path(), &[("db_password", format!("ssm:/{p}/db"))]));
+    host.push("v1", Some(INIT), &[], true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    // The next release needs a secret that is not there.
+    host.configure(&config(
+        tmpfs.path(),
+        &[
+            ("db_password", format!("ssm:/{p}/db")),
+            ("token", format!("ssm:/{p}/token")),
+        ],
+    ));
+    host.push("v2", Some(INIT), &[], true);
+    let out = host.run(&["agent", "--once"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("secret token (ssm:/{p}/token)")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(host.inits(), ["v1"], "init ran for the update");
+    assert!(host.link("current").unwrap().ends_with("v1"));
+    let report = host.report();
+    assert_eq!(
+        (report["status"].as_str(), report["trigger"].as_str()),
+        (Some("failed"), Some("agent"))
+    );
+    assert_eq!(report["tag"], "v1");
+    assert!(report["error"].as_str().unwrap().contains("ParameterNotFound"));
+    assert!(!out.all().contains("update-VALUE"));
+}
+
+#[test]
 fn a_rotated_secret_reaches_a_running_agent_with_a_release_and_on_sighup() {
     let (moto, p) = (&s3::moto().endpoint, unique());
     let name = format!("/{p}/db");
