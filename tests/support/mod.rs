@@ -5,6 +5,7 @@
 
 pub mod archives;
 pub mod aws;
+pub mod backend;
 pub mod faulty;
 pub mod fleet;
 pub mod host;
