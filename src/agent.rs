@@ -146,6 +146,16 @@ impl Agent<'_> {
             _ => None,
         };
         let mut run = self.new_run();
+        // Init and the health check may run again: the secrets are written afresh, and
+        // their values kept out of the report. Without them, the files already there
+        // serve.
+        let fetched = secrets::fetch(&self.config.secrets, &self.identity).await;
+        if let Err(err) = run.provide_secrets(self.config, fetched) {
+            warn!(
+                "{}; checking {current} with the secrets written before",
+                exit::one_line(&err)
+            );
+        }
         let result = self.flow().recover(&mut run, &current, &good, serial).await;
         self.finish(run, result).await;
         Ok(())
@@ -511,6 +521,14 @@ impl Agent<'_> {
         if config.items.is_empty() {
             return;
         }
+        // Not while a run or an update writes them too.
+        let _lock = match self.state.lock(self.config.deploy.lock_timeout) {
+            Ok(lock) => lock,
+            Err(err) => {
+                warn!("SIGHUP: secrets not fetched again: {err}");
+                return;
+            }
+        };
         let refreshed = match secrets::fetch(config, &self.identity).await {
             Ok(fetched) => secrets::write(config, &fetched).map(|()| fetched.names().len()),
             Err(err) => Err(err),

@@ -291,7 +291,8 @@ impl Flow<'_> {
         serial: Option<u64>,
         failure: anyhow::Error,
     ) -> anyhow::Result<()> {
-        let reason = exit::one_line(&failure);
+        // A health check's output can hold what init was given.
+        let reason = run.scrub(&exit::one_line(&failure));
         warn!("{failed_tag} failed: {reason}; rolling back to {good}");
         self.state
             .activate(good)
@@ -516,7 +517,8 @@ impl Run {
         fetched: anyhow::Result<secrets::Fetched>,
     ) -> anyhow::Result<()> {
         if config.secrets.items.is_empty() {
-            return Ok(());
+            // None configured (any more): none left behind either.
+            return secrets::clear(&config.secrets);
         }
         let fetched = fetched?;
         secrets::write(&config.secrets, &fetched)?;
@@ -528,6 +530,15 @@ impl Run {
         );
         self.secrets = Some(fetched);
         Ok(())
+    }
+
+    /// `text` with the values of the secrets written for this run replaced by their
+    /// names.
+    pub fn scrub(&self, text: &str) -> String {
+        match &self.secrets {
+            Some(fetched) => fetched.scrub(text),
+            None => text.to_owned(),
+        }
     }
 
     /// Notes the release that runs, for a report of a step that switched nothing.
@@ -566,6 +577,8 @@ impl Run {
             let tails = [
                 self.init.as_mut().map(|i| &mut i.output_tail),
                 self.health.as_mut().map(|h| &mut h.output_tail),
+                self.rolled_back_from.as_mut().map(|r| &mut r.reason),
+                self.kept_back_from.as_mut().map(|r| &mut r.reason),
                 error.as_mut(),
             ];
             for text in tails.into_iter().flatten().chain(self.warnings.iter_mut()) {

@@ -176,6 +176,47 @@ fn a_secret_printed_by_init_is_scrubbed_from_the_report() {
 }
 
 #[test]
+fn a_secret_printed_by_a_failing_health_check_stays_out_of_every_record() {
+    let (moto, p) = (&s3::moto().endpoint, unique());
+    let value = format!("health-VALUE-{p}");
+    aws::put_parameter(moto, &format!("/{p}/db"), &value);
+    let tmpfs = tmpfs_dir();
+    let health = "[health]\ncommand = 'cat \"$BOOTLACE_SECRETS_DIR/db\"; test -f healthy'\ntries = 1\n";
+    let host = host(&format!(
+        "{}{health}",
+        config(tmpfs.path(), &[("db", format!("ssm:/{p}/db"))])
+    ));
+    host.push("v1", Some("true"), &[("healthy", b"yes")], true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    host.push("v2", Some("true"), &[], true);
+    let out = host.run(&["-vv", "run"]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    let report = host.report();
+    // v1's check, run again after the rollback, printed the value too.
+    let tail = report["health"]["output_tail"].as_str().unwrap();
+    assert_eq!(tail.trim(), "[secret db]", "{report}");
+    // The check's own output streams through as it is (as init's does); bootlace's
+    // log lines, its report (here on stdout) and everything it keeps hold no value.
+    let again = host.run(&["--json", "run"]);
+    // (The check prints no newline: its output and the next log line share a line.)
+    for line in out.stderr.lines().chain(again.stderr.lines()) {
+        let logged = [" WARN ", " INFO ", "warning: "]
+            .iter()
+            .find_map(|m| line.find(m));
+        if let Some(at) = logged {
+            assert!(!line[at..].contains(&value), "{line}");
+        }
+    }
+    for (what, text) in [
+        ("the report on stdout", again.stdout.clone()),
+        ("the state dir", every_file(&host.path("state"))),
+        ("the store", every_file(&host.path("store"))),
+    ] {
+        assert!(!text.contains(&value), "the value is in {what}");
+    }
+}
+
+#[test]
 fn a_missing_secret_fails_the_run_before_init_naming_it_and_its_source() {
     let (moto, p) = (&s3::moto().endpoint, unique());
     aws::put_parameter(moto, &format!("/{p}/present"), "here-VALUE");

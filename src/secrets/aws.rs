@@ -1,5 +1,5 @@
-//! The two AWS calls secrets need, SSM `GetParameter` (decrypted) and Secrets Manager
-//! `GetSecretValue`: the AWS JSON 1.1 protocol, signed with SigV4 (`aws-sigv4`) and
+//! The AWS calls secrets need: SSM `GetParameters` and `GetParameter` (decrypted),
+//! Secrets Manager `BatchGetSecretValue` and `GetSecretValue`. The AWS JSON 1.1 protocol, signed with SigV4 (`aws-sigv4`) and
 //! sent with the reqwest client bootlace already has. Credentials come from the same
 //! chain as the S3 store's. Throttling, 5xx and connection failures are retried with
 //! backoff and jitter until the deadline; any other answer fails at once with the
@@ -178,10 +178,12 @@ impl Client {
                 return found;
             }
         };
-        for (name, value) in read_batch(service, &answer) {
-            let place = ids.iter().position(|id| name.iter().any(|n| n == id));
-            if let Some(place) = place {
-                found[place] = Some(value);
+        for (names, value) in read_batch(service, &answer) {
+            // Every item asking for it (one id may be named twice).
+            for (id, slot) in ids.iter().zip(found.iter_mut()) {
+                if slot.is_none() && names.iter().any(|n| n == id) {
+                    *slot = Some(value.expose_secret().to_vec().into());
+                }
             }
         }
         answer.zeroize();
@@ -433,9 +435,10 @@ fn read_batch(service: Service, answer: &[u8]) -> Vec<(Vec<String>, SecretSlice<
                     .parameters
                     .into_iter()
                     .map(|p| {
-                        let mut names = vec![p.name.clone()];
-                        names.extend(p.selector.map(|s| format!("{}{s}", p.name)));
-                        names.extend(p.arn);
+                        // Asked for with a version or label, it answers only to that.
+                        let selector = p.selector.unwrap_or_default();
+                        let mut names = vec![format!("{}{selector}", p.name)];
+                        names.extend(p.arn.map(|arn| format!("{arn}{selector}")));
                         (names, p.value.expose_secret().as_bytes().to_vec().into())
                     })
                     .collect()

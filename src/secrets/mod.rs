@@ -7,9 +7,10 @@
 //! `BOOTLACE_SECRETS_DIR`.
 //!
 //! Values live in [`Secret`]s, whose `Debug` prints the name only and whose bytes
-//! leave only through [`write`]: no log line, error, report or `--json` output can
-//! hold one, because nothing that makes those can reach it. The report lists the
-//! names fetched.
+//! leave only through [`write`] and [`Fetched::scrub`]: bootlace's own log lines,
+//! errors, reports and `--json` output cannot hold one. What init and the health check
+//! print can; the run scrubs it before its report, its log lines and its record of a
+//! failed release keep it. The report lists the names fetched.
 
 mod aws;
 
@@ -162,16 +163,21 @@ impl Fetched {
     /// replaced by `[secret NAME]`: for the output an init script or health check
     /// printed, which the report keeps.
     pub fn scrub(&self, text: &str) -> String {
-        let mut text = text.to_owned();
+        // Each text value, and the same without trailing whitespace (as `$(cat …)`
+        // prints it); longest first, so that a value holding another goes whole.
+        let mut values: Vec<(&str, &str)> = Vec::new();
         for secret in &self.secrets {
-            let value = secret.value.expose_secret();
-            if value.len() < MIN_SCRUBBED {
-                continue;
+            if let Ok(value) = std::str::from_utf8(secret.value.expose_secret()) {
+                values.push((value, &secret.name));
+                values.push((value.trim_end(), &secret.name));
             }
-            if let Ok(value) = std::str::from_utf8(value)
-                && text.contains(value)
-            {
-                text = text.replace(value, &format!("[secret {}]", secret.name));
+        }
+        values.retain(|(value, _)| value.len() >= MIN_SCRUBBED);
+        values.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
+        let mut text = text.to_owned();
+        for (value, name) in values {
+            if text.contains(value) {
+                text = text.replace(value, &format!("[secret {name}]"));
             }
         }
         text
@@ -272,6 +278,14 @@ pub fn write(config: &SecretsConfig, fetched: &Fetched) -> anyhow::Result<()> {
     remove_stale(config)
 }
 
+/// With no items configured: the files an earlier config left in `dir` are removed.
+pub fn clear(config: &SecretsConfig) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(&config.dir) {
+        Ok(meta) if meta.is_dir() => remove_stale(config),
+        _ => Ok(()),
+    }
+}
+
 /// The names configured (whatever was fetched): every other file in `dir` goes.
 fn remove_stale(config: &SecretsConfig) -> anyhow::Result<()> {
     let dir = &config.dir;
@@ -313,6 +327,17 @@ fn prepare_dir(config: &SecretsConfig) -> anyhow::Result<()> {
         std::fs::symlink_metadata(dir).map_err(|e| anyhow::anyhow!("secrets dir {}: {e}", dir.display()))?;
     if !meta.is_dir() {
         return Err(BadInput(format!("secrets.dir {}: not a directory", dir.display())).into());
+    }
+    // Whoever owns the dir could replace a file before init reads it.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if std::os::unix::fs::MetadataExt::uid(&meta) != euid {
+        return Err(BadInput(format!(
+            "secrets.dir {}: owned by uid {}, not by the user bootlace runs as ({euid})",
+            dir.display(),
+            std::os::unix::fs::MetadataExt::uid(&meta)
+        ))
+        .into());
     }
     if config.require_tmpfs && !is_memory(dir)? {
         return Err(BadInput(format!(
