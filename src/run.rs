@@ -517,8 +517,12 @@ impl Run {
         fetched: anyhow::Result<secrets::Fetched>,
     ) -> anyhow::Result<()> {
         if config.secrets.items.is_empty() {
-            // None configured (any more): none left behind either.
-            return secrets::clear(&config.secrets);
+            // None configured (any more): none left behind either. A run that uses no
+            // secrets never fails for them.
+            if let Err(err) = secrets::clear(&config.secrets) {
+                warn!("{}", exit::one_line(&err));
+            }
+            return Ok(());
         }
         let fetched = fetched?;
         secrets::write(&config.secrets, &fetched)?;
