@@ -157,21 +157,17 @@ impl Client {
         if ids.len() < 2 {
             return found;
         }
-        let (url, target, signing_name, body) = match service {
+        let (target, body) = match service {
             Service::Ssm => (
-                &self.ssm,
                 "AmazonSSM.GetParameters",
-                "ssm",
                 serde_json::json!({"Names": ids, "WithDecryption": true}),
             ),
             Service::SecretsManager => (
-                &self.secrets_manager,
                 "secretsmanager.BatchGetSecretValue",
-                "secretsmanager",
                 serde_json::json!({"SecretIdList": ids}),
             ),
         };
-        let mut answer = match self.call_until(url, target, signing_name, &body, deadline).await {
+        let mut answer = match self.call_until(service, target, &body, deadline).await {
             Ok(answer) => answer,
             Err(err) => {
                 tracing::debug!("{target}: {err}; asking for each one instead");
@@ -198,23 +194,17 @@ impl Client {
         id: &str,
         deadline: Instant,
     ) -> anyhow::Result<SecretSlice<u8>> {
-        let (url, target, signing_name, body) = match service {
+        let (target, body) = match service {
             Service::Ssm => (
-                &self.ssm,
                 "AmazonSSM.GetParameter",
-                "ssm",
                 serde_json::json!({"Name": id, "WithDecryption": true}),
             ),
             Service::SecretsManager => (
-                &self.secrets_manager,
                 "secretsmanager.GetSecretValue",
-                "secretsmanager",
                 serde_json::json!({"SecretId": id}),
             ),
         };
-        let mut answer = self
-            .call_until(url, target, signing_name, &body, deadline)
-            .await?;
+        let mut answer = self.call_until(service, target, &body, deadline).await?;
         let value = read_value(service, &answer);
         answer.zeroize();
         value
@@ -223,12 +213,16 @@ impl Client {
     /// One call, tried again until `deadline` while AWS throttles or does not answer.
     async fn call_until(
         &self,
-        url: &Url,
+        service: Service,
         target: &str,
-        signing_name: &str,
         body: &serde_json::Value,
         deadline: Instant,
     ) -> Result<Vec<u8>, CallError> {
+        // The service's endpoint, and its name in SigV4's credential scope.
+        let (url, signing_name) = match service {
+            Service::Ssm => (&self.ssm, "ssm"),
+            Service::SecretsManager => (&self.secrets_manager, "secretsmanager"),
+        };
         let body = serde_json::to_vec(body).map_err(|e| CallError::refused(format!("{target}: {e}")))?;
         let mut backoff = Backoff::until(deadline);
         let mut tries = 0;
