@@ -63,6 +63,7 @@ macro_rules! suite {
 suite!(file, Backend::File);
 suite!(moto, Backend::Moto);
 suite!(seaweedfs, Backend::Seaweed);
+suite!(azurite, Backend::Azurite);
 suite!(
     rclone,
     Backend::Rclone,

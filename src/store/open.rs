@@ -76,9 +76,12 @@ pub fn open(
         }
         "gs" => {
             let builder = GoogleCloudStorageBuilder::from_env().with_url(text);
+            // As for S3, the endpoint's scheme decides: https://storage.googleapis.com
+            // unless `GOOGLE_BASE_URL` (or the service account's `gcs_base_url`) names
+            // another, such as an emulator's http:// address.
             let gcs = builder
                 .with_retry(retry(config))
-                .with_client_options(client_options(config))
+                .with_client_options(client_options(config).with_allow_http(true))
                 .build()
                 .map_err(bad)?;
             (Arc::new(gcs), prefix, Guard::Server)

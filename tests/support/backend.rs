@@ -1,12 +1,14 @@
 //! The stores every backend-independent test runs against, as one type: `file://`,
 //! `moto_server` (S3 with conditional writes), `rclone serve s3` (SigV4, no
-//! conditional writes) and SeaweedFS's S3 gateway (conditional writes). Each test gets a fresh place in its store and a scratch dir.
+//! conditional writes), SeaweedFS's S3 gateway (conditional writes) and Azurite (Azure
+//! Blob). Each test gets a fresh place in its store and a scratch dir.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
+use super::azure;
 use super::s3::{self, Server};
 use super::{Outcome, bootlace, run, write};
 
@@ -16,6 +18,7 @@ pub enum Backend {
     Moto,
     Rclone,
     Seaweed,
+    Azurite,
 }
 
 /// One test's store and scratch space.
@@ -34,6 +37,7 @@ impl Env {
             Backend::File => (String::new(), ""),
             Backend::Moto => (s3::moto().place(), ""),
             Backend::Seaweed => (s3::seaweed().place(), ""),
+            Backend::Azurite => (azure::azurite().place(), ""),
             // rclone ignores preconditions; these tests accept that knowingly.
             Backend::Rclone => (
                 s3::rclone().place(),
@@ -42,7 +46,8 @@ impl Env {
         };
         let store = match backend {
             Backend::File => format!("file://{}/store", dir.path().display()),
-            _ => format!("s3://{place}"),
+            Backend::Azurite => format!("az://{place}"),
+            Backend::Moto | Backend::Rclone | Backend::Seaweed => format!("s3://{place}"),
         };
         let config = write(dir.path(), "config.toml", config);
         Self {
@@ -60,6 +65,7 @@ impl Env {
             Backend::Moto => Some(s3::moto()),
             Backend::Rclone => Some(s3::rclone()),
             Backend::Seaweed => Some(s3::seaweed()),
+            Backend::Azurite => Some(azure::azurite()),
         }
     }
 
@@ -68,11 +74,19 @@ impl Env {
         command
             .env("BOOTLACE_STORE", &self.store)
             .env("BOOTLACE_CONFIG", &self.config);
-        if let Some(server) = self.server() {
-            command.env("AWS_ENDPOINT_URL", &server.endpoint);
-            command
-                .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
-                .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY);
+        match (self.backend, self.server()) {
+            (_, None) => {}
+            (Backend::Azurite, Some(server)) => {
+                command
+                    .env("AZURE_STORAGE_USE_EMULATOR", "true")
+                    .env("AZURITE_BLOB_STORAGE_URL", &server.endpoint);
+            }
+            (_, Some(server)) => {
+                command
+                    .env("AWS_ENDPOINT_URL", &server.endpoint)
+                    .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
+                    .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY);
+            }
         }
         command
     }
@@ -147,7 +161,7 @@ impl Backend {
     pub fn without_guards(self) -> Option<&'static str> {
         match self {
             Backend::Rclone => Some("rclone serve s3 ignores If-None-Match and If-Match"),
-            Backend::File | Backend::Moto | Backend::Seaweed => None,
+            Backend::File | Backend::Moto | Backend::Seaweed | Backend::Azurite => None,
         }
     }
 }

