@@ -6,8 +6,12 @@
 mod support;
 
 use serde_json::Value;
+use std::sync::atomic::Ordering;
+
 use support::archives;
+use support::azure;
 use support::backend::{Backend, Env, keys, path};
+use support::proxy::{Fault, Proxy};
 use support::run;
 
 /// Every case, for one backend, as a module of tests named after the cases.
@@ -29,6 +33,11 @@ macro_rules! suite {
         $(#[$guarded_attr])?
         fn tags_are_immutable() {
             cases::tags_are_immutable($backend);
+        }
+        #[test]
+        $(#[$guarded_attr])?
+        fn racing_pushes_of_a_tag_make_one_release() {
+            cases::racing_pushes_of_a_tag_make_one_release(&Env::new($backend));
         }
         #[test]
         $(#[$guarded_attr])?
@@ -64,14 +73,68 @@ suite!(file, Backend::File);
 suite!(moto, Backend::Moto);
 suite!(seaweedfs, Backend::Seaweed);
 suite!(azurite, Backend::Azurite);
+suite!(gcs, Backend::Gcs);
 suite!(
     rclone,
     Backend::Rclone,
     without_guards = "rclone serve s3 ignores If-None-Match and If-Match"
 );
 
+/// Azure refuses a second create with 412 where Azurite answers 409: through a proxy
+/// that answers as Azure does, racing pushes of a tag still make one release.
+#[test]
+fn azure_refusing_a_second_create_with_412_means_the_tag_exists() {
+    let env = Env::new(Backend::Azurite);
+    let azurite = &azure::azurite().endpoint;
+    let proxy = Proxy::start(
+        azurite,
+        "/builds/",
+        Fault::Status { from: 409, to: 412 },
+        usize::MAX,
+    );
+    cases::racing_pushes_of_a_tag_make_one_release(&env.through(&proxy.endpoint));
+    assert!(proxy.rewritten.load(Ordering::SeqCst) > 0, "no 409 was answered");
+}
+
 mod cases {
     use super::*;
+
+    /// Pushes of one tag at once, each of its own tree: all find the tag free and
+    /// upload, one creates the manifest, and the others are refused by the store's
+    /// create-only write.
+    pub fn racing_pushes_of_a_tag_make_one_release(env: &Env) {
+        const PUSHES: usize = 6;
+        let trees: Vec<_> = (0..PUSHES)
+            .map(|i| env.tree(&format!("t{i}"), &format!("tree {i}")))
+            .collect();
+        let pushes: Vec<_> = trees
+            .iter()
+            .map(|tree| {
+                let mut push = env.command();
+                push.args(["--json", "release", "push", path(tree), "--tag", "v1"]);
+                push.stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                push.spawn().unwrap()
+            })
+            .collect();
+        let outs: Vec<_> = pushes
+            .into_iter()
+            .map(|p| p.wait_with_output().unwrap())
+            .collect();
+        let winners: Vec<Value> = outs
+            .iter()
+            .filter(|out| out.status.success())
+            .map(|out| serde_json::from_slice(&out.stdout).unwrap())
+            .collect();
+        assert_eq!(winners.len(), 1, "{:?}", env.backend);
+        for out in outs.iter().filter(|out| !out.status.success()) {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(stderr.contains("tag v1 already exists"), "{stderr}");
+        }
+        let manifest = env.object_json("builds/v1.json");
+        assert_eq!(manifest["sha256"], winners[0]["manifest"]["sha256"]);
+    }
 
     pub fn release_cycle(backend: Backend) {
         let env = Env::new(backend);

@@ -1,16 +1,16 @@
 //! The stores every backend-independent test runs against, as one type: `file://`,
 //! `moto_server` (S3 with conditional writes), `rclone serve s3` (SigV4, no
-//! conditional writes), SeaweedFS's S3 gateway (conditional writes) and Azurite (Azure
-//! Blob). Each test gets a fresh place in its store and a scratch dir.
+//! conditional writes), SeaweedFS's S3 gateway (conditional writes), Azurite (Azure
+//! Blob) and the project's GCS server ([`gcs`]). Each test gets a fresh place in its store and a scratch dir.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
-use super::azure;
 use super::s3::{self, Server};
 use super::{Outcome, bootlace, run, write};
+use super::{azure, gcs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -19,6 +19,7 @@ pub enum Backend {
     Rclone,
     Seaweed,
     Azurite,
+    Gcs,
 }
 
 /// One test's store and scratch space.
@@ -28,6 +29,8 @@ pub struct Env {
     pub store: String,
     pub place: String,
     pub config: PathBuf,
+    /// Where bootlace reaches the server, when not at its own address (a proxy).
+    through: Option<String>,
 }
 
 impl Env {
@@ -38,6 +41,7 @@ impl Env {
             Backend::Moto => (s3::moto().place(), ""),
             Backend::Seaweed => (s3::seaweed().place(), ""),
             Backend::Azurite => (azure::azurite().place(), ""),
+            Backend::Gcs => (gcs::gcs().place(), ""),
             // rclone ignores preconditions; these tests accept that knowingly.
             Backend::Rclone => (
                 s3::rclone().place(),
@@ -47,6 +51,7 @@ impl Env {
         let store = match backend {
             Backend::File => format!("file://{}/store", dir.path().display()),
             Backend::Azurite => format!("az://{place}"),
+            Backend::Gcs => format!("gs://{place}"),
             Backend::Moto | Backend::Rclone | Backend::Seaweed => format!("s3://{place}"),
         };
         let config = write(dir.path(), "config.toml", config);
@@ -56,12 +61,20 @@ impl Env {
             store,
             place,
             config,
+            through: None,
         }
     }
 
+    /// This store, reached through `endpoint` (a proxy in front of its server).
+    pub fn through(mut self, endpoint: &str) -> Self {
+        self.through = Some(endpoint.to_owned());
+        self
+    }
+
+    /// The server, when it is a process of its own.
     pub fn server(&self) -> Option<&'static Server> {
         match self.backend {
-            Backend::File => None,
+            Backend::File | Backend::Gcs => None,
             Backend::Moto => Some(s3::moto()),
             Backend::Rclone => Some(s3::rclone()),
             Backend::Seaweed => Some(s3::seaweed()),
@@ -74,16 +87,20 @@ impl Env {
         command
             .env("BOOTLACE_STORE", &self.store)
             .env("BOOTLACE_CONFIG", &self.config);
+        let endpoint = |server: &'static Server| self.through.as_deref().unwrap_or(&server.endpoint);
         match (self.backend, self.server()) {
+            (Backend::Gcs, _) => {
+                command.env("GOOGLE_SERVICE_ACCOUNT_KEY", gcs::gcs().service_account_key());
+            }
             (_, None) => {}
             (Backend::Azurite, Some(server)) => {
                 command
                     .env("AZURE_STORAGE_USE_EMULATOR", "true")
-                    .env("AZURITE_BLOB_STORAGE_URL", &server.endpoint);
+                    .env("AZURITE_BLOB_STORAGE_URL", endpoint(server));
             }
             (_, Some(server)) => {
                 command
-                    .env("AWS_ENDPOINT_URL", &server.endpoint)
+                    .env("AWS_ENDPOINT_URL", endpoint(server))
                     .env("AWS_ACCESS_KEY_ID", s3::ACCESS_KEY)
                     .env("AWS_SECRET_ACCESS_KEY", s3::SECRET_KEY);
             }
@@ -104,9 +121,10 @@ impl Env {
 
     /// An object's raw bytes, read around bootlace.
     pub fn object(&self, key: &str) -> Option<Vec<u8>> {
-        match self.server() {
-            None => std::fs::read(self.dir.path().join("store").join(key)).ok(),
-            Some(server) => server.object(&self.place, key),
+        match (self.backend, self.server()) {
+            (Backend::Gcs, _) => gcs::gcs().object(&self.place, key),
+            (_, None) => std::fs::read(self.dir.path().join("store").join(key)).ok(),
+            (_, Some(server)) => server.object(&self.place, key),
         }
     }
 
@@ -161,7 +179,7 @@ impl Backend {
     pub fn without_guards(self) -> Option<&'static str> {
         match self {
             Backend::Rclone => Some("rclone serve s3 ignores If-None-Match and If-Match"),
-            Backend::File | Backend::Moto | Backend::Seaweed | Backend::Azurite => None,
+            Backend::File | Backend::Moto | Backend::Seaweed | Backend::Azurite | Backend::Gcs => None,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod azure;
 pub mod backend;
 pub mod faulty;
 pub mod fleet;
+pub mod gcs;
 pub mod host;
 pub mod imds;
 pub mod proxy;

@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP proxy on loopback, between bootlace and a real S3 server.
 //! It relays requests as they are, and spoils the answers to the requests whose path
 //! contains `matching`, the first `times` of them: a reset mid-body, a stall, a
-//! trickle, a truncated body, a lying `Content-Length`, or a 503 instead of an answer.
+//! trickle, a truncated body, a lying `Content-Length`, a 503 instead of an answer, or
+//! another server's status for the same answer.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -32,6 +33,9 @@ pub enum Fault {
     /// `400` with an AWS JSON `ThrottlingException`, as SSM and Secrets Manager answer
     /// a caller over its rate, without asking the server.
     Throttle,
+    /// The server's answer, its status `from` changed to `to` (and counted in
+    /// `rewritten`); other answers pass.
+    Status { from: u16, to: u16 },
 }
 
 pub struct Proxy {
@@ -42,6 +46,8 @@ pub struct Proxy {
     pub requests: Arc<AtomicUsize>,
     /// Answers `304 Not Modified` relayed.
     pub not_modified: Arc<AtomicUsize>,
+    /// Answers whose status `Fault::Status` changed.
+    pub rewritten: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -54,8 +60,10 @@ impl Proxy {
         let spoiled = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let not_modified = Arc::new(AtomicUsize::new(0));
+        let rewritten = Arc::new(AtomicUsize::new(0));
         let rule = Arc::new(Rule {
             not_modified: not_modified.clone(),
+            rewritten: rewritten.clone(),
             matching: matching.to_owned(),
             fault,
             times,
@@ -75,6 +83,7 @@ impl Proxy {
             spoiled,
             requests,
             not_modified,
+            rewritten,
         }
     }
 }
@@ -86,6 +95,7 @@ struct Rule {
     spoiled: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
     not_modified: Arc<AtomicUsize>,
+    rewritten: Arc<AtomicUsize>,
 }
 
 impl Rule {
@@ -115,8 +125,7 @@ fn relay(client: TcpStream, upstream: &str, rule: &Rule) -> std::io::Result<()> 
         let Some((head, length)) = read_head(&mut from_client)? else {
             return Ok(());
         };
-        let mut body = vec![0u8; length];
-        from_client.read_exact(&mut body)?;
+        let body = read_body(&mut from_client, &head, length)?;
         let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
         let fault = rule.fault_for(&path);
         if let Some(Fault::Unavailable) = fault {
@@ -141,10 +150,22 @@ fn relay(client: TcpStream, upstream: &str, rule: &Rule) -> std::io::Result<()> 
         if answer.starts_with("HTTP/1.1 304") {
             rule.not_modified.fetch_add(1, Ordering::SeqCst);
         }
-        let mut body = vec![0u8; length];
-        from_server.read_exact(&mut body)?;
+        let body = read_body(&mut from_server, &answer, length)?;
         let head_only = head.starts_with("HEAD ");
         match fault {
+            Some(Fault::Status { from, to }) => {
+                let status = format!("HTTP/1.1 {from} ");
+                let answer = match answer.strip_prefix(&status) {
+                    Some(rest) => {
+                        rule.rewritten.fetch_add(1, Ordering::SeqCst);
+                        let headers = rest.split_once("\r\n").map_or("", |(_, after)| after);
+                        format!("HTTP/1.1 {to} Rewritten\r\n{headers}")
+                    }
+                    None => answer,
+                };
+                to_client.write_all(answer.as_bytes())?;
+                to_client.write_all(&body)?;
+            }
             None | Some(Fault::Unavailable | Fault::Throttle) => {
                 to_client.write_all(answer.as_bytes())?;
                 to_client.write_all(&body)?;
@@ -214,9 +235,36 @@ fn spoil(fault: Fault, head: &str, body: &[u8], mut client: TcpStream) -> std::i
             client.write_all(body)?;
             client.shutdown(std::net::Shutdown::Both)?;
         }
-        Fault::Unavailable | Fault::Throttle => unreachable!("answered without the server"),
+        Fault::Unavailable | Fault::Throttle | Fault::Status { .. } => {
+            unreachable!("not a spoiled answer")
+        }
     }
     Ok(())
+}
+
+/// The body after `head`, as it came: `length` bytes, or chunks through the last one,
+/// framing kept, when it is `Transfer-Encoding: chunked`.
+fn read_body(reader: &mut impl BufRead, head: &str, length: usize) -> std::io::Result<Vec<u8>> {
+    if !head.to_ascii_lowercase().contains("\r\ntransfer-encoding: chunked\r\n") {
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body)?;
+        return Ok(body);
+    }
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        body.extend_from_slice(line.as_bytes());
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        // The chunk and its CRLF; after the last (empty) chunk, the final CRLF.
+        let mut chunk = vec![0u8; size + 2];
+        reader.read_exact(&mut chunk)?;
+        body.extend_from_slice(&chunk);
+        if size == 0 {
+            return Ok(body);
+        }
+    }
 }
 
 /// An HTTP head (through the blank line) and its `Content-Length` (0 when absent);
