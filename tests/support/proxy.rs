@@ -245,7 +245,10 @@ fn spoil(fault: Fault, head: &str, body: &[u8], mut client: TcpStream) -> std::i
 /// The body after `head`, as it came: `length` bytes, or chunks through the last one,
 /// framing kept, when it is `Transfer-Encoding: chunked`.
 fn read_body(reader: &mut impl BufRead, head: &str, length: usize) -> std::io::Result<Vec<u8>> {
-    if !head.to_ascii_lowercase().contains("\r\ntransfer-encoding: chunked\r\n") {
+    if !head
+        .to_ascii_lowercase()
+        .contains("\r\ntransfer-encoding: chunked\r\n")
+    {
         let mut body = vec![0u8; length];
         reader.read_exact(&mut body)?;
         return Ok(body);
