@@ -25,7 +25,10 @@ use crate::deploy::state::sync_dir;
 
 /// Files up to this size go to the writer pool; larger ones are streamed in place.
 const SMALL_FILE: u64 = 256 << 10;
-const WRITERS: usize = 4;
+/// One writer: on ext4, four cost about 1 s more system time per 30,000 files (the
+/// same directories and journal, contended) and 10 % of a deploy; on tmpfs one is as
+/// fast (docs/BENCHMARKS.md).
+const WRITERS: usize = 1;
 /// Small files travel to the pool in batches of up to this many bytes (or `BATCH_FILES`
 /// files), so that a thread is woken per batch, not per file.
 const BATCH_BYTES: usize = 1 << 20;
