@@ -200,23 +200,10 @@ async fn serve(
                 .expect("binding the reserved port again")
         }
     };
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-            _ = &mut stopped => return,
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| answer(state.clone(), request));
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await;
-        });
-    }
+    serve_http(listener, &mut stopped, move |request| {
+        answer(state.clone(), request)
+    })
+    .await;
 }
 
 async fn answer(
@@ -342,4 +329,36 @@ fn token(state: &mut State, request: &Request<Incoming>) -> (StatusCode, Vec<u8>
     };
     state.tokens.insert(token.clone(), expires);
     (StatusCode::OK, token.into_bytes(), Some(ttl))
+}
+
+/// A test server's connections (this emulator's, and `gcs.rs`'s): each accepted and served over HTTP/1 with `answer`,
+/// until `stopped` fires.
+pub async fn serve_http<F, A>(
+    listener: tokio::net::TcpListener,
+    stopped: &mut tokio::sync::oneshot::Receiver<()>,
+    answer: F,
+) where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> A + Clone + Send + 'static,
+    A: std::future::Future<
+            Output = Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible>,
+        > + Send
+        + 'static,
+{
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            _ = &mut *stopped => return,
+        };
+        let answer = answer.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(answer);
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
 }
