@@ -90,6 +90,10 @@ impl Env {
         let endpoint = |server: &'static Server| self.through.as_deref().unwrap_or(&server.endpoint);
         match (self.backend, self.server()) {
             (Backend::Gcs, _) => {
+                assert!(
+                    self.through.is_none(),
+                    "no proxy in front of the in-process GCS server"
+                );
                 command.env("GOOGLE_SERVICE_ACCOUNT_KEY", gcs::gcs().service_account_key());
             }
             (_, None) => {}
