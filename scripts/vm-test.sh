@@ -49,16 +49,25 @@ fi
 [ -n "$mirror" ] && [ -n "$suite" ] || fail "no Debian mirror in /etc/apt/sources.list(.d): debootstrap needs one"
 base=$cache/base-$suite.tar
 mkdir -p "$cache"
+# debootstrap mounts /proc in the root it builds: a run stopped half-way leaves it mounted.
+drop_build() {
+  awk -v p="$1/root" '$2 == p || index($2, p "/") == 1 {print $2}' /proc/mounts | sort -r |
+    while read -r mount; do $sudo umount -l "$mount"; done
+  $sudo rm -rf "$1"
+}
+for stale in "$cache"/debootstrap.*; do [ -d "$stale" ] && drop_build "$stale"; done
 if [ ! -f "$base" ]; then
   echo "vm-test: debootstrap $suite from $mirror (cached afterwards in $base)" >&2
   build=$(mktemp -d "$cache/debootstrap.XXXXXX")
+  trap 'drop_build "$build"' EXIT
   $sudo debootstrap --variant=minbase \
     --include=systemd,systemd-sysv,udev,linux-image-amd64,initramfs-tools,e2fsprogs \
     "$suite" "$build/root" "$mirror" > "$cache/debootstrap.log" 2>&1 \
     || fail "debootstrap from $mirror did not finish (see $cache/debootstrap.log)"
   $sudo tar -C "$build/root" -cf "$base.part" .
   mv "$base.part" "$base"
-  $sudo rm -rf "$build"
+  drop_build "$build"
+  trap - EXIT
 fi
 
 # --- this run's machine ---------------------------------------------------------------
