@@ -58,7 +58,7 @@ cleanup() {
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   done
-  rm -rf /dev/shm/bootlace-bench
+  rm -rf /dev/shm/bootlace-bench /dev/shm/bootlace-bench-moto
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -69,7 +69,10 @@ rclone_port=$(free_port)
 rclone serve s3 --addr "127.0.0.1:$rclone_port" --auth-key "$AWS_ACCESS_KEY_ID,$AWS_SECRET_ACCESS_KEY" "$work/rclone" >/dev/null 2>&1 &
 pids+=($!)
 moto_port=$(free_port)
-moto_server -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
+# moto keeps each object in a temporary file: on tmpfs, so that dropping the caches before
+# a disk round does not send its reads to the disk (D's archive is read into page cache).
+mkdir -p /dev/shm/bootlace-bench-moto
+TMPDIR=/dev/shm/bootlace-bench-moto moto_server -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
 pids+=($!)
 # SeaweedFS: master, volume server, filer, S3 gateway and admin, each port given (a gRPC
 # port defaults to its HTTP port + 10000); telemetry off.
@@ -113,7 +116,10 @@ tar --sort=name -C "$tree" -cf - . | zstd -q -3 > "$work/corpus.tar.zst"
 measure() {
   rm -rf "$target"; mkdir -p "$target/x"
   if [ "$kind" = disk ]; then sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; fi
+  # D's archives and the server's data are read into page cache, as a warm server would
+  # have them.
   cat "$work/corpus.tar.zst" "$work/corpus.tar.gz" > /dev/null
+  [ -z "${server_data[$server]}" ] || find "${server_data[$server]}" -type f -exec cat {} + > /dev/null
   /usr/bin/time -f "%e %M" -o "$work/time" "$@" > /dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }
   cat "$work/time"
 }
@@ -128,6 +134,7 @@ say "## Deploy: $files files, $((bytes / 1048576)) MiB; $rounds rounds, medians"
 printf '[store]\nrequire_conditional_writes = false\n[deploy]\ndownload = "stream"\n' > "$work/config-stream.toml"
 # SeaweedFS enforces conditional writes: bootlace's default config.
 : > "$work/config-seaweedfs.toml"
+declare -A server_data=([rclone]="$work/rclone" [moto]="" [seaweedfs]="$work/seaweed")
 declare -A server_config=([rclone]="$work/config.toml" [moto]="$work/config-stream.toml"
   [seaweedfs]="$work/config-seaweedfs.toml")
 for server in $servers; do
