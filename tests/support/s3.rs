@@ -304,15 +304,17 @@ fn find(program: &str) -> Option<PathBuf> {
 
 /// `sh -c WATCHDOG sh SCRATCH PROGRAM ARGS…`: runs the program in the background until
 /// its stdin closes, then stops it (SIGKILL if it is still there after 10 s) and
-/// removes SCRATCH (when not empty).
-const WATCHDOG: &str = r#"scratch=$1; shift
-"$@" >/dev/null 2>&1 &
+/// removes SCRATCH (when not empty). Nothing it says reaches the test's output (the
+/// shell would report "Killed" for a server it had to kill).
+const WATCHDOG: &str = r#"exec 2>/dev/null
+scratch=$1; shift
+"$@" >/dev/null &
 pid=$!
 read -r _
-kill $pid 2>/dev/null
+kill $pid
 n=0
-while kill -0 $pid 2>/dev/null && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
-kill -9 $pid 2>/dev/null
+while kill -0 $pid && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+kill -9 $pid
 wait $pid
 [ -z "$scratch" ] || rm -rf "$scratch""#;
 
