@@ -1,7 +1,7 @@
 //! Unpacking one archive stream into a staging dir under the unpack policy
 //! ([`crate::archive::policy`]): one pass that decodes the archive,
-//! checks every entry before it touches the disk, and hands small files to a pool of
-//! writer threads so that writing overlaps decoding. (The archive bytes are hashed by
+//! checks every entry before it touches the disk, and hands small files to a writer
+//! thread so that writing overlaps decoding. (The archive bytes are hashed by
 //! the caller, on the download side.) Nothing outside `dest` is ever
 //! written: no entry may lie under a symlink, files are created with `O_EXCL` and
 //! `O_NOFOLLOW`, and nothing is chowned. The caller makes the result visible only after
@@ -12,9 +12,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::archive::Compression;
@@ -23,17 +23,13 @@ use crate::archive::policy::{Checked, Kind, Limits, Totals};
 use crate::config::SyncMode;
 use crate::deploy::state::sync_dir;
 
-/// Files up to this size go to the writer pool; larger ones are streamed in place.
+/// Files up to this size go to the writer thread; larger ones are streamed in place.
 const SMALL_FILE: u64 = 256 << 10;
-/// One writer: on ext4, four cost about 1 s more system time per 30,000 files (the
-/// same directories and journal, contended) and 10 % of a deploy; on tmpfs one is as
-/// fast (docs/BENCHMARKS.md).
-const WRITERS: usize = 1;
-/// Small files travel to the pool in batches of up to this many bytes (or `BATCH_FILES`
+/// Small files travel to the writer in batches of up to this many bytes (or `BATCH_FILES`
 /// files), so that a thread is woken per batch, not per file.
 const BATCH_BYTES: usize = 1 << 20;
 const BATCH_FILES: usize = 64;
-/// Batches queued for the pool: with `BATCH_BYTES`, at most 8 MiB waiting.
+/// Batches queued for the writer: with `BATCH_BYTES`, at most 8 MiB waiting.
 const QUEUE: usize = 8;
 /// The buffer a large file is copied through.
 const COPY_BUFFER: usize = 256 << 10;
@@ -63,14 +59,22 @@ pub fn unpack(
 ) -> Result<Unpacked, EntryError> {
     let mut archive = archive;
     let per_file = options.sync == SyncMode::Files;
-    let mut pool = Pool::start(per_file);
+    let mut writer = Writer::start(per_file);
     let mut dirs = Dirs::new(dest);
     let mut buffer = vec![0u8; COPY_BUFFER];
     let mut files = 0u64;
     let walked = {
         let decoder = compression.decoder(&mut archive).map_err(EntryError::Decode)?;
         walk(decoder, options.limits, |checked, entry| {
-            write_entry(dest, &mut dirs, &mut pool, &mut buffer, checked, entry, per_file)?;
+            write_entry(
+                dest,
+                &mut dirs,
+                &mut writer,
+                &mut buffer,
+                checked,
+                entry,
+                per_file,
+            )?;
             files += 1;
             if files.is_multiple_of(512) {
                 options.progress.set_message(format!("{files} files"));
@@ -78,8 +82,8 @@ pub fn unpack(
             Ok(())
         })
     };
-    let written = pool.finish();
-    // A writer's own error names the file and the errno; the walk only knows that
+    let written = writer.finish();
+    // The writer's own error names the file and the errno; the walk only knows that
     // some write failed.
     let totals = match (walked, written) {
         (Err(EntryError::Write(_)), Err(err)) | (Ok(_), Err(err)) => return Err(EntryError::Write(err)),
@@ -100,7 +104,7 @@ pub fn unpack(
 fn write_entry<R: Read>(
     dest: &Path,
     dirs: &mut Dirs,
-    pool: &mut Pool,
+    writer: &mut Writer,
     buffer: &mut [u8],
     checked: &Checked,
     entry: &mut tar::Entry<'_, R>,
@@ -126,7 +130,7 @@ fn write_entry<R: Read>(
             if size <= SMALL_FILE {
                 let mut data = Vec::with_capacity(size as usize);
                 entry.read_to_end(&mut data)?;
-                pool.write(path, mode, data)
+                writer.write(path, mode, data)
             } else {
                 let mut file = create(&path, mode)?;
                 loop {
@@ -245,54 +249,44 @@ impl Dirs {
 /// A small file waiting to be written: its path, mode and bytes.
 type Job = (PathBuf, u32, Vec<u8>);
 
-/// Writer threads for small files, as rustup's `diskio` does: decoding goes on while
-/// the kernel takes the writes.
-struct Pool {
-    jobs: Option<SyncSender<Vec<Job>>>,
+/// The writer thread for small files, as rustup's `diskio` has: decoding goes on while
+/// the kernel takes the writes. One thread, not several: on ext4, four cost about 1 s
+/// more system time per 30,000 files (the same directories and journal, contended) and
+/// 10 % of a deploy; on tmpfs one is as fast (docs/BENCHMARKS.md).
+struct Writer {
+    jobs: SyncSender<Vec<Job>>,
     batch: Vec<Job>,
     batch_bytes: usize,
-    threads: Vec<JoinHandle<()>>,
+    /// Answers the first failed write, with the file's path; it stops there.
+    thread: JoinHandle<io::Result<()>>,
     failed: Arc<AtomicBool>,
-    error: Arc<Mutex<Option<io::Error>>>,
 }
 
-impl Pool {
+impl Writer {
     /// `per_file`: fsync each file after writing it.
     fn start(per_file: bool) -> Self {
         let (sender, receiver) = sync_channel::<Vec<Job>>(QUEUE);
-        let receiver = Arc::new(Mutex::new(receiver));
         let failed = Arc::new(AtomicBool::new(false));
-        let error = Arc::new(Mutex::new(None));
-        let threads = (0..WRITERS)
-            .map(|_| {
-                let (receiver, failed, error) = (receiver.clone(), failed.clone(), error.clone());
-                std::thread::spawn(move || {
-                    loop {
-                        let batch = receiver.lock().expect("writer queue").recv();
-                        let Ok(batch) = batch else { return };
-                        for (path, mode, data) in batch {
-                            let written = create(&path, mode).and_then(|mut file| {
-                                file.write_all(&data)?;
-                                if per_file { file.sync_all() } else { Ok(()) }
-                            });
-                            if let Err(err) = written {
-                                let err = io::Error::new(err.kind(), format!("{}: {err}", path.display()));
-                                error.lock().expect("writer error").get_or_insert(err);
-                                failed.store(true, Ordering::Relaxed);
-                                break;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
+        let flag = failed.clone();
+        let thread = std::thread::spawn(move || {
+            for (path, mode, data) in receiver.into_iter().flatten() {
+                let written = create(&path, mode).and_then(|mut file| {
+                    file.write_all(&data)?;
+                    if per_file { file.sync_all() } else { Ok(()) }
+                });
+                if let Err(err) = written {
+                    flag.store(true, Ordering::Relaxed);
+                    return Err(io::Error::new(err.kind(), format!("{}: {err}", path.display())));
+                }
+            }
+            Ok(())
+        });
         Self {
-            jobs: Some(sender),
+            jobs: sender,
             batch: Vec::with_capacity(BATCH_FILES),
             batch_bytes: 0,
-            threads,
+            thread,
             failed,
-            error,
         }
     }
 
@@ -311,9 +305,9 @@ impl Pool {
     fn send(&mut self) -> io::Result<()> {
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_FILES));
         self.batch_bytes = 0;
-        let jobs = self.jobs.as_ref().expect("pool running");
-        jobs.send(batch)
-            .map_err(|_| io::Error::other("writer threads stopped"))
+        self.jobs
+            .send(batch)
+            .map_err(|_| io::Error::other("the writer thread stopped"))
     }
 
     /// Writes what is still batched and waits for every write; the first error, if any.
@@ -323,13 +317,11 @@ impl Pool {
         } else {
             self.send()
         };
-        drop(self.jobs.take());
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-        match self.error.lock().expect("writer error").take() {
-            Some(err) => Err(err),
-            None => sent,
-        }
+        drop(self.jobs);
+        let written = self
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the writer thread panicked")));
+        written.and(sent)
     }
 }
