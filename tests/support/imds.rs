@@ -331,8 +331,8 @@ fn token(state: &mut State, request: &Request<Incoming>) -> (StatusCode, Vec<u8>
     (StatusCode::OK, token.into_bytes(), Some(ttl))
 }
 
-/// A test server's connections (this emulator's, and `gcs.rs`'s): each accepted and served over HTTP/1 with `answer`,
-/// until `stopped` fires.
+/// A test server's connections (this emulator's, and `gcs.rs`'s): each accepted and
+/// served over HTTP/1 with `answer`, until `stopped` fires.
 pub async fn serve_http<F, A>(
     listener: tokio::net::TcpListener,
     stopped: &mut tokio::sync::oneshot::Receiver<()>,
