@@ -59,9 +59,12 @@ pub fn classify(err: &anyhow::Error) -> Exit {
 /// The error and its causes on one line, as `error: …` promises.
 pub fn one_line(err: &anyhow::Error) -> String {
     let text = format!("{err:#}");
+    // Errors quote what was read from outside (a key, a store's answer): whatever
+    // control characters remain become spaces, so no error repaints a terminal.
     text.split(['\n', '\r'])
         .map(str::trim)
         .filter(|part| !part.is_empty())
+        .map(|part| crate::text::printable(part, 4096))
         .collect::<Vec<_>>()
         .join("; ")
 }

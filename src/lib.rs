@@ -22,7 +22,8 @@
 //! - [`config`]: the TOML config file, merged with flags and environment variables;
 //! - [`retry`]: backoff with jitter until a deadline, for the IMDS client;
 //! - [`exit`]: exit codes and how an error maps to one;
-//! - [`logging`]: `tracing` to stderr.
+//! - [`logging`]: `tracing` to stderr;
+//! - [`text`]: text from outside made safe to print.
 
 pub mod agent;
 pub mod archive;
@@ -42,5 +43,6 @@ pub mod retry;
 pub mod run;
 pub mod secrets;
 pub mod store;
+pub mod text;
 pub mod tls;
 pub mod trust;

@@ -42,7 +42,7 @@ pub fn parse_key(text: &str) -> Result<PublicKey, String> {
     PublicKey::from_base64(text).map_err(|_| {
         format!(
             "{:?} is not a minisign public key (the 56-character line starting with RW of a .pub file)",
-            crate::fleet::printable(text, 64)
+            crate::text::printable(text, 64)
         )
     })
 }
@@ -203,7 +203,7 @@ impl Keys {
                 Rule::Object,
                 format!(
                     "its signature was made for {:?}, not {key}",
-                    crate::fleet::printable(named, 200)
+                    crate::text::printable(named, 200)
                 ),
             ));
         }

@@ -420,15 +420,151 @@ fn empty_stores_are_empty_fleets() {
     assert!(out.stdout.starts_with("no reports in s3://"), "{}", out.stdout);
     // A store with releases but no reports/ folder.
     store.put("pointers/prod.json", pointer("v2", 1));
-    let out = store.fleet(&["--json", "--check"]);
-    assert_eq!(out.code, 0, "an empty fleet passes: {}", out.stderr);
+    let out = store.fleet(&["--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(json(&out)["groups"], serde_json::json!([]));
     let dir = tempfile::tempdir().unwrap();
     let out = run(bootlace()
         .env("BOOTLACE_STORE", format!("file://{}", dir.path().display()))
-        .args(["fleet", "--check"]));
+        .args(["fleet"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.starts_with("no reports in file://"), "{}", out.stdout);
+}
+
+#[test]
+fn check_fails_when_no_instance_matched() {
+    let dir = tempfile::tempdir().unwrap();
+    support::fleet::write_to_dir(dir.path(), &[Instance::new("prod", "web", "i-1", "v2")]);
+    let fleet = |args: &[&str]| {
+        run(bootlace()
+            .env("BOOTLACE_STORE", format!("file://{}", dir.path().display()))
+            .arg("fleet")
+            .args(args))
+    };
+    assert_eq!(fleet(&["--check"]).code, 0);
+    // A typo in --env matches nothing: no pass.
+    let out = fleet(&["--check", "--env", "prdo"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("check failed: no instance reports in"),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_dir_all(dir.path().join("reports")).unwrap();
+    assert_eq!(fleet(&["--check"]).code, 1, "an empty fleet is no pass");
+}
+
+#[test]
+fn prune_refuses_an_age_below_the_report_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    support::fleet::write_to_dir(dir.path(), &[Instance::new("prod", "web", "i-1", "v2")]);
+    let prune = |args: &[&str]| {
+        run(bootlace()
+            .env("BOOTLACE_STORE", format!("file://{}", dir.path().display()))
+            .args(["fleet", "prune"])
+            .args(args))
+    };
+    let out = prune(&["--older-than", "0s"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("below agent.report_interval (1h)"),
+        "{}",
+        out.stderr
+    );
+    assert!(dir.path().join("reports/prod/web/i-1.json").exists());
+    // A dry run shows what it would do; --force does it.
+    assert_eq!(prune(&["--older-than", "0s", "--dry-run"]).code, 0);
+    assert!(dir.path().join("reports/prod/web/i-1.json").exists());
+    let out = prune(&["--older-than", "0s", "--force"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!dir.path().join("reports/prod/web/i-1.json").exists());
+}
+
+#[test]
+fn prune_never_lists_or_deletes_through_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for (name, body) in [("builds/v1.json", "{}"), ("pointers/prod.json", "{}")] {
+        std::fs::create_dir_all(root.join(name).parent().unwrap()).unwrap();
+        std::fs::write(root.join(name), body).unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(30 * 86400);
+        std::fs::File::options()
+            .write(true)
+            .open(root.join(name))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    std::fs::create_dir_all(root.join("reports/evil")).unwrap();
+    std::os::unix::fs::symlink("../../builds", root.join("reports/evil/web")).unwrap();
+    std::os::unix::fs::symlink("../pointers", root.join("reports/prod")).unwrap();
+    let command = || {
+        let mut command = bootlace();
+        command.env("BOOTLACE_STORE", format!("file://{}", root.display()));
+        command
+    };
+    let out = run(command().args(["--json", "fleet", "prune", "--older-than", "1d"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(json(&out)["deleted"], serde_json::json!([]), "{}", out.stdout);
+    assert!(
+        root.join("builds/v1.json").exists(),
+        "a manifest was deleted through a link"
+    );
+    assert!(
+        root.join("pointers/prod.json").exists(),
+        "a pointer was deleted through a link"
+    );
+    let out = run(command().args(["--json", "fleet"]));
+    assert_eq!(
+        json(&out)["unreadable_count"],
+        0,
+        "a link was followed: {}",
+        out.stdout
+    );
+}
+
+#[test]
+fn odd_keys_and_report_text_reach_no_terminal_raw_and_stop_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    support::fleet::write_to_dir(root, &[Instance::new("prod", "web", "i-1", "v2")]);
+    // A key with a terminal escape in it, and a body whose fields disagree with its
+    // key, in words that would repaint the table.
+    std::fs::write(root.join("reports/prod/web/i-\u{1b}[2J.json"), "{}").unwrap();
+    let forged = String::from_utf8(Instance::new("prod", "web", "i-2", "v2").report())
+        .unwrap()
+        .replace("\"i-2\"", "\"\\u001b[2J\\u001b[H0 failed\"");
+    std::fs::write(root.join("reports/prod/web/i-2.json"), forged).unwrap();
+    let fleet = |args: &[&str]| {
+        run(bootlace()
+            .env("BOOTLACE_STORE", format!("file://{}", root.display()))
+            .args(args))
+    };
+    for args in [
+        &["fleet"][..],
+        &["fleet", "--instances"],
+        &["fleet", "prune", "--older-than", "2h", "--dry-run"],
+        &["release", "rollout", "status", "--env", "prod"],
+    ] {
+        let out = fleet(args);
+        assert!(
+            !out.stdout.contains('\u{1b}') && !out.stderr.contains('\u{1b}'),
+            "{args:?} printed an escape: {out:?}"
+        );
+        assert!(
+            !out.stderr.contains("panicked") && out.code != 101,
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    let out = fleet(&["--json", "fleet"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let read = json(&out);
+    assert_eq!(read["groups"][0]["instances"], 1);
+    assert_eq!(read["unreadable_count"], 2, "{}", out.stdout);
+    let out = fleet(&["fleet", "--check"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("2 unreadable"), "{}", out.stderr);
 }
 
 #[test]
@@ -532,6 +668,14 @@ fn the_page_renders_in_chromium() {
     assert_eq!(visible_rows(&dom), ["i-web5"]);
     let dom = chromium(dir.path(), &page, "#q=staging", &["--dump-dom"]);
     assert_eq!(visible_rows(&dom), ["i-stg0", "i-stg1"]);
+    // An address whose column is not one (typed, or linked by anyone) is ignored: the
+    // filter still applies.
+    let dom = chromium(dir.path(), &page, "#sort=1.5&status=failed", &["--dump-dom"]);
+    assert_eq!(
+        visible_rows(&dom),
+        ["i-web5"],
+        "a non-integer #sort= broke the page"
+    );
     let dom = chromium(dir.path(), &page, "#sort=6&desc", &["--dump-dom"]);
     assert_eq!(
         visible_rows(&dom)[..2],

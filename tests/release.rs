@@ -274,3 +274,87 @@ fn write_raw_tar_gz(path: &Path, entries: &[(&str, tar::EntryType, Option<&str>)
 fn sha256_hex(bytes: &[u8]) -> String {
     archives::sha256_hex(bytes)
 }
+
+#[test]
+fn a_prefix_that_needs_percent_encoding_is_one_folder_not_encoded_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a"), "a").unwrap();
+    let place = support::s3::moto().place();
+    for (prefix, tag) in [("a%20b", "v1"), ("a b", "v2")] {
+        let store = format!("s3://{place}/{prefix}");
+        let command = || {
+            let mut command = bootlace();
+            command
+                .env("AWS_ENDPOINT_URL", &support::s3::moto().endpoint)
+                .env("BOOTLACE_STORE", &store);
+            command
+        };
+        let out = run(command().args(["release", "push", path(&tree), "--tag", tag, "--env", "prod"]));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let out = run(command().args(["--json", "release", "list"]));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let listed: Value = serde_json::from_str(&out.stdout).unwrap();
+        let tags: Vec<&str> = listed["releases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["tag"].as_str().unwrap())
+            .collect();
+        assert!(tags.contains(&tag), "{prefix}: {tags:?}");
+    }
+    // Both name the folder `a b`: one store, both tags, nothing under `a%2520b`.
+    assert!(support::s3::moto().object(&place, "a b/builds/v1.json").is_some());
+    assert!(support::s3::moto().object(&place, "a b/builds/v2.json").is_some());
+    assert!(
+        support::s3::moto()
+            .object(&place, "a%20b/builds/v1.json")
+            .is_none()
+    );
+}
+
+#[test]
+fn credentials_in_a_store_url_are_refused_and_never_echoed() {
+    for url in [
+        "s3://AKIAEXAMPLE:sekrit-key@bucket/app",
+        "s3://bucket/app?X-Amz-Credential=sekrit-key",
+    ] {
+        let out = run(bootlace().env("BOOTLACE_STORE", url).args(["release", "list"]));
+        assert_eq!(out.code, 2, "{url}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("do not belong in a store URL"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("sekrit") && !out.stdout.contains("sekrit"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn manifest_and_pointer_text_is_printed_printable() {
+    let env = Env::new(Backend::File);
+    let tree = env.tree("app", "x");
+    env.json(&["release", "push", path(&tree), "--tag", "v1", "--env", "prod"]);
+    let store = env.dir.path().join("store");
+    let manifest = store.join("builds/v1.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut value: Value = serde_json::from_str(&text).unwrap();
+    value["created_by"] = "\u{1b}[2Jmallory".into();
+    value["source_revision"] = "abc\u{1b}]0;owned\u{7}".into();
+    std::fs::write(&manifest, serde_json::to_vec(&value).unwrap()).unwrap();
+    for args in [&["release", "list"][..], &["release", "show", "v1"]] {
+        let out = env.run(args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(
+            !out.stdout.contains('\u{1b}') && !out.stderr.contains('\u{1b}'),
+            "{args:?}: {:?}",
+            out.stdout
+        );
+    }
+    assert!(env.run(&["release", "show", "v1"]).stdout.contains(" [2Jmallory"));
+}

@@ -16,10 +16,23 @@ pub fn run(global: &GlobalArgs, args: &FleetArgs) -> anyhow::Result<Exit> {
     if let Some(FleetCommand::Prune {
         older_than,
         dry_run,
+        force,
         env,
         role,
     }) = &args.command
     {
+        // A live agent refreshes its report every report_interval: below that, prune
+        // deletes the reports of instances that are running fine.
+        let heartbeat = config.agent.report_interval;
+        if *older_than < heartbeat && !*force && !*dry_run {
+            return Err(BadInput(format!(
+                "--older-than {} is below agent.report_interval ({}), how often live agents refresh \
+                 their reports: it would delete running instances' reports too (--force to do it anyway)",
+                humantime::format_duration(*older_than),
+                humantime::format_duration(heartbeat)
+            ))
+            .into());
+        }
         let scope = scope(&config, env, role, *older_than, false)?;
         let pruned = runtime.block_on(fleet::prune::prune(&store, &scope, *older_than, *dry_run))?;
         print_pruned(global, &pruned)?;
@@ -100,6 +113,10 @@ fn check(fleet: &Fleet) -> anyhow::Result<Exit> {
     .into_iter()
     .filter(|(n, _)| *n > 0)
     .map(|(n, what)| format!("{n} {what}"))
+    .chain(
+        // Nothing to judge (an empty store, a typo in --env) is no pass.
+        (fleet.instance_count() == 0).then(|| format!("no instance reports in {}/", fleet.listed)),
+    )
     .collect();
     if problems.is_empty() {
         return Ok(Exit::Ok);

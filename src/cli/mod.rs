@@ -243,6 +243,10 @@ pub enum FleetCommand {
         /// List what would be deleted; delete nothing
         #[arg(long)]
         dry_run: bool,
+        /// Allow an age below the agents' report interval (agent.report_interval), at
+        /// which live instances' reports are deleted too
+        #[arg(long)]
+        force: bool,
         /// Only this environment's reports
         #[arg(long)]
         env: Option<String>,

@@ -472,7 +472,10 @@ const SCRIPT: &str = r##"<script>
   filter.value = start.get("q") || "";
   status.value = start.get("status") || "";
   var col = Number(start.get("sort"));
-  if (start.has("sort") && col >= 0 && col < heads.length) sortBy(col, !start.has("desc"));
+  // Any address can be typed or linked: a column that is not one is ignored.
+  if (start.has("sort") && Number.isInteger(col) && col >= 0 && col < heads.length) {
+    sortBy(col, !start.has("desc"));
+  }
   apply();
 })();
 </script>

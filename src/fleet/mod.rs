@@ -230,12 +230,17 @@ pub async fn read(store: &Store, scope: &Scope, mut progress: impl FnMut(u64)) -
 
 /// Reads one listed object as a report.
 async fn read_one(store: &Store, scope: &Scope, listed: Listed) -> Read {
+    // What reaches a terminal or a log from here is made printable: a report's body
+    // is the instance's word, and its key whatever the store holds.
     let unreadable = |reason: String| {
         Read::Unreadable(Unreadable {
-            key: listed.key.clone(),
-            reason,
+            key: printable(&listed.key, 300),
+            reason: printable(&reason, 300),
         })
     };
+    if listed.odd {
+        return unreadable("its name is not printable text (a control character, or not UTF-8)".into());
+    }
     let Some((environment, role, machine_id)) = layout::report_parts(&listed.key) else {
         return unreadable(
             "not where a report belongs (reports/<environment>/<role>/<machine_id>.json)".into(),
@@ -312,19 +317,7 @@ async fn read_one(store: &Store, scope: &Scope, listed: Listed) -> Read {
     }))
 }
 
-/// Free text from a report, safe to print: control characters (a terminal escape, a
-/// line break) become spaces, and it is cut at `cap` characters.
-pub(crate) fn printable(text: &str, cap: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .take(cap)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().nth(cap).is_some() {
-        out.push('…');
-    }
-    out
-}
+pub(crate) use crate::text::printable;
 
 /// The counts so far.
 #[derive(Default)]

@@ -104,9 +104,13 @@ async fn delete_unless_rewritten(store: &Store, old: &Old) -> Result<bool, Strin
         Ok(Some(now)) if now > old.written => return Ok(false),
         Ok(None) => return Ok(true),
         Ok(Some(_)) => {}
-        Err(err) => return Err(err.reason),
+        Err(err) => return Err(super::printable(&err.reason, 300)),
     }
-    store.delete(&old.key).await.map(|()| true).map_err(|e| e.reason)
+    store
+        .delete(&old.key)
+        .await
+        .map(|()| true)
+        .map_err(|e| super::printable(&e.reason, 300))
 }
 
 /// The key, when the store wrote it, and, for a report in scope, its age.

@@ -42,7 +42,13 @@ impl Manifest {
     /// The manifest of `tag` from its bytes, checked: the format version, the tag it
     /// names, its digest, and that its archive is at the content address of that digest.
     pub fn parse(bytes: &[u8], tag: &str) -> Result<Manifest, String> {
-        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        // Free text, shown by `release list` and `show`: whoever could write the store
+        // wrote it, so it is made printable (the bytes, and their signature, are not
+        // touched).
+        manifest.created_at = crate::text::printable(&manifest.created_at, 64);
+        manifest.created_by = crate::text::printable(&manifest.created_by, 256);
+        manifest.source_revision = manifest.source_revision.map(|r| crate::text::printable(&r, 256));
         if manifest.format_version != FORMAT_VERSION {
             return Err(format!(
                 "format_version {}; this bootlace reads version {FORMAT_VERSION}",

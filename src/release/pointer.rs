@@ -275,9 +275,16 @@ impl Pointer {
         }
         check_tag(&pointer.tag).map_err(|e| e.0)?;
         check_sha256(&pointer.sha256)?;
-        for entry in &pointer.history {
+        for entry in &mut pointer.history {
             check_tag(&entry.tag).map_err(|e| format!("history: {}", e.0))?;
+            entry.updated_at = crate::text::printable(&entry.updated_at, 64);
         }
+        // Free text shown to operators: made printable (the bytes a signature covers
+        // are not touched).
+        pointer.updated_at = crate::text::printable(&pointer.updated_at, 64);
+        pointer.updated_by = crate::text::printable(&pointer.updated_by, 256);
+        pointer.expires = pointer.expires.map(|e| crate::text::printable(&e, 64));
+        pointer.name = pointer.name.map(|n| crate::text::printable(&n, 256));
         Ok(pointer)
     }
 }

@@ -5,6 +5,7 @@
 
 mod http;
 pub mod layout;
+mod local;
 mod open;
 
 use std::path::{Path, PathBuf};
@@ -121,6 +122,9 @@ pub struct Listed {
     pub size: u64,
     /// When it was last written, by the store's clock.
     pub modified: std::time::SystemTime,
+    /// Its name is not printable text (a control character, not UTF-8): `key` is made
+    /// printable, and names no object that can be read.
+    pub odd: bool,
 }
 
 /// What a ranged GET came back with.
@@ -149,7 +153,12 @@ enum Guard {
 #[derive(Debug)]
 pub struct Store {
     objects: Arc<dyn ObjectStore>,
+    /// The prefix as object_store encodes it, ending in `/` (or empty): listed
+    /// locations start with it.
     prefix: String,
+    prefix_path: ObjectPath,
+    /// A `file://` store's directory: listed and deleted from without following links.
+    local_root: Option<PathBuf>,
     url: String,
     guard: Guard,
     /// Whether parallel ranged GETs are the fast way to read a large object here: yes
@@ -169,7 +178,8 @@ impl Store {
     }
 
     fn path(&self, key: &str) -> ObjectPath {
-        ObjectPath::from(format!("{}{key}", self.prefix))
+        let key = ObjectPath::from(key);
+        ObjectPath::from_iter(self.prefix_path.parts().chain(key.parts()))
     }
 
     fn error(&self, action: &'static str, key: &str, err: &object_store::Error) -> StoreError {
@@ -316,6 +326,12 @@ impl Store {
 
     /// Keys directly under `dir` (a layout folder such as `builds/`).
     pub async fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        if self.local_root.is_some() {
+            let listed: Vec<Listed> = self.list_all(dir).try_collect().await?;
+            let mut keys: Vec<String> = listed.into_iter().filter(|l| !l.odd).map(|l| l.key).collect();
+            keys.sort();
+            return Ok(keys);
+        }
         let prefix = self.path(dir);
         let metas: Vec<_> = self
             .objects
@@ -340,6 +356,9 @@ impl Store {
     /// page (1,000 keys on S3), nothing held beyond the page in hand.
     pub fn list_all(&self, dir: &str) -> futures::stream::BoxStream<'_, Result<Listed, StoreError>> {
         use futures::StreamExt;
+        if let Some(root) = &self.local_root {
+            return local::list(root, dir, self.url.clone());
+        }
         let dir = dir.to_owned();
         self.objects
             .list(Some(&self.path(&dir)))
@@ -353,6 +372,7 @@ impl Store {
                         .to_owned(),
                     size: meta.size,
                     modified: system_time(&meta),
+                    odd: false,
                 }),
                 Err(err) => Err(self.error("listing", &dir, &err)),
             })
@@ -371,6 +391,13 @@ impl Store {
 
     /// Deletes the object at `key`; one already gone is no error.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(root) = &self.local_root {
+            let (root, owned) = (root.clone(), key.to_owned());
+            return tokio::task::spawn_blocking(move || local::delete(&root, &owned))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                .map_err(|e| self.io_error("deleting", key, e));
+        }
         match self.objects.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(err) => Err(self.error("deleting", key, &err)),

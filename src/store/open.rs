@@ -10,6 +10,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use secrecy::ExposeSecret;
 
@@ -37,15 +38,18 @@ pub fn open(
     let text = config.url.as_deref().ok_or_else(|| {
         BadInput("no store configured: set store.url in the config file, --store or BOOTLACE_STORE".into())
     })?;
-    let url = reqwest::Url::parse(text).map_err(|e| BadInput(format!("store URL {text:?}: {e}")))?;
+    let url = reqwest::Url::parse(text)
+        .map_err(|e| BadInput(format!("store URL {:?}: {e}", crate::text::printable(text, 200))))?;
+    refuse_credentials(&url)?;
     let display = text.trim_end_matches('/').to_owned();
-    let prefix = match url.path().trim_matches('/') {
-        "" => String::new(),
-        path => format!("{path}/"),
-    };
+    // The URL's path is percent-encoded (`a%20b` is the folder `a b`); object_store
+    // encodes a key's parts itself, so the prefix is decoded once, here.
+    let prefix = ObjectPath::from_url_path(url.path())
+        .map_err(|e| BadInput(format!("store URL {text:?}: its path: {e}")))?;
     let bad = |e: object_store::Error| BadInput(format!("store URL {text:?}: {}", describe(&e)));
     let prefers_ranges = url.scheme() != "file";
-    let (objects, prefix, guard): (Arc<dyn ObjectStore>, String, Guard) = match url.scheme() {
+    let mut local_root = None;
+    let (objects, prefix, guard): (Arc<dyn ObjectStore>, ObjectPath, Guard) = match url.scheme() {
         "file" => {
             let root = url
                 .to_file_path()
@@ -60,9 +64,10 @@ pub fn open(
             let local = LocalFileSystem::new_with_prefix(&root)
                 .map_err(bad)?
                 .with_fsync(true);
+            local_root = Some(root.clone());
             (
                 Arc::new(local),
-                String::new(),
+                ObjectPath::default(),
                 Guard::LockFile(root.join(".bootlace.lock")),
             )
         }
@@ -104,11 +109,34 @@ pub fn open(
     };
     Ok(Store {
         objects,
-        prefix,
+        prefix: match prefix.as_ref() {
+            "" => String::new(),
+            encoded => format!("{encoded}/"),
+        },
+        prefix_path: prefix,
+        local_root,
         url: display,
         guard,
         prefers_ranges,
     })
+}
+
+/// A store URL names a place, never credentials: keys in it would be ignored by the
+/// stores and echoed in every message, report and page that names the store.
+fn refuse_credentials(url: &reqwest::Url) -> Result<(), BadInput> {
+    if url.username().is_empty() && url.password().is_none() && url.query().is_none() {
+        return Ok(());
+    }
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    Err(BadInput(format!(
+        "store URL {}: credentials or a query do not belong in a store URL (they would be \
+         ignored and shown wherever the store is named); give credentials through the \
+         environment (AWS_ACCESS_KEY_ID, ...) or the instance role",
+        crate::text::printable(shown.as_str(), 200)
+    )))
 }
 
 fn s3_builder(
