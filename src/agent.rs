@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
+
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -30,19 +31,23 @@ use crate::store::{self, Store, StoreError, layout};
 const BACKOFF: Duration = Duration::from_secs(15);
 
 /// Runs the agent until SIGTERM (or for one check with `once`). The exit code: 0, or
-/// with `once` that of the check (0 nothing to do or updated, 1, 3 or 4).
+/// with `once` that of the check (0 nothing to do or updated, 1, 3 or 4), or of the
+/// start-up recovery when the check itself had nothing to say.
 /// `json`: stdout is for a JSON report, so init scripts' stdout goes to stderr.
 pub async fn run(config: &Config, once: bool, json: bool) -> anyhow::Result<Exit> {
     let state = StateDir::open(&config.deploy.state_dir)
         .map_err(|e| anyhow::anyhow!("opening state dir {}: {e}", config.deploy.state_dir.display()))?;
     let _agent = state.agent_lock()?;
-    let mut signals = Signals::new()?;
+    let stop = Stop::watch(config)?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let identity = identity::resolve(&config.identity, &config.identity.source).await?;
     let store = store::open(&config.store, identity.credentials.as_ref(), store::Access::Read)?;
     let trust = crate::trust::Trust::for_instance(config, true)?;
     let mut agent = Agent {
         trust,
         last_refusal: None,
+        last_hold: None,
+        reported: std::cell::Cell::new(false),
         config,
         state,
         identity,
@@ -55,30 +60,41 @@ pub async fn run(config: &Config, once: bool, json: bool) -> anyhow::Result<Exit
         placement: None,
         json,
     };
-    agent.recover().await?;
+    // Started: systemd's start timeout does not wait for a recovery or a first update,
+    // which have bounds of their own (and widen the watchdog while they run).
+    notify(&[sd_notify::NotifyState::Ready]);
+    let recovered = stop.busy(agent.recover()).await?;
+    if stop.requested() {
+        return Ok(stopping(&stop, recovered));
+    }
     let watchdog = watchdog();
-    let mut ready = false;
     loop {
-        let exit = agent.check().await;
+        agent.reported.set(false);
+        let exit = stop.busy(agent.check()).await;
         if once {
-            return Ok(exit);
+            // As `status` would say: the check's exit when it wrote a report, else the
+            // recovery's when that did something.
+            let said = agent.reported.get() || recovered == Exit::Ok;
+            return Ok(if said { exit } else { recovered });
+        }
+        if stop.requested() {
+            return Ok(stopping(&stop, Exit::Ok));
         }
         let wait = agent.next_wait();
-        if !ready {
-            ready = true;
-            notify(&[sd_notify::NotifyState::Ready]);
-        }
         notify(&[sd_notify::NotifyState::Status(&agent.status_line(wait))]);
-        match signals.wait(wait, watchdog).await {
+        match wait_for(&stop, &mut hangup, wait, watchdog).await {
             Woke::Timer => {}
             Woke::Hangup => agent.reload().await,
-            Woke::Stop(name) => {
-                info!("{name}: stopping");
-                notify(&[sd_notify::NotifyState::Stopping]);
-                return Ok(Exit::Ok);
-            }
+            Woke::Stop => return Ok(stopping(&stop, Exit::Ok)),
         }
     }
+}
+
+/// Says that the agent stops, and with what exit.
+fn stopping(stop: &Stop, exit: Exit) -> Exit {
+    info!("{}: stopping", stop.signal());
+    notify(&[sd_notify::NotifyState::Stopping]);
+    exit
 }
 
 struct Agent<'a> {
@@ -103,6 +119,10 @@ struct Agent<'a> {
     trust: Option<crate::trust::Trust>,
     /// The last refusal reported, not reported again at every check.
     last_refusal: Option<String>,
+    /// What the last check found while held, not reported again at every check.
+    last_hold: Option<String>,
+    /// A report was written since this was last cleared.
+    reported: std::cell::Cell<bool>,
     json: bool,
 }
 
@@ -125,15 +145,28 @@ impl Agent<'_> {
     }
 
     /// On start: a switch that was never committed (a crash between switching and
-    /// committing) is checked before anything else.
-    async fn recover(&mut self) -> anyhow::Result<()> {
+    /// committing), or an init that was not seen to finish (the agent killed during
+    /// it, a rollback's own init included), is dealt with before anything else. The
+    /// exit of what it did (`Ok` when there was nothing to do).
+    async fn recover(&mut self) -> anyhow::Result<Exit> {
         let (Some(current), Some(good)) = (self.state.current(), self.state.good()) else {
-            return Ok(());
+            return Ok(Exit::Ok);
         };
-        if current == good {
-            return Ok(());
+        let unfinished = |state: &StateDir| {
+            state
+                .init_record()
+                .is_some_and(|r| r.tag == current && !r.finished)
+        };
+        if current == good && !unfinished(&self.state) {
+            return Ok(Exit::Ok);
         }
         let _lock = self.state.lock(self.config.deploy.lock_timeout)?;
+        // Decided again under the lock: a boot run may have settled it meanwhile.
+        if self.state.current().as_deref() != Some(current.as_str())
+            || (self.state.good().as_deref() == Some(current.as_str()) && !unfinished(&self.state))
+        {
+            return Ok(Exit::Ok);
+        }
         let _step = LongStep::start(self.config);
         // The pointer's serial, if it still names that release: a failure is then
         // recorded under it, and not retried until it changes.
@@ -157,8 +190,7 @@ impl Agent<'_> {
             );
         }
         let result = self.flow().recover(&mut run, &current, &good, serial).await;
-        self.finish(run, result).await;
-        Ok(())
+        Ok(self.finish(run, result).await)
     }
 
     /// One check, and an update when the pointer names something new.
@@ -210,9 +242,7 @@ impl Agent<'_> {
                                 .as_str(),
                         )
                 {
-                    return match self.act(pointer, &url).await {
-                        Acted::Done(exit) | Acted::Again(exit) => exit,
-                    };
+                    return self.act_again(pointer, &url).await;
                 }
                 self.heartbeat(false).await;
                 return Exit::Ok;
@@ -227,11 +257,17 @@ impl Agent<'_> {
                     );
                 }
                 self.pointer_missing = true;
+                // Still alive, and says so.
+                self.heartbeat(false).await;
                 return Exit::Degraded;
             }
             Ok(Checked::Changed(pointer, e_tag)) => (*pointer, e_tag),
-            Err(err) if err.downcast_ref::<crate::trust::Refused>().is_some() => {
+            // A store that answered, with a pointer that is refused or cannot be read:
+            // not an outage (no backoff), reported once, and the instance still
+            // heartbeats meanwhile.
+            Err(err) if !StoreError::unanswered(&err) => {
                 self.failures = 0;
+                self.e_tag = None;
                 return self.refused(err).await;
             }
             Err(err) => return self.store_failed(&err),
@@ -250,8 +286,30 @@ impl Agent<'_> {
         }
     }
 
+    /// Acts on what the unchanged pointer assigns, and makes sure an assignment that
+    /// was not applied (held, a busy lock, a store that stopped answering) is read and
+    /// tried again at the next check, not only when the pointer changes.
+    async fn act_again(&mut self, pointer: Pointer, url: &str) -> Exit {
+        match self.act(pointer, url).await {
+            Acted::Done(exit) => exit,
+            Acted::Again(exit) => {
+                self.e_tag = None;
+                exit
+            }
+        }
+    }
+
     /// What the pointer names, if it is new: fetched, and switched to unless held.
     async fn act(&mut self, pointer: Pointer, url: &str) -> Acted {
+        // Decided under the lock: a boot run (or `bootlace deploy`) may have changed
+        // the release while we waited for it.
+        let _lock = match self.state.lock(self.config.deploy.lock_timeout) {
+            Ok(lock) => lock,
+            Err(err) => {
+                warn!("{err}; trying again at the next check");
+                return Acted::Again(Exit::Failed);
+            }
+        };
         let current = self.state.current();
         let assigned = pointer.assign(&self.identity.machine_id, crate::release::clock());
         // A new place in a rollout is reported at once, not at the next heartbeat.
@@ -272,7 +330,8 @@ impl Agent<'_> {
                 failed.tag, failed.serial
             );
             self.heartbeat(moved).await;
-            return Acted::Done(Exit::Ok);
+            // As `run` says of it: the target is not deployed, what ran stays.
+            return Acted::Done(Exit::Degraded);
         }
         let target = match deploy::assigned_target(
             &self.store,
@@ -299,17 +358,11 @@ impl Agent<'_> {
             run.warn(why.clone());
             return Acted::Done(self.finish(run, Ok(())).await);
         }
-        let _lock = match self.state.lock(self.config.deploy.lock_timeout) {
-            Ok(lock) => lock,
-            Err(err) => {
-                warn!("{err}; trying again at the next check");
-                return Acted::Again(Exit::Failed);
-            }
-        };
         let _step = LongStep::start(self.config);
         if self.config.agent.hold_file.exists() {
             return self.hold(target).await;
         }
+        self.last_hold = None;
         info!(
             "{} -> {} (serial {})",
             self.current_name(),
@@ -342,11 +395,15 @@ impl Agent<'_> {
             )
             .await;
         // A store that stopped answering mid-update: tried again (after a backoff); a
-        // release that was refused is not, until the pointer changes.
-        let unanswered = run.store_unanswered();
+        // hold file made during the download: at the next check; a release that was
+        // refused is not, until the pointer changes.
+        let (unanswered, held) = (run.store_unanswered(), run.held());
         let exit = self.finish(run, result).await;
         if unanswered {
             self.failures += 1;
+            return Acted::Again(exit);
+        }
+        if held {
             return Acted::Again(exit);
         }
         Acted::Done(exit)
@@ -365,18 +422,39 @@ impl Agent<'_> {
             indicatif::ProgressBar::hidden(),
         )
         .await;
-        let mut run = self.new_run();
-        run.checked();
-        run.running(&self.state);
         let note = match &fetched {
             Ok(_) => format!("held by {hold}: {tag} is fetched and is switched to once the file is gone"),
             Err(err) => format!("held by {hold}: fetching {tag} failed: {}", exit::one_line(err)),
         };
-        info!("{note}");
-        run.warn(note);
-        self.finish(run, Ok(())).await;
-        // Read again at the next check, to switch once the hold is gone.
-        Acted::Again(Exit::Ok)
+        // Said once, not at every check while the hold lasts.
+        if self.last_hold.as_ref() == Some(&note) {
+            tracing::debug!("{note}");
+            self.heartbeat(false).await;
+        } else {
+            info!("{note}");
+            let mut run = self.new_run();
+            run.checked();
+            run.running(&self.state);
+            match &fetched {
+                Ok(_) => run.warn(note.clone()),
+                // What runs keeps running: degraded, not failed.
+                Err(_) => run.degrade(note.clone()),
+            }
+            self.finish(run, Ok(())).await;
+            self.last_hold = Some(note);
+        }
+        match fetched {
+            // Read again at the next check, to switch once the hold is gone.
+            Ok(_) => Acted::Again(Exit::Ok),
+            // The store did not answer: tried again after a backoff.
+            Err(err) if StoreError::unanswered(&err) => {
+                self.failures += 1;
+                Acted::Again(Exit::Degraded)
+            }
+            // A corrupt or refused release is not fetched again at every check, held or
+            // not: only a change of the pointer tries it again.
+            Err(_) => Acted::Done(Exit::Degraded),
+        }
     }
 
     /// The pointer names a release that cannot be had (a missing or refused manifest):
@@ -397,6 +475,7 @@ impl Agent<'_> {
         let why = exit::one_line(&err);
         if self.last_refusal.as_ref() == Some(&why) {
             warn!("{why}; keeping {}", self.current_name());
+            self.heartbeat(false).await;
             return Exit::Degraded;
         }
         self.last_refusal = Some(why);
@@ -414,6 +493,7 @@ impl Agent<'_> {
                 result,
             )
             .await;
+        self.reported.set(true);
         let line = ran.report.summary();
         match ran.exit {
             Exit::Ok => info!("{line}"),
@@ -433,12 +513,30 @@ impl Agent<'_> {
         if !now && age.is_some_and(|age| age < self.config.agent.report_interval) {
             return;
         }
-        let Ok(Some(mut report)) = Report::load(self.state.root()) else {
-            return;
+        let mut report = match Report::load(self.state.root()) {
+            Ok(Some(report)) => report,
+            // Nothing to refresh, or nothing readable: a report of what runs now is
+            // written instead, so the instance does not go silent.
+            Ok(None) | Err(_) => {
+                let mut run = self.new_run();
+                run.checked();
+                run.running(&self.state);
+                if let Err(err) = Report::load(self.state.root()) {
+                    let why = format!(
+                        "the last report could not be read ({}); written anew",
+                        exit::one_line(&err)
+                    );
+                    warn!("{why}");
+                    run.warn(why);
+                }
+                self.finish(run, Ok(())).await;
+                return;
+            }
         };
         report.checked_at = Some(crate::release::now());
         report.rollout.clone_from(&self.placement);
-        if let Err(err) = report.save(self.state.root()) {
+        // Refreshed in place: a heartbeat is not a run, and adds nothing to runs/.
+        if let Err(err) = report.refresh(self.state.root()) {
             warn!("refreshing the report: {err}");
         }
         if let (true, Some(environment), Some(role)) = (
@@ -558,40 +656,106 @@ enum Acted {
 enum Woke {
     Timer,
     Hangup,
-    Stop(&'static str),
+    Stop,
 }
 
-struct Signals {
-    term: Signal,
-    int: Signal,
-    hup: Signal,
+/// SIGTERM and SIGINT, caught on a thread of their own: they are seen (and said)
+/// while a step runs, even one that blocks the runtime (an init script), and the agent
+/// stops once that step ends. Under systemd, a stop during a step asks for the step's
+/// bound (`EXTEND_TIMEOUT_USEC`), so the unit's stop timeout does not cut it short.
+struct Stop {
+    shared: std::sync::Arc<StopShared>,
+    handle: signal_hook::iterator::Handle,
 }
 
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
+#[derive(Default)]
+struct StopShared {
+    signal: std::sync::Mutex<Option<&'static str>>,
+    busy: std::sync::atomic::AtomicBool,
+    woken: tokio::sync::Notify,
+}
+
+impl Stop {
+    fn watch(config: &Config) -> std::io::Result<Self> {
+        let shared = std::sync::Arc::new(StopShared::default());
+        let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])?;
+        let handle = signals.handle();
+        let bound = LongStep::bound(config);
+        let seen = shared.clone();
+        std::thread::spawn(move || {
+            for signal in signals.forever() {
+                let name = if signal == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                let first = seen
+                    .signal
+                    .lock()
+                    .map(|mut s| s.replace(name).is_none())
+                    .unwrap_or(false);
+                if first && seen.busy.load(std::sync::atomic::Ordering::SeqCst) {
+                    warn!(
+                        "{name}: stopping once the step in progress ends (within {})",
+                        humantime::format_duration(bound)
+                    );
+                    let usec = bound.as_micros().to_string();
+                    notify(&[sd_notify::NotifyState::Custom(&format!(
+                        "EXTEND_TIMEOUT_USEC={usec}"
+                    ))]);
+                }
+                seen.woken.notify_one();
+            }
+        });
+        Ok(Self { shared, handle })
     }
 
-    /// Waits `wait`, pinging the systemd watchdog every `watchdog` meanwhile.
-    async fn wait(&mut self, wait: Duration, watchdog: Option<Duration>) -> Woke {
-        let until = tokio::time::Instant::now() + wait;
-        loop {
-            let tick = watchdog.map_or(until, |every| (tokio::time::Instant::now() + every).min(until));
-            tokio::select! {
-                _ = tokio::time::sleep_until(tick) => {
-                    if tick >= until {
-                        return Woke::Timer;
-                    }
-                    notify(&[sd_notify::NotifyState::Watchdog]);
+    fn requested(&self) -> bool {
+        self.shared.signal.lock().is_ok_and(|s| s.is_some())
+    }
+
+    fn signal(&self) -> &'static str {
+        self.shared
+            .signal
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .unwrap_or("SIGTERM")
+    }
+
+    /// Runs `step`, marked as in progress for the signal thread.
+    async fn busy<T>(&self, step: impl Future<Output = T>) -> T {
+        use std::sync::atomic::Ordering;
+        self.shared.busy.store(true, Ordering::SeqCst);
+        let done = step.await;
+        self.shared.busy.store(false, Ordering::SeqCst);
+        done
+    }
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.handle.close();
+    }
+}
+
+/// Waits `wait`, pinging the systemd watchdog every `watchdog` meanwhile.
+async fn wait_for(stop: &Stop, hangup: &mut Signal, wait: Duration, watchdog: Option<Duration>) -> Woke {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        if stop.requested() {
+            return Woke::Stop;
+        }
+        let tick = watchdog.map_or(until, |every| (tokio::time::Instant::now() + every).min(until));
+        tokio::select! {
+            _ = tokio::time::sleep_until(tick) => {
+                if tick >= until {
+                    return Woke::Timer;
                 }
-                _ = self.hup.recv() => return Woke::Hangup,
-                _ = self.term.recv() => return Woke::Stop("SIGTERM"),
-                _ = self.int.recv() => return Woke::Stop("SIGINT"),
+                notify(&[sd_notify::NotifyState::Watchdog]);
             }
+            _ = hangup.recv() => return Woke::Hangup,
+            _ = stop.shared.woken.notified() => {}
         }
     }
 }
@@ -609,31 +773,36 @@ impl LongStep {
         if !sd_notify::watchdog_enabled(false, &mut usual) {
             return Self { usual: None };
         }
+        // In microseconds as a u64: the u32 of sd-notify's own variant ends at 71.6 min.
+        set_watchdog(Self::bound(config).as_micros());
+        Self { usual: Some(usual) }
+    }
+
+    /// The longest one step (an update, a recovery) can take: the lock, the pointer and
+    /// manifest, the fetch, init and health, then a rollback's init and health.
+    fn bound(config: &Config) -> Duration {
         let health = (config.health.timeout + config.health.interval) * config.health.tries;
-        // Fetch, init and health; then the rollback's init and health.
-        let bound = config.deploy.lock_timeout
+        config.deploy.lock_timeout
             + config.store.deadline
             + config.deploy.timeout
-            + (config.init.timeout + health) * 2;
-        let usec = u32::try_from(bound.as_micros()).unwrap_or(u32::MAX);
-        notify(&[
-            sd_notify::NotifyState::WatchdogUsec(usec),
-            sd_notify::NotifyState::Watchdog,
-        ]);
-        Self { usual: Some(usual) }
+            + (config.init.timeout + health) * 2
     }
 }
 
 impl Drop for LongStep {
     fn drop(&mut self) {
         if let Some(usual) = self.usual {
-            let usec = u32::try_from(usual).unwrap_or(u32::MAX);
-            notify(&[
-                sd_notify::NotifyState::WatchdogUsec(usec),
-                sd_notify::NotifyState::Watchdog,
-            ]);
+            set_watchdog(u128::from(usual));
         }
     }
+}
+
+fn set_watchdog(usec: u128) {
+    let state = format!("WATCHDOG_USEC={usec}");
+    notify(&[
+        sd_notify::NotifyState::Custom(&state),
+        sd_notify::NotifyState::Watchdog,
+    ]);
 }
 
 /// Half the watchdog period systemd set, if it set one.

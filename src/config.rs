@@ -366,8 +366,22 @@ impl Config {
         if self.health.tries == 0 {
             return Err(invalid("health.tries", "at least 1"));
         }
-        if !self.health.url.is_empty() && reqwest::Url::parse(&self.health.url).is_err() {
-            return Err(invalid("health.url", "not a URL"));
+        if !self.health.url.is_empty() {
+            match reqwest::Url::parse(&self.health.url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                Ok(url) => {
+                    let why = format!("a health check GETs http:// or https://, not {}://", url.scheme());
+                    return Err(invalid("health.url", &why));
+                }
+                Err(_) => return Err(invalid("health.url", "not a URL")),
+            }
+        }
+        // Every check is a request to the store, from every instance at once.
+        if self.agent.interval < MIN_AGENT_INTERVAL {
+            return Err(invalid(
+                "agent.interval",
+                "at least 100ms (each check is a request to the store from every instance; minutes are usual)",
+            ));
         }
         for (i, key) in self.trust.keys.iter().enumerate() {
             if let Err(why) = crate::trust::parse_key(key) {
@@ -387,6 +401,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// The shortest `agent.interval` accepted: shorter is a flood, not a check.
+const MIN_AGENT_INTERVAL: Duration = Duration::from_millis(100);
 
 fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(d)?;

@@ -29,26 +29,60 @@ pub async fn check(
         (true, false) => Probe::Url(&config.url),
     };
     let started = Instant::now();
+    // A boot run told to stop ends the checks, between tries as during one: the release
+    // is then neither healthy nor failed, and stays uncommitted for recovery.
+    let signals = init::Signals::catch(forward_signals).ok();
+    let stopped = || signals.as_ref().and_then(init::Signals::caught_name);
     let mut tries = 0;
-    let (ok, output) = loop {
+    let (ok, output, stopped_by) = loop {
         tries += 1;
         let (healthy, said) = probe.once(release, env, config.timeout, forward_signals).await;
+        if let Some(signal) = stopped() {
+            break (false, said, Some(signal.to_owned()));
+        }
         if healthy || tries >= config.tries {
-            break (healthy, said);
+            break (healthy, said, None);
         }
         tracing::info!(
             "health check {tries}/{} failed; next try in {}",
             config.tries,
             humantime::format_duration(config.interval)
         );
-        tokio::time::sleep(config.interval).await;
+        let until = Instant::now() + config.interval;
+        while Instant::now() < until && stopped().is_none() {
+            tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(20))).await;
+        }
+        if let Some(signal) = stopped() {
+            break (false, said, Some(signal.to_owned()));
+        }
     };
     Some(Health {
         ok,
         tries,
         duration_ms: started.elapsed().as_millis() as u64,
         output_tail: output,
+        stopped_by,
     })
+}
+
+/// `url` as reports and logs show it: without credentials (`user:pass@`) or a query
+/// (`?token=…`), which are the instance's to know only.
+pub fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let hidden =
+                !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some();
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            let mut text = parsed.to_string();
+            if hidden {
+                text.push_str(" (credentials and query hidden)");
+            }
+            text
+        }
+        Err(_) => "(a URL that does not parse)".into(),
+    }
 }
 
 /// Why a failed check failed, in one phrase for the report.
@@ -81,7 +115,14 @@ impl Probe<'_> {
             Probe::Command(command) => {
                 let mut sh = Command::new("/bin/sh");
                 sh.arg("-c").arg(command);
-                match init::execute(sh, release, env, timeout, true, forward_signals) {
+                let how = init::How {
+                    timeout,
+                    quiet_stdout: true,
+                    forward_signals,
+                    what: "health command",
+                    started: None,
+                };
+                match init::execute(sh, release, env, &how) {
                     Ok(outcome) => {
                         let healthy = outcome.succeeded();
                         let mut said = outcome.output_tail;
@@ -106,9 +147,10 @@ impl Probe<'_> {
 /// GET `url`: healthy on any 2xx. What it said: the start of the body, then the status.
 async fn get(url: &str, timeout: Duration) -> (bool, String) {
     crate::tls::init();
+    let shown = shown_url(url);
     let client = match reqwest::Client::builder().timeout(timeout).no_proxy().build() {
         Ok(client) => client,
-        Err(err) => return (false, format!("GET {url}: {err}")),
+        Err(err) => return (false, format!("GET {shown}: {err}")),
     };
     match client.get(url).send().await {
         Ok(mut response) => {
@@ -123,12 +165,13 @@ async fn get(url: &str, timeout: Duration) -> (bool, String) {
             body.truncate(BODY_TAIL);
             // The status last: it is the line a failure's reason quotes.
             let body = String::from_utf8_lossy(&body);
-            let said = format!("{}\nGET {url}: {status}", body.trim_end());
+            let said = format!("{}\nGET {shown}: {status}", body.trim_end());
             (status.is_success(), said.trim_start().to_owned())
         }
-        Err(err) => (
-            false,
-            format!("GET {url}: {}", crate::exit::one_line(&err.into())),
-        ),
+        Err(err) => {
+            // reqwest names the URL it failed on, credentials and all.
+            let why = crate::exit::one_line(&err.without_url().into());
+            (false, format!("GET {shown}: {why}"))
+        }
     }
 }

@@ -103,16 +103,56 @@ pub fn run(
     candidate: &Candidate,
     release: &Path,
     env: &BTreeMap<String, String>,
-    timeout: Duration,
-    quiet_stdout: bool,
-    forward_signals: bool,
+    how: &How<'_>,
 ) -> anyhow::Result<Outcome> {
     let script = checked_script(&candidate.path, release)?;
     let command = interpreted(&script)?;
-    let mut outcome = execute(command, release, env, timeout, quiet_stdout, forward_signals)
+    let mut outcome = execute(command, release, env, how)
         .map_err(|e| anyhow::anyhow!("init script {}: {e:#}", script.display()))?;
     outcome.script = candidate.script.clone();
     Ok(outcome)
+}
+
+/// How a command is run: its bound, where its output goes, what it is called in the
+/// log, and whom to tell its process id once it started.
+pub struct How<'a> {
+    pub timeout: Duration,
+    /// Its stdout goes to our stderr (`--json` runs, whose stdout is the report alone).
+    pub quiet_stdout: bool,
+    /// SIGTERM and SIGINT to bootlace go to the command (a boot run).
+    pub forward_signals: bool,
+    /// `init script`, `health command`: for the log.
+    pub what: &'static str,
+    /// Called with the process id (its group's id too) once it runs.
+    pub started: Option<&'a dyn Fn(u32)>,
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): a process group recorded under
+/// another boot is long gone, whatever has its number now.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Ends what is left of process group `group` (an init script whose bootlace was
+/// killed): SIGTERM, then SIGKILL after the grace period. Whether anything was left.
+pub fn end_group(group: u32) -> bool {
+    let Ok(group) = i32::try_from(group) else {
+        return false;
+    };
+    // SAFETY: signal 0 only asks whether the group exists.
+    if group <= 1 || unsafe { libc::kill(-group, 0) } != 0 {
+        return false;
+    }
+    signal_group(group, libc::SIGTERM);
+    let grace = Instant::now() + GRACE;
+    // SAFETY: as above.
+    while Instant::now() < grace && unsafe { libc::kill(-group, 0) } == 0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal_group(group, libc::SIGKILL);
+    true
 }
 
 /// Runs `command` in `dir` as an init script runs (DESIGN §5): its own process group,
@@ -125,10 +165,9 @@ pub fn execute(
     mut command: Command,
     dir: &Path,
     env: &BTreeMap<String, String>,
-    timeout: Duration,
-    quiet_stdout: bool,
-    forward_signals: bool,
+    how: &How<'_>,
 ) -> anyhow::Result<Outcome> {
+    let (timeout, quiet_stdout, forward_signals) = (how.timeout, how.quiet_stdout, how.forward_signals);
     command
         .current_dir(dir)
         .envs(env)
@@ -140,13 +179,16 @@ pub fn execute(
     let signals = Signals::catch(forward_signals)?;
     let started = Instant::now();
     let mut child = command.spawn().map_err(|e| anyhow::anyhow!("starting it: {e}"))?;
+    if let Some(started) = how.started {
+        started(child.id());
+    }
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_BYTES)));
     let stop = Arc::new(AtomicBool::new(false));
     let relays = [
         Relay::start(child.stdout.take().map(OwnedFd::from), quiet_stdout, &tail, &stop),
         Relay::start(child.stderr.take().map(OwnedFd::from), true, &tail, &stop),
     ];
-    let waited = wait(&mut child, timeout, &signals);
+    let waited = wait(&mut child, timeout, &signals, how.what);
     let duration_ms = started.elapsed().as_millis() as u64;
     if waited.is_err() {
         // Waiting itself failed: the script must not outlive the run unwatched.
@@ -220,7 +262,7 @@ fn checked_script(path: &Path, release: &Path) -> anyhow::Result<PathBuf> {
 /// SIGTERM and SIGINT, caught while a script runs instead of ending bootlace at once.
 /// The handlers are installed once for the process; outside a script they act as the
 /// default (termination), so a deploy can still be stopped as before.
-struct Signals {
+pub struct Signals {
     caught: Arc<AtomicUsize>,
     default_action: Arc<AtomicBool>,
     /// `false`: nothing is caught here (`caught` stays empty).
@@ -228,9 +270,14 @@ struct Signals {
 }
 
 static SIGNALS: std::sync::OnceLock<(Arc<AtomicUsize>, Arc<AtomicBool>)> = std::sync::OnceLock::new();
+/// Catchers alive at once (a health check's, and each try's inside it): the default
+/// action comes back with the last, and the first starts from nothing caught.
+static DEPTH: AtomicUsize = AtomicUsize::new(0);
 
 impl Signals {
-    fn catch(active: bool) -> io::Result<Self> {
+    /// From now until the result is dropped, SIGTERM and SIGINT are caught (when
+    /// `active`) instead of ending bootlace.
+    pub fn catch(active: bool) -> io::Result<Self> {
         if !active {
             return Ok(Self {
                 caught: Arc::new(AtomicUsize::new(0)),
@@ -250,13 +297,20 @@ impl Signals {
                 SIGNALS.get_or_init(|| (caught, default_action)).clone()
             }
         };
-        caught.store(0, Ordering::SeqCst);
+        if DEPTH.fetch_add(1, Ordering::SeqCst) == 0 {
+            caught.store(0, Ordering::SeqCst);
+        }
         default_action.store(false, Ordering::SeqCst);
         Ok(Self {
             caught,
             default_action,
             active,
         })
+    }
+
+    /// The name of the signal caught, if one was.
+    pub fn caught_name(&self) -> Option<&'static str> {
+        self.caught().map(signal_name)
     }
 
     fn caught(&self) -> Option<i32> {
@@ -269,7 +323,7 @@ impl Signals {
 
 impl Drop for Signals {
     fn drop(&mut self) {
-        if self.active {
+        if self.active && DEPTH.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.default_action.store(true, Ordering::SeqCst);
         }
     }
@@ -289,6 +343,7 @@ fn wait(
     child: &mut Child,
     timeout: Duration,
     signals: &Signals,
+    what: &str,
 ) -> io::Result<(std::process::ExitStatus, bool, Option<&'static str>)> {
     let deadline = Instant::now() + timeout;
     let group = child.id() as i32;
@@ -298,7 +353,7 @@ fn wait(
         }
         if let Some(signal) = signals.caught() {
             tracing::warn!(
-                "{}: passing it to the init script and waiting up to {} for it",
+                "{}: passing it to the {what} and waiting up to {} for it",
                 signal_name(signal),
                 humantime::format_duration(GRACE)
             );
@@ -306,7 +361,7 @@ fn wait(
         }
         if Instant::now() >= deadline {
             tracing::warn!(
-                "init script timed out after {}; stopping it",
+                "{what} timed out after {}; stopping it",
                 humantime::format_duration(timeout)
             );
             break (libc::SIGTERM, true);

@@ -100,6 +100,9 @@ pub struct Health {
     pub tries: u32,
     pub duration_ms: u64,
     pub output_tail: String,
+    /// The signal (SIGTERM, SIGINT) that ended the checks before they could decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
 }
 
 /// The release that was rolled back, and why.
@@ -178,6 +181,11 @@ impl Report {
         write_atomic(&runs.join(name), &bytes)?;
         write_atomic(&state_dir.join(LAST_RUN), &bytes)?;
         prune_runs(&runs)
+    }
+
+    /// Rewrites `last-run.json` alone (a heartbeat): `runs/` keeps real runs only.
+    pub fn refresh(&self, state_dir: &Path) -> std::io::Result<()> {
+        write_atomic(&state_dir.join(LAST_RUN), &self.to_json())
     }
 
     /// The last report in `state_dir`, if any.

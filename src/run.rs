@@ -181,16 +181,34 @@ impl Flow<'_> {
         good: &str,
         serial: Option<u64>,
     ) -> anyhow::Result<()> {
-        warn!("{tag} is current but was never committed (good is {good}): checking it");
+        self.end_orphaned_init();
         run.previous_tag = Some(good.to_owned());
         run.tag = Some(tag.to_owned());
         run.sha256 = self.state.sha256_of(tag);
+        // Only an init seen to finish is checked as it is; one that never finished (a
+        // crash or kill during it, or before it started) runs again.
+        let finished = self
+            .state
+            .init_record()
+            .is_some_and(|r| r.tag == tag && r.finished);
+        if !finished {
+            warn!("{tag} is current but its init was not seen to finish (good is {good}): running it again");
+            return self.start(run, tag, serial).await;
+        }
+        warn!("{tag} is current but was never committed (good is {good}): checking it");
         let release = self.state.release(tag);
         let env = self.environment(tag, &release, self.phase, Some(good));
         let Some(checked) = health::check(&self.config.health, &release, &env, self.forward_signals()).await
         else {
             return self.start(run, tag, serial).await;
         };
+        if let Some(signal) = &checked.stopped_by {
+            run.stopped = true;
+            run.health = Some(checked.clone());
+            anyhow::bail!(
+                "stopped: bootlace got {signal} during {tag}'s health check; {tag} stays uncommitted"
+            );
+        }
         let (ok, reason) = (checked.ok, health::reason(&checked));
         run.health = Some(checked);
         if ok {
@@ -232,7 +250,9 @@ impl Flow<'_> {
             );
         }
         let started = Instant::now();
-        let deployed = deploy::deploy(self.config, self.state, store, &target.manifest, progress).await;
+        run.previous_link = self.state.previous();
+        let hold = (self.phase == Phase::Update).then_some(self.config.agent.hold_file.as_path());
+        let deployed = deploy::deploy(self.config, self.state, store, &target.manifest, progress, hold).await;
         run.timings.deploy = started.elapsed().as_millis() as u64;
         let deployed = deployed.inspect_err(|err| run.store_unanswered = StoreError::unanswered(err))?;
         run.tag = Some(deployed.tag);
@@ -248,6 +268,15 @@ impl Flow<'_> {
         let Some(current) = self.state.current() else {
             return Err(err);
         };
+        if let Some(held) = err.downcast_ref::<deploy::Held>() {
+            // The agent's hold, seen right before the switch: nothing is wrong.
+            info!("{held}");
+            run.held = true;
+            run.warn(held.to_string());
+            run.tag = Some(current.clone());
+            run.sha256 = self.state.sha256_of(&current);
+            return Ok(());
+        }
         let why = exit::one_line(&err);
         run.degraded = Some(match run.store_unanswered {
             true => format!("store unreachable: {why}"),
@@ -295,7 +324,7 @@ impl Flow<'_> {
         let reason = run.scrub(&exit::one_line(&failure));
         warn!("{failed_tag} failed: {reason}; rolling back to {good}");
         self.state
-            .activate(good)
+            .roll_back_to(good, run.previous_link.as_deref())
             .map_err(|e| anyhow::anyhow!("rolling back to {good}: {e}; ({reason})"))?;
         if let Some(serial) = serial {
             let failed = Failed {
@@ -346,11 +375,53 @@ impl Flow<'_> {
         };
         let ok = checked.ok;
         let reason = health::reason(&checked);
+        let stopped = checked.stopped_by.clone();
         run.health = Some(checked);
+        if let Some(signal) = stopped {
+            // Neither healthy nor failed: left uncommitted, and checked again by the
+            // agent's recovery (or the next boot's run).
+            run.stopped = true;
+            anyhow::bail!(
+                "stopped: bootlace got {signal} during {tag}'s health check; {tag} stays uncommitted"
+            );
+        }
         if ok {
             Ok(())
         } else {
             Err(anyhow::anyhow!("{tag}: {reason}"))
+        }
+    }
+
+    /// Ends what is left of an init whose bootlace was killed while it ran (its process
+    /// group, recorded in the state dir), so that two releases' inits never run at once.
+    pub fn end_orphaned_init(&self) {
+        let Some(record) = self.state.init_record() else {
+            return;
+        };
+        let Some(group) = record
+            .group
+            .filter(|_| !record.finished && record.boot_id == init::boot_id())
+        else {
+            return;
+        };
+        if init::end_group(group) {
+            warn!(
+                "ended what was left of {}'s init (process group {group}): the bootlace that ran it stopped before it finished",
+                record.tag
+            );
+        }
+    }
+
+    /// Records that `tag`'s init starts (`group` once known) or has finished.
+    fn record_init(&self, tag: &str, group: Option<u32>, finished: bool) {
+        let record = crate::deploy::state::InitRecord {
+            tag: tag.to_owned(),
+            group,
+            boot_id: init::boot_id(),
+            finished,
+        };
+        if let Err(err) = self.state.record_init(&record) {
+            warn!("recording {tag}'s init in {}: {err}", self.state.root().display());
         }
     }
 
@@ -364,8 +435,11 @@ impl Flow<'_> {
     ) -> anyhow::Result<()> {
         let config = self.config;
         let release = self.state.release(tag);
+        self.end_orphaned_init();
+        self.record_init(tag, None, false);
         let candidates = init::candidates(&config.init, self.identity, &release)?;
         let Some(chosen) = candidates.iter().find(|c| c.present) else {
+            self.record_init(tag, None, true);
             let tried: Vec<&str> = candidates.iter().map(|c| c.script.as_str()).collect();
             let why = format!(
                 "no init script in release {tag}: none of {} exists under {}",
@@ -380,14 +454,17 @@ impl Flow<'_> {
             return Ok(());
         };
         info!("running init script {}", chosen.script);
-        let outcome = init::run(
-            chosen,
-            &release,
-            env,
-            config.init.timeout,
-            self.json,
-            self.forward_signals(),
-        )?;
+        let started = |group: u32| self.record_init(tag, Some(group), false);
+        let how = init::How {
+            timeout: config.init.timeout,
+            quiet_stdout: self.json,
+            forward_signals: self.forward_signals(),
+            what: "init script",
+            started: Some(&started),
+        };
+        let outcome = init::run(chosen, &release, env, &how)?;
+        // Stopped by a signal, it did not finish: recovery runs it again.
+        self.record_init(tag, None, outcome.stopped_by.is_none());
         let succeeded = outcome.succeeded();
         let (timed_out, code, stopped_by) = (outcome.timed_out, outcome.exit_code, outcome.stopped_by);
         run.init = Some(report::Init {
@@ -433,6 +510,8 @@ pub struct Run {
     init: Option<report::Init>,
     health: Option<report::Health>,
     previous_tag: Option<String>,
+    /// What `previous` named before this run switched: restored by a rollback.
+    previous_link: Option<String>,
     rolled_back_from: Option<RolledBackFrom>,
     /// A target that failed before and was not tried again.
     kept_back_from: Option<RolledBackFrom>,
@@ -444,8 +523,10 @@ pub struct Run {
     /// The store did not answer: it is not asked again for the report's upload, which
     /// would hold the run for another `store.deadline`.
     store_unanswered: bool,
-    /// bootlace was told to stop while an init script ran.
+    /// bootlace was told to stop while an init script or health check ran.
     stopped: bool,
+    /// The agent's hold file stopped the switch; the target is fetched.
+    held: bool,
     /// The secrets written for init: their names go into the report, and their values
     /// are scrubbed from the output the report keeps.
     secrets: Option<secrets::Fetched>,
@@ -468,6 +549,7 @@ impl Run {
             init: None,
             health: None,
             previous_tag: None,
+            previous_link: None,
             rolled_back_from: None,
             kept_back_from: None,
             checked_at: None,
@@ -476,6 +558,7 @@ impl Run {
             warnings: Vec::new(),
             store_unanswered: false,
             stopped: false,
+            held: false,
             secrets: None,
         }
     }
@@ -494,6 +577,11 @@ impl Run {
         self.context = identity.context.clone();
     }
 
+    /// Whether the agent's hold file stopped the switch.
+    pub fn held(&self) -> bool {
+        self.held
+    }
+
     /// Whether a store call failed to get an answer during this run.
     pub fn store_unanswered(&self) -> bool {
         self.store_unanswered
@@ -502,6 +590,11 @@ impl Run {
     /// Notes when the pointer was read.
     pub fn checked(&mut self) {
         self.checked_at = Some(release::now());
+    }
+
+    /// Marks the run degraded: the target is not what runs, for `why`.
+    pub fn degrade(&mut self, why: String) {
+        self.degraded = Some(why);
     }
 
     /// Adds a warning to the report.

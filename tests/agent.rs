@@ -214,13 +214,41 @@ fn an_uncommitted_switch_is_health_checked_first_and_rolled_back() {
     release(&host, "v2", "", false);
     assert_eq!(host.run(&["deploy"]).code, 0);
     assert_eq!(current(&host), "releases/v2");
+    // Its init was seen to finish (what a kill after init and before the commit
+    // leaves): only the health check runs again.
+    write(
+        &host.path("state"),
+        "init.json",
+        r#"{"tag":"v2","group":null,"boot_id":"","finished":true}"#,
+    );
     let out = host.run(&["agent", "--once"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.code, 4, "exits as status says: {}", out.stderr);
     assert!(out.stderr.contains("never committed"), "{}", out.stderr);
     assert_eq!(current(&host), "releases/v1");
     assert_eq!(host.report()["status"], "rolled_back");
+    assert_eq!(host.run(&["status"]).code, 4);
     // Recorded under the pointer's serial: the check that followed left it alone.
     assert_eq!(host.inits(), ["v1 boot -", "v1 rollback v1"]);
+    assert_ne!(host.link("previous").as_deref(), Some("releases/v2"));
+}
+
+#[test]
+fn a_release_whose_init_never_finished_runs_it_again_before_it_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::new(&config_with_hold(
+        "[health]\ncommand = \"test -f healthy\"\ntries = 1\n",
+        dir.path(),
+    ));
+    release(&host, "v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    // Switched to, and its init never ran: a healthy check alone must not commit it.
+    release(&host, "v2", "", true);
+    assert_eq!(host.run(&["deploy"]).code, 0);
+    let out = host.run(&["agent", "--once"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("not seen to finish"), "{}", out.stderr);
+    assert_eq!(host.inits(), ["v1 boot -", "v2 update v1"]);
+    assert_eq!(host.link("good").as_deref(), Some("releases/v2"));
 }
 
 #[test]

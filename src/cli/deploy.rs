@@ -40,6 +40,7 @@ pub fn deploy(global: &GlobalArgs, tag: Option<&str>) -> anyhow::Result<Exit> {
             &store,
             &manifest,
             progress_bar(global, "deploying"),
+            None,
         )
         .await
     })?;

@@ -45,6 +45,14 @@ pub struct Target {
     pub refused: Option<String>,
 }
 
+/// A switch not made because the agent's hold file appeared: the release is fetched.
+#[derive(Debug, thiserror::Error)]
+#[error("held by {hold}: {tag} is fetched and is switched to once the file is gone")]
+pub struct Held {
+    pub hold: String,
+    pub tag: String,
+}
+
 /// The release the identity's pointer assigns to this instance.
 /// With `trust`, the pointer and manifest must pass its rules (DESIGN §6.5).
 pub async fn target(
@@ -126,6 +134,14 @@ pub async fn manifest_for(
             manifest.sha256
         );
     }
+    if manifest.size != pointer.size {
+        anyhow::bail!(
+            "pointer {url} names {} of {} bytes, but its manifest says {}",
+            pointer.tag,
+            pointer.size,
+            manifest.size
+        );
+    }
     Ok(manifest)
 }
 
@@ -141,15 +157,25 @@ pub async fn target_tag(store: &Store, tag: &str, trust: Option<&Trust>) -> anyh
 /// Deploys `manifest`'s release into the state dir and makes it current. The caller
 /// holds the state dir's lock. Housekeeping (clearing leftovers, pruning) is logged
 /// when it fails, never fatal: it must not keep a boot from its init.
+/// `hold`: the agent's hold file, looked at again right before the switch: one made
+/// during the download stops it ([`Held`]), with the release fetched.
 pub async fn deploy(
     config: &Config,
     state: &StateDir,
     store: &Store,
     manifest: &Manifest,
     progress: fetch::Progress,
+    hold: Option<&std::path::Path>,
 ) -> anyhow::Result<Deployed> {
     let mut fetched = make_present(config, state, store, manifest, progress).await?;
     let tag = &manifest.tag;
+    if let Some(hold) = hold.filter(|hold| hold.exists()) {
+        return Err(Held {
+            hold: hold.display().to_string(),
+            tag: tag.clone(),
+        }
+        .into());
+    }
     state
         .activate(tag)
         .with_context(|| format!("making {tag} current"))?;

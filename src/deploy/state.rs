@@ -32,6 +32,7 @@ const CURRENT: &str = "current";
 const PREVIOUS: &str = "previous";
 const GOOD: &str = "good";
 const FAILED: &str = "failed.json";
+const INIT: &str = "init.json";
 const LOCK: &str = "lock";
 /// A mark is a few hundred bytes; anything larger is not one.
 const MARKER_CAP: u64 = 4 << 10;
@@ -46,6 +47,19 @@ pub struct Failed {
     pub serial: u64,
     pub reason: String,
     pub at: String,
+}
+
+/// The last init started (DESIGN §5): which release's, its process group while it
+/// runs, and whether it was seen to finish. A restarted agent ends an orphaned group and
+/// runs init again where it did not finish.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitRecord {
+    pub tag: String,
+    /// The script's process group, while it runs.
+    pub group: Option<u32>,
+    /// The boot it ran in: a group recorded under another boot is long gone.
+    pub boot_id: String,
+    pub finished: bool,
 }
 
 /// What a complete release's mark says.
@@ -277,21 +291,65 @@ impl StateDir {
 
     /// The target that failed last, if any.
     pub fn failed(&self) -> Option<Failed> {
-        let mut text = Vec::new();
-        File::open(self.root.join(FAILED))
-            .ok()?
-            .take(MARKER_CAP)
-            .read_to_end(&mut text)
-            .ok()?;
-        serde_json::from_slice(&text).ok()
+        self.read_record(FAILED)
     }
 
     /// Records a failed target, atomically.
     pub fn record_failed(&self, failed: &Failed) -> io::Result<()> {
+        self.write_record(FAILED, failed)
+    }
+
+    /// The last init started, if one was recorded.
+    pub fn init_record(&self) -> Option<InitRecord> {
+        self.read_record(INIT)
+    }
+
+    /// Records the init that starts (or finished), atomically.
+    pub fn record_init(&self, record: &InitRecord) -> io::Result<()> {
+        self.write_record(INIT, record)
+    }
+
+    /// A small JSON record of the state dir; one that cannot be read is said, once per
+    /// read, and taken as absent (a failed release is then tried again).
+    fn read_record<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        let path = self.root.join(name);
+        let mut text = Vec::new();
+        let read = File::open(&path).and_then(|file| file.take(MARKER_CAP + 1).read_to_end(&mut text));
+        let why = match read {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return None,
+            Err(err) => err.to_string(),
+            Ok(_) if text.len() as u64 > MARKER_CAP => format!("over {MARKER_CAP} bytes"),
+            Ok(_) => match serde_json::from_slice(&text) {
+                Ok(record) => return Some(record),
+                Err(err) => err.to_string(),
+            },
+        };
+        tracing::warn!("ignoring {}: {why}", path.display());
+        None
+    }
+
+    fn write_record<T: Serialize>(&self, name: &str, record: &T) -> io::Result<()> {
         let mut temp = tempfile::NamedTempFile::new_in(&self.root)?;
-        temp.write_all(&serde_json::to_vec(failed).expect("a record always serialises"))?;
+        temp.write_all(&serde_json::to_vec(record).expect("a record always serialises"))?;
         temp.as_file().sync_all()?;
-        temp.persist(self.root.join(FAILED)).map_err(|e| e.error)?;
+        temp.persist(self.root.join(name)).map_err(|e| e.error)?;
+        sync_dir(&self.root)
+    }
+
+    /// Switches back to `good` after the current release failed: `previous` becomes
+    /// `previous` (what was previous before the failed switch, when it is still here and
+    /// is neither), so that a plain `bootlace rollback` cannot switch to the release that
+    /// just failed.
+    pub fn roll_back_to(&self, good: &str, previous: Option<&str>) -> io::Result<()> {
+        let failed = self.current();
+        self.point(CURRENT, good)?;
+        match previous.filter(|p| Some(*p) != failed.as_deref() && *p != good && self.has(p)) {
+            Some(previous) => self.point(PREVIOUS, previous)?,
+            None => match fs::remove_file(self.root.join(PREVIOUS)) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                _ => {}
+            },
+        }
         sync_dir(&self.root)
     }
 
