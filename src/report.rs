@@ -148,8 +148,12 @@ impl Report {
                 init.exit_code.map_or("-".into(), |c| c.to_string()),
                 init.duration_ms
             ),
-            (None, Status::Failed) => "no init script ran".into(),
-            (None, _) => "no init script matched".into(),
+            // "Matched" only when candidates were looked for and none was there; an
+            // update kept back, a hold, a refusal run no init at all.
+            (None, _) if report.warnings.iter().any(|w| w.starts_with(NO_INIT_SCRIPT)) => {
+                "no init script matched".into()
+            }
+            (None, _) => "no init script ran".into(),
         };
         let what = match report.trigger {
             Trigger::Boot => "run",
@@ -207,6 +211,9 @@ impl Report {
         }
     }
 }
+
+/// How the warning of a release with no init script for this instance begins.
+pub const NO_INIT_SCRIPT: &str = "no init script in release";
 
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));

@@ -442,7 +442,8 @@ impl Flow<'_> {
             self.record_init(tag, None, true);
             let tried: Vec<&str> = candidates.iter().map(|c| c.script.as_str()).collect();
             let why = format!(
-                "no init script in release {tag}: none of {} exists under {}",
+                "{} {tag}: none of {} exists under {}",
+                report::NO_INIT_SCRIPT,
                 tried.join(", "),
                 config.init.root
             );

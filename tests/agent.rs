@@ -324,10 +324,12 @@ fn systemd_hears_ready_and_status() {
     let socket_path = host.path("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let agent = host
-        .command()
+    // systemd names the pid the watchdog is for: this one, through exec.
+    let agent = support::with_env_of(&host.command(), "/bin/sh")
         .env("NOTIFY_SOCKET", &socket_path)
-        .arg("agent")
+        .env("WATCHDOG_USEC", "20000000")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" agent"])
+        .arg(env!("CARGO_BIN_EXE_bootlace"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -342,6 +344,26 @@ fn systemd_hears_ready_and_status() {
     }
     assert!(heard.contains("STATUS=prod → v1 (serial 1)"), "{heard}");
     assert!(heard.contains("next check in"), "{heard}");
+    assert!(
+        heard.find("READY=1") < heard.find("STATUS="),
+        "READY=1 comes at start, not after the first check: {heard}"
+    );
+    // An update widens the watchdog to its bound: 89 min with the defaults, past the
+    // 71.6 min a u32 of microseconds holds.
+    release(&host, "v2", "", true);
+    let widened = |heard: &str| {
+        heard
+            .lines()
+            .filter_map(|l| l.strip_prefix("WATCHDOG_USEC="))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .any(|usec| usec > u64::from(u32::MAX))
+    };
+    while !widened(&heard) {
+        let n = socket.recv(&mut buffer).expect("a datagram within 10 s");
+        heard.push_str(&String::from_utf8_lossy(&buffer[..n]));
+        heard.push('\n');
+    }
+    assert!(heard.contains("WATCHDOG_USEC=5340000000"), "{heard}");
     assert_eq!(stop(agent).code(), Some(0));
 }
 
@@ -469,4 +491,333 @@ fn instance_role_credentials_are_refreshed_as_they_expire() {
     // At least one fresh set for each 2 s of the agent's life, over IMDSv2 tokens.
     assert!(fetched >= 3, "{fetched} credential fetches");
     assert!(imds.token_requests() >= 1);
+}
+
+/// Starts the agent with `command` (a host's, maybe pointed elsewhere), logging to
+/// `agent.log`.
+fn spawn_agent(host: &Host, mut command: std::process::Command) -> Agent {
+    let child = command
+        .arg("agent")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(host.path("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    Agent(child)
+}
+
+#[test]
+fn a_timed_wave_that_reaches_a_held_instance_is_applied_once_the_hold_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::new(&config_with_hold("", dir.path()));
+    release(&host, "v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    host.push("v2", Some(INIT), &[("version", b"v2")], false);
+    std::fs::write(dir.path().join("hold"), "").unwrap();
+    let agent = start_agent(&host);
+    // Nobody yet, everyone after 2 s: the pointer does not change when this instance
+    // comes in.
+    let out = host.run(&[
+        "release",
+        "promote",
+        "v2",
+        "--env",
+        "prod",
+        "--waves",
+        "0@0s,100@2s",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        eventually(Duration::from_secs(15), || log(&host).contains("held by")),
+        "{}",
+        log(&host)
+    );
+    assert_eq!(current(&host), "releases/v1");
+    std::fs::remove_file(dir.path().join("hold")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || current(&host) == "releases/v2"),
+        "the assignment was never applied: {}",
+        log(&host)
+    );
+    assert_eq!(host.inits(), ["v1 boot -", "v2 update v1"]);
+    assert_eq!(stop(agent).code(), Some(0));
+}
+
+#[test]
+fn a_hold_file_made_during_the_download_stops_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::on_moto(&config_with_hold("", dir.path()));
+    release(&host, "v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    // The archive trickles in over about 3 s.
+    let proxy = Proxy::start(
+        &s3::moto().endpoint,
+        "blobs/",
+        Fault::Trickle {
+            bytes: 4096,
+            every: Duration::from_millis(100),
+        },
+        1,
+    );
+    let mut command = host.command();
+    command.env("AWS_ENDPOINT_URL", &proxy.endpoint);
+    let agent = spawn_agent(&host, command);
+    let noise: Vec<u8> = (0..120_000).map(|_| fastrand::u8(..)).collect();
+    host.push("v2", Some(INIT), &[("version", b"v2"), ("noise", &noise)], true);
+    assert!(
+        eventually(Duration::from_secs(15), || proxy.spoiled.load(Ordering::SeqCst)
+            > 0),
+        "{}",
+        log(&host)
+    );
+    std::fs::write(dir.path().join("hold"), "").unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || log(&host).contains("held by")),
+        "{}",
+        log(&host)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        current(&host),
+        "releases/v1",
+        "switched under a hold: {}",
+        log(&host)
+    );
+    assert_eq!(host.inits(), ["v1 boot -"]);
+    std::fs::remove_file(dir.path().join("hold")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || current(&host) == "releases/v2"),
+        "{}",
+        log(&host)
+    );
+    assert_eq!(stop(agent).code(), Some(0));
+}
+
+#[test]
+fn sigterm_during_start_up_recovery_stops_the_agent_after_it() {
+    let host = Host::new(FAST);
+    release(&host, "v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    // v2 switched to, its init never run; v3 waiting behind it.
+    host.push("v2", Some(&format!("{INIT}\nsleep 2")), &[], true);
+    assert_eq!(host.run(&["deploy"]).code, 0);
+    release(&host, "v3", "", true);
+    let agent = start_agent(&host);
+    assert!(
+        eventually(Duration::from_secs(15), || host.inits().len() == 2),
+        "{}",
+        log(&host)
+    );
+    let started = Instant::now();
+    assert_eq!(stop(agent).code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        log(&host).contains("SIGTERM: stopping once the step in progress ends"),
+        "said at once: {}",
+        log(&host)
+    );
+    assert_eq!(
+        host.inits(),
+        ["v1 boot -", "v2 update v1"],
+        "an update ran after SIGTERM"
+    );
+}
+
+#[test]
+fn an_init_orphaned_by_a_killed_agent_is_ended_before_recovery() {
+    let host = Host::new(FAST);
+    release(&host, "v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    let agent = start_agent(&host);
+    // v2's first init runs for long (and says its pid); a second one is quick.
+    let body = format!(
+        "{INIT}\nif [ ! -f \"$LOG_DIR/once\" ]; then touch \"$LOG_DIR/once\"; echo $$ > \"$LOG_DIR/pid\"; sleep 60; fi"
+    );
+    host.push("v2", Some(&body), &[], true);
+    assert!(
+        eventually(Duration::from_secs(15), || host.logged("pid")),
+        "{}",
+        log(&host)
+    );
+    let mut agent = agent;
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
+    let pid: i32 = std::fs::read_to_string(host.path("log/pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: signal 0 only asks whether the process exists.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "the orphan runs on");
+    let out = host.run(&["agent", "--once"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ended what was left of v2's init"),
+        "{}",
+        out.stderr
+    );
+    // SAFETY: as above.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the orphaned init still runs");
+    assert_eq!(host.inits(), ["v1 boot -", "v2 update v1", "v2 update v1"]);
+    assert_eq!(host.link("good").as_deref(), Some("releases/v2"));
+    assert_eq!(host.report()["status"], "ok");
+}
+
+#[test]
+fn a_release_a_boot_run_deployed_while_the_agent_waited_for_the_lock_is_not_started_again() {
+    let host = Host::new(FAST);
+    release(&host, "v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    host.push("v2", Some(&format!("{INIT}\nsleep 2")), &[], true);
+    let boot = host
+        .command()
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The boot run has switched and runs v2's init, holding the lock.
+    assert!(eventually(Duration::from_secs(15), || host.inits().len() == 2));
+    let out = host.run(&["agent", "--once"]);
+    let mut boot = boot;
+    assert!(boot.wait().unwrap().success());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(host.inits(), ["v1 boot -", "v2 boot v1"], "{}", out.stderr);
+}
+
+#[test]
+fn agent_once_exits_as_run_would_after_a_rollback_and_for_a_failed_target() {
+    let host = Host::new("[health]\ncommand = \"test -f healthy\"\ntries = 1\n");
+    release(&host, "v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    release(&host, "v2", "", false);
+    assert_eq!(host.run(&["agent", "--once"]).code, 4);
+    // Not tried again: as `run` says of it, degraded.
+    let once = host.run(&["agent", "--once"]);
+    assert_eq!(once.code, 3, "{}", once.stderr);
+    assert_eq!(host.run(&["run"]).code, 3);
+    // A plain rollback does not switch back to the release that failed.
+    let out = host.run(&["rollback"]);
+    assert_ne!(current(&host), "releases/v2", "{}", out.stdout);
+}
+
+#[test]
+fn heartbeats_refresh_the_report_and_keep_the_history() {
+    let host = Host::new(&format!("{FAST}report_interval = \"100ms\"\n"));
+    release(&host, "v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    let runs = || std::fs::read_dir(host.path("state/runs")).unwrap().count();
+    let before = runs();
+    let agent = start_agent(&host);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(runs(), before, "heartbeats pushed runs into runs/");
+    let checked = host.report()["checked_at"].clone();
+    assert!(checked.is_string(), "{}", host.report());
+    assert_eq!(stop(agent).code(), Some(0));
+}
+
+#[test]
+fn a_live_agent_keeps_heartbeating_without_a_readable_pointer_or_last_report() {
+    let host = Host::new(&format!("{FAST}report_interval = \"100ms\"\n"));
+    release(&host, "v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    let agent = start_agent(&host);
+    let stored = || -> Value {
+        let key = host.path("store/reports/prod/web/i-test.json");
+        serde_json::from_slice(&std::fs::read(key).unwrap_or_default()).unwrap_or(Value::Null)
+    };
+    let fresh_after = |what: &str| {
+        let mark = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(
+            eventually(Duration::from_secs(5), || stored()["checked_at"]
+                .as_str()
+                .is_some_and(|at| at > mark.as_str())),
+            "no heartbeat {what}: {}",
+            log(&host)
+        );
+    };
+    let pointer = host.path("store/pointers/prod.json");
+    let good = std::fs::read(&pointer).unwrap();
+    std::fs::write(&pointer, b"{ not a pointer").unwrap();
+    fresh_after("with a corrupt pointer");
+    assert!(
+        !log(&host).contains("trying again in"),
+        "a corrupt pointer is no store outage: {}",
+        log(&host)
+    );
+    std::fs::remove_file(&pointer).unwrap();
+    fresh_after("with the pointer deleted");
+    std::fs::write(&pointer, good).unwrap();
+    std::fs::write(host.path("state/last-run.json"), b"garbage").unwrap();
+    fresh_after("with last-run.json unreadable");
+    assert!(
+        log(&host).contains("the last report could not be read"),
+        "{}",
+        log(&host)
+    );
+    assert_eq!(stop(agent).code(), Some(0));
+}
+
+#[test]
+fn a_corrupt_target_is_fetched_once_while_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::new(&config_with_hold("", dir.path()));
+    release(&host, "v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    std::fs::write(dir.path().join("hold"), "").unwrap();
+    release(&host, "v2", "", true);
+    // Its archive spoiled in the store, same size.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(host.path("store/builds/v2.json")).unwrap()).unwrap();
+    let blob = host.path(&format!("store/{}", manifest["archive"].as_str().unwrap()));
+    let size = std::fs::metadata(&blob).unwrap().len() as usize;
+    std::fs::write(&blob, vec![b'x'; size]).unwrap();
+    let runs = || std::fs::read_dir(host.path("state/runs")).unwrap().count();
+    let before = runs();
+    let agent = start_agent(&host);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(stop(agent).code(), Some(0));
+    assert_eq!(
+        runs(),
+        before + 1,
+        "one report, not one per check: {}",
+        log(&host)
+    );
+    assert_eq!(log(&host).matches("INFO held by").count(), 1, "{}", log(&host));
+    assert_eq!(host.report()["status"], "degraded");
+    assert!(
+        log(&host).contains("the target was not deployed), no init script ran;"),
+        "an update that ran no init says so: {}",
+        log(&host)
+    );
+}
+
+#[test]
+fn a_health_urls_credentials_and_query_reach_no_report_or_log() {
+    let host = Host::new(
+        "[health]\nurl = \"http://admin:pa55word@127.0.0.1:9/health?token=sekrit\"\ntries = 1\ntimeout = \"1s\"\n",
+    );
+    release(&host, "v1", "", true);
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let stored = std::fs::read_to_string(host.path("store/reports/prod/web/i-test.json")).unwrap();
+    let local = std::fs::read_to_string(host.path("state/last-run.json")).unwrap();
+    for text in [&out.stderr, &out.stdout, &stored, &local] {
+        assert!(!text.contains("sekrit") && !text.contains("pa55word"), "{text}");
+    }
+    assert!(local.contains("127.0.0.1:9/health"), "{local}");
+}
+
+#[test]
+fn harmful_agent_and_health_settings_are_refused() {
+    for (config, key) in [
+        ("[agent]\ninterval = \"0s\"\n", "agent.interval"),
+        ("[health]\nurl = \"file:///etc/passwd\"\n", "health.url"),
+        ("[health]\nurl = \"ftp://127.0.0.1/x\"\n", "health.url"),
+    ] {
+        let host = Host::new(config);
+        let out = host.run(&["agent", "--once"]);
+        assert_eq!(out.code, 2, "{config}: {}", out.stderr);
+        assert!(out.stderr.contains(key), "{}", out.stderr);
+    }
 }

@@ -510,3 +510,89 @@ fn a_non_executable_script_runs_by_its_shebang() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(host.logged("bash"));
 }
+
+// Second pass (issue 24): signals during health checks, and lines that say what
+// happened.
+
+/// Pushes v1 (healthy) and boots it, then pushes v2 (no `healthy` file) and starts
+/// `run` on it, returning the run once v2's init has run.
+fn boot_into_unhealthy_v2(host: &Host) -> std::process::Child {
+    host.push("v1", Some("true"), &[("healthy", b"yes")], true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    host.push("v2", Some("touch \"$LOG_DIR/v2-init\""), &[], true);
+    let child = host
+        .command()
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || host.logged("v2-init")));
+    child
+}
+
+#[test]
+fn sigterm_during_a_health_check_ends_the_checks_and_leaves_the_release_uncommitted() {
+    for (health, when) in [
+        (
+            "command = \"test -f healthy || sleep 20\"\ntries = 3\n",
+            "during a try",
+        ),
+        (
+            "command = \"test -f healthy\"\ntries = 3\ninterval = \"20s\"\n",
+            "between tries",
+        ),
+    ] {
+        let host = Host::new(&format!("[health]\n{health}"));
+        let child = boot_into_unhealthy_v2(&host);
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        // SAFETY: signalling a child we spawned.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{when}: the checks went on"
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{when}: a report, not death by signal"
+        );
+        let report = host.report();
+        assert_eq!(report["status"], "failed", "{when}: {report}");
+        assert_eq!(report["health"]["stopped_by"], "SIGTERM", "{when}: {report}");
+        assert!(
+            report["error"].as_str().unwrap().contains("stays uncommitted"),
+            "{report}"
+        );
+        // Neither committed nor rolled back: recovery decides.
+        assert_eq!(host.link("current").as_deref(), Some("releases/v2"), "{when}");
+        assert_eq!(host.link("good").as_deref(), Some("releases/v1"), "{when}");
+    }
+}
+
+#[test]
+fn a_health_command_timeout_is_named_as_one() {
+    let host = Host::new("[health]\ncommand = \"sleep 5\"\ntries = 1\ntimeout = \"200ms\"\n");
+    host.push("v1", Some("true"), &[], true);
+    let out = host.run(&["run"]);
+    assert!(out.stderr.contains("health command timed out"), "{}", out.stderr);
+    assert!(!out.stderr.contains("init script timed out"), "{}", out.stderr);
+}
+
+#[test]
+fn a_corrupt_failed_record_is_said_not_ignored() {
+    let host = Host::new("[health]\ncommand = \"test -f healthy\"\ntries = 1\n");
+    host.push("v1", Some("true"), &[("healthy", b"yes")], true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    host.push("v2", Some("true"), &[], true);
+    assert_eq!(host.run(&["run"]).code, 4);
+    std::fs::write(host.path("state/failed.json"), b"{ torn").unwrap();
+    let out = host.run(&["run"]);
+    assert!(
+        out.stderr.contains("ignoring") && out.stderr.contains("failed.json"),
+        "{}",
+        out.stderr
+    );
+}
