@@ -81,6 +81,9 @@ impl Default for SecretsConfig {
 pub struct TrustConfig {
     /// Public keys as `minisign -G` and `bootlace key generate` print them (`RWQ…`).
     pub keys: Vec<String>,
+    /// The name signatures bind to (a store's, shared by the operator and its
+    /// instances); empty: the store's URL as configured.
+    pub namespace: String,
 }
 
 #[derive(Debug, Deserialize)]

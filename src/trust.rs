@@ -55,14 +55,33 @@ pub fn key_id(keynum: &[u8]) -> String {
     format!("{:016X}", u64::from_le_bytes(bytes))
 }
 
-/// The trusted comment of a signature over the object at `key`, minisign's own shape:
-/// `timestamp:<unix>\tfile:<key>\thashed`.
-pub fn trusted_comment(key: &str, now: SystemTime) -> String {
+/// The trusted comment of a signature over the object at `key` in the store named
+/// `namespace`, minisign's own shape with bootlace's fields:
+/// `timestamp:<unix>\tfile:<key>\tstore:<namespace>[\tserial:<n>]\thashed`. The store
+/// binds a signature to the store it was made for (two stores may share a key); the
+/// serial, for pointers, lets a signed change continue after an unsigned pointer was
+/// written over a signed one without adopting the unsigned one's serial.
+pub fn trusted_comment(namespace: &str, key: &str, serial: Option<u64>, now: SystemTime) -> String {
     let unix = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    format!("timestamp:{unix}\tfile:{key}\thashed")
+    let serial = serial.map(|n| format!("\tserial:{n}")).unwrap_or_default();
+    format!("timestamp:{unix}\tfile:{key}\tstore:{namespace}{serial}\thashed")
+}
+
+/// The highest serial a pointer may have: far from `u64::MAX`, so that a serial can
+/// always grow (one forged near the top would otherwise freeze a fleet for good).
+pub const MAX_SERIAL: u64 = 1 << 53;
+
+/// How far ahead a signed pointer may expire: a year, and a day of clock skew.
+pub const MAX_EXPIRY: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// One field of a trusted comment (`file`, `store`, `serial`).
+fn comment_field<'a>(comment: &'a str, name: &str) -> Option<&'a str> {
+    comment
+        .split('\t')
+        .find_map(|field| field.strip_prefix(name)?.strip_prefix(':'))
 }
 
 /// The rule a refused object broke.
@@ -121,14 +140,18 @@ fn refused(rule: Rule, why: impl Into<String>) -> Refused {
     }
 }
 
-/// The public keys signatures are checked against.
+/// The public keys signatures are checked against, and the store namespace they must
+/// have been made for (`[trust] namespace`; the store's URL when unset).
 #[derive(Clone, Debug, Default)]
-pub struct Keys(Vec<(PublicKey, String)>);
+pub struct Keys(Vec<(PublicKey, String)>, Option<String>);
 
 impl Keys {
-    /// `[trust] keys` (checked when the config was read).
+    /// `[trust] keys` and `namespace` (checked when the config was read).
     pub fn from_config(config: &Config) -> Result<Keys, crate::exit::BadInput> {
-        let mut keys = Keys::default();
+        let mut keys = Keys(
+            Vec::new(),
+            Some(config.trust.namespace.clone()).filter(|n| !n.is_empty()),
+        );
         for (i, text) in config.trust.keys.iter().enumerate() {
             let key =
                 parse_key(text).map_err(|why| crate::exit::BadInput(format!("trust.keys[{i}]: {why}")))?;
@@ -148,9 +171,50 @@ impl Keys {
         self.0.is_empty()
     }
 
+    /// The namespace signatures for `store` name: `[trust] namespace`, else the store's
+    /// URL as configured (`s3://my-builds/app`).
+    pub fn namespace(&self, store: &Store) -> String {
+        self.1.clone().unwrap_or_else(|| store.url().to_owned())
+    }
+
+    /// The serial that a signature file's trusted comment names for pointer `key` of
+    /// `store`, when that comment's own signature verifies against one of the keys:
+    /// the last serial signed for it, whatever the pointer beside it now says.
+    pub fn signed_serial(&self, store: &Store, key: &str, signature: &[u8]) -> Option<u64> {
+        use base64::Engine;
+        let text = std::str::from_utf8(signature).ok()?;
+        let sig = SignatureBox::from_string(text).ok()?;
+        let (public, _) = self.0.iter().find(|(_, id)| *id == key_id(sig.keynum()))?;
+        let lines: Vec<&str> = text.lines().collect();
+        let decode = |line: &str| base64::engine::general_purpose::STANDARD.decode(line.trim()).ok();
+        let (signed, global) = (decode(lines.get(1)?)?, decode(lines.get(3)?)?);
+        let comment = sig.trusted_comment().ok()?;
+        // minisign's global signature covers the signature's 64 bytes and the comment.
+        let mut message = signed.get(10..74)?.to_vec();
+        message.extend_from_slice(comment.trim().as_bytes());
+        let pk = public.to_bytes();
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, pk.get(10..42)?)
+            .verify(&message, &global)
+            .ok()?;
+        let bound = comment_field(&comment, "file") == Some(key)
+            && comment_field(&comment, "store") == Some(self.namespace(store).as_str());
+        bound
+            .then(|| comment_field(&comment, "serial")?.parse().ok())
+            .flatten()
+    }
+
     /// Checks `signature` (the bytes of `<key>.minisig`, `None` when there is none)
     /// over `bytes`, the object at `key`. The id of the key that signed it.
-    pub fn verify(&self, key: &str, bytes: &[u8], signature: Option<&[u8]>) -> Result<String, Refused> {
+    /// Pointers must name `store` (their namespace); a manifest that names another store
+    /// is refused, one that names none (signed before stores were named) is accepted,
+    /// since a pointer, always bound, names the archive it must have.
+    pub fn verify(
+        &self,
+        store: &Store,
+        key: &str,
+        bytes: &[u8],
+        signature: Option<&[u8]>,
+    ) -> Result<String, Refused> {
         let sig_key = signature_key(key);
         let signature =
             signature.ok_or_else(|| refused(Rule::Unsigned, format!("it has no signature ({sig_key})")))?;
@@ -194,10 +258,7 @@ impl Keys {
             )
         })?;
         let comment = sig.trusted_comment().unwrap_or_default();
-        let named = comment
-            .split('\t')
-            .find_map(|field| field.strip_prefix("file:"))
-            .unwrap_or("");
+        let named = comment_field(&comment, "file").unwrap_or("");
         if named != key {
             return Err(refused(
                 Rule::Object,
@@ -206,6 +267,26 @@ impl Keys {
                     crate::text::printable(named, 200)
                 ),
             ));
+        }
+        let namespace = self.namespace(store);
+        match comment_field(&comment, "store") {
+            Some(named) if named == namespace => {}
+            Some(named) => {
+                return Err(refused(
+                    Rule::Object,
+                    format!(
+                        "its signature was made for store {:?}, not {namespace:?} (copied from another store?)",
+                        crate::text::printable(named, 200)
+                    ),
+                ));
+            }
+            None if key.starts_with(layout::POINTERS) => {
+                return Err(refused(
+                    Rule::Object,
+                    "its signature names no store (signed by an older bootlace: run `bootlace release resign`)",
+                ));
+            }
+            None => {}
         }
         Ok(id)
     }
@@ -238,6 +319,20 @@ pub fn check_pointer(name: &str, pointer: &Pointer, now: SystemTime) -> Result<(
         return Err(refused(
             Rule::Expires,
             format!("it expired at {expires} (renew it: bootlace release resign --env …)"),
+        ));
+    }
+    if at.duration_since(now).unwrap_or_default() > MAX_EXPIRY {
+        return Err(refused(
+            Rule::Expires,
+            format!(
+                "it expires at {expires}, more than a year ahead: pointers are re-signed at least yearly"
+            ),
+        ));
+    }
+    if pointer.serial > MAX_SERIAL {
+        return Err(refused(
+            Rule::Serial,
+            format!("serial {} is over 2^53, where no pointer goes", pointer.serial),
         ));
     }
     Ok(())
@@ -300,7 +395,7 @@ impl Trust {
                 Some(signature) => signature,
                 None => read_signature(store, &key).await?,
             };
-            match self.keys.verify(&key, &object.bytes, signature.as_deref()) {
+            match self.keys.verify(store, &key, &object.bytes, signature.as_deref()) {
                 Ok(id) => break (object, id),
                 Err(r) if r.rule == Rule::Mismatch && read < MISMATCH_READS => {
                     tracing::debug!("pointer {url}: {r}; reading it again");
@@ -377,7 +472,7 @@ impl Trust {
             };
             let id = self
                 .keys
-                .verify(&key, &object.bytes, signature.as_deref())
+                .verify(store, &key, &object.bytes, signature.as_deref())
                 .map_err(refusing)?;
             if self.record {
                 let digest = digest(&object.bytes);
@@ -413,6 +508,52 @@ fn too_large(err: StoreError) -> Result<anyhow::Error, Refused> {
         return Err(refused(Rule::Size, err.reason));
     }
     Ok(err.into())
+}
+
+/// What an operator is told of an object's signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signed {
+    Unsigned,
+    /// Verified against `[trust] keys`, by this key id.
+    Verified(String),
+    /// Signed by this key id; not checked, with no `[trust] keys` to check against.
+    Unchecked(String),
+    /// It does not verify, and why.
+    Bad(String),
+}
+
+impl Signed {
+    /// The object at `key` (its `bytes`) as `keys` see it.
+    pub async fn of(keys: &Keys, store: &Store, key: &str, bytes: &[u8]) -> anyhow::Result<Signed> {
+        let Some(text) = read_signature(store, key).await? else {
+            return Ok(Signed::Unsigned);
+        };
+        if keys.is_empty() {
+            let id = std::str::from_utf8(&text)
+                .ok()
+                .and_then(|t| SignatureBox::from_string(t).ok())
+                .map(|sig| key_id(sig.keynum()));
+            return Ok(match id {
+                Some(id) => Signed::Unchecked(id),
+                None => Signed::Bad(format!("{} is not a minisign signature", signature_key(key))),
+            });
+        }
+        Ok(match keys.verify(store, key, bytes, Some(&text)) {
+            Ok(id) => Signed::Verified(id),
+            Err(refused) => Signed::Bad(refused.to_string()),
+        })
+    }
+
+    /// For a pointer's mark: `serial 9, signed by K until E` and the like.
+    pub fn describe_pointer(&self, serial: u64, expires: Option<&str>) -> String {
+        let until = expires.map(|e| format!(" until {e}")).unwrap_or_default();
+        match self {
+            Signed::Unsigned => format!("serial {serial}, unsigned"),
+            Signed::Verified(id) => format!("serial {serial}, signed by {id}{until}"),
+            Signed::Unchecked(id) => format!("serial {serial}, signed by {id}, not checked: no [trust] keys"),
+            Signed::Bad(_) => format!("serial {serial}, signature DOES NOT VERIFY"),
+        }
+    }
 }
 
 /// The signature beside `key`, if there is one.

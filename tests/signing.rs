@@ -72,7 +72,8 @@ impl Signed {
     /// Signs `object` in the store with the minisign CLI and the release key, the
     /// trusted comment naming `named` instead.
     fn sign_with_cli(&self, object: &str, named: &str) {
-        let comment = format!("timestamp:0\tfile:{named}\thashed");
+        let store = format!("file://{}", self.host.path("store").display());
+        let comment = format!("timestamp:0\tfile:{named}\tstore:{store}\thashed");
         let key = self.key.to_str().unwrap();
         let args = ["-S", "-W", "-s", key, "-m", object, "-t", &comment];
         let (code, text) = minisign(&self.host.path("store"), &args, "");
@@ -323,7 +324,9 @@ fn a_garbage_signature_is_refused() {
     assert_eq!(code, 0, "{text}");
     s.assert_refused("signature", "legacy signature");
     // A comment signature of the wrong length (minisign itself would panic on it), on
-    // a pointer signed afresh (promote writes over one that does not verify).
+    // a pointer signed afresh (promote writes over one that does not verify; no
+    // signature beside it names the last serial signed, so the operator says it).
+    s.host.set_env("BOOTLACE_SERIAL_FLOOR", "2");
     s.operator(&["release", "promote", "v2", "--env", "prod"]);
     let good = String::from_utf8(s.read("pointers/prod.json.minisig")).unwrap();
     let mut lines: Vec<&str> = good.lines().collect();
@@ -550,4 +553,242 @@ fn concurrent_signed_changes_converge_on_file_store() {
 #[test]
 fn concurrent_signed_changes_converge_on_moto() {
     concurrent_signed_changes_converge(Host::on_moto(""));
+}
+
+// Second pass (issue 24).
+
+/// Edits the JSON object at `key` in the store with `edit`.
+fn edit_json(s: &Signed, key: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut value: serde_json::Value = serde_json::from_slice(&s.read(key)).unwrap();
+    edit(&mut value);
+    s.write(key, serde_json::to_vec(&value).unwrap());
+}
+
+impl Signed {
+    /// Signs `object` with the minisign CLI as bootlace would: bound to this store, and
+    /// for a pointer, naming `serial`.
+    fn sign_bound(&self, object: &str, serial: Option<u64>) {
+        let store = format!("file://{}", self.host.path("store").display());
+        let serial = serial.map(|n| format!("\tserial:{n}")).unwrap_or_default();
+        let comment = format!("timestamp:0\tfile:{object}\tstore:{store}{serial}\thashed");
+        let key = self.key.to_str().unwrap();
+        let (code, text) = minisign(
+            &self.host.path("store"),
+            &["-S", "-W", "-s", key, "-m", object, "-t", &comment],
+            "",
+        );
+        assert_eq!(code, 0, "{text}");
+    }
+}
+
+#[test]
+fn a_signed_write_never_adopts_an_unverified_serial() {
+    let s = Signed::new();
+    s.operator(&["release", "promote", "v2", "--env", "prod"]);
+    assert_eq!(s.host.run(&["run"]).code, 0);
+    // Someone without the key writes an unsigned pointer near the top of u64.
+    edit_json(&s, "pointers/prod.json", |p| {
+        p["serial"] = serde_json::json!(18446744073709551614u64);
+        p["tag"] = "v1".into();
+    });
+    // The next signed change continues from the last signed serial, as the signature
+    // beside the pointer says, not from the forged one.
+    let out = s.operator(&["--json", "release", "promote", "v1", "--env", "prod"]);
+    let moved: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(moved["pointer"]["serial"], 3, "{}", out.stdout);
+    let out = s.host.run(&["run"]);
+    assert_eq!(out.code, 0, "the fleet goes on: {}", out.all());
+    assert_eq!(s.host.link("current").as_deref(), Some("releases/v1"));
+    // With the signature gone too, the operator is asked for the serial.
+    edit_json(&s, "pointers/prod.json", |p| {
+        p["serial"] = serde_json::json!(9007199254740993u64)
+    });
+    std::fs::remove_file(s.store("pointers/prod.json.minisig")).unwrap();
+    let out = s.host.run(&["release", "promote", "v2", "--env", "prod"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("BOOTLACE_SERIAL_FLOOR"), "{}", out.stderr);
+    s.host.set_env("BOOTLACE_SERIAL_FLOOR", "3");
+    s.operator(&["release", "promote", "v2", "--env", "prod"]);
+    let out = s.host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(s.host.link("current").as_deref(), Some("releases/v2"));
+}
+
+#[test]
+fn a_signed_release_of_another_store_with_the_same_key_is_refused() {
+    let s = Signed::new();
+    // Another store (another application), signed with the same key.
+    let other = s.host.path("other");
+    let tree = s.host.path("evil-tree/bootstrap/b");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(
+        tree.join("bootstrapper.sh"),
+        "#!/bin/sh\necho evil >> \"$LOG_DIR/init.log\"\n",
+    )
+    .unwrap();
+    let mut command = s.host.command();
+    command.env("BOOTLACE_STORE", format!("file://{}", other.display()));
+    let tree_root = s.host.path("evil-tree");
+    let out = run(command.args([
+        "release",
+        "push",
+        tree_root.to_str().unwrap(),
+        "--tag",
+        "v2b",
+        "--env",
+        "prod",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.all());
+    // Copied over, every object and signature of it.
+    let copy = |key: &str| {
+        let to = s.store(key);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(other.join(key), to).unwrap();
+    };
+    for key in [
+        "pointers/prod.json",
+        "pointers/prod.json.minisig",
+        "builds/v2b.json",
+        "builds/v2b.json.minisig",
+    ] {
+        copy(key);
+    }
+    for blob in std::fs::read_dir(other.join("blobs/sha256")).unwrap() {
+        copy(&format!(
+            "blobs/sha256/{}",
+            blob.unwrap().file_name().to_str().unwrap()
+        ));
+    }
+    s.assert_refused("object", "made for store");
+    assert!(!s.host.inits().contains(&"evil".to_owned()));
+}
+
+#[test]
+fn an_unencrypted_key_made_by_the_minisign_cli_signs_releases() {
+    let host = Host::new("");
+    let keys = host.path("mk");
+    std::fs::create_dir(&keys).unwrap();
+    let (code, text) = minisign(&keys, &["-G", "-W", "-p", "mk.pub", "-s", "mk.key"], "");
+    assert_eq!(code, 0, "{text}");
+    let public = std::fs::read_to_string(keys.join("mk.pub")).unwrap();
+    let public = public.lines().nth(1).unwrap().trim().to_owned();
+    host.configure(&trusting(&[&public]));
+    host.set_env("BOOTLACE_SIGN_KEY", keys.join("mk.key").to_str().unwrap());
+    host.push("v1", Some("true"), &[], true);
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let (code, text) = minisign(
+        &host.path("store"),
+        &[
+            "-V",
+            "-p",
+            keys.join("mk.pub").to_str().unwrap(),
+            "-m",
+            "pointers/prod.json",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{text}");
+}
+
+#[test]
+fn release_list_show_and_fleet_say_whether_a_pointer_verifies() {
+    let s = Signed::new();
+    s.operator(&["release", "promote", "v2", "--env", "prod"]);
+    assert_eq!(s.host.run(&["run"]).code, 0);
+    let out = s.operator(&["release", "list"]);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("v2 "))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains("signed by") && line.contains(" until "), "{line}");
+    // Tampered: the signature no longer matches.
+    edit_json(&s, "pointers/prod.json", |p| p["updated_by"] = "mallory".into());
+    for args in [&["release", "list"][..], &["release", "show", "v2"]] {
+        let out = s.operator(args);
+        assert!(
+            !out.stdout.contains("signed until") && !out.stdout.contains(" until "),
+            "{args:?}: {}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("DOES NOT VERIFY"), "{args:?}: {}", out.stdout);
+    }
+    let out = s.operator(&["fleet"]);
+    assert!(
+        !out.stdout.contains("(stable)"),
+        "a tampered pointer marks nothing: {}",
+        out.stdout
+    );
+    // Unsigned.
+    std::fs::remove_file(s.store("pointers/prod.json.minisig")).unwrap();
+    let out = s.operator(&["release", "list"]);
+    assert!(out.stdout.contains("unsigned"), "{}", out.stdout);
+}
+
+#[test]
+fn expiry_is_capped_and_a_pointers_size_must_match_its_manifest() {
+    let s = Signed::new();
+    let out = s.host.run(&[
+        "release",
+        "promote",
+        "v2",
+        "--env",
+        "prod",
+        "--expires",
+        "9999-01-01T00:00:00Z",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("at most a year ahead"), "{}", out.stderr);
+    s.operator(&["release", "promote", "v2", "--env", "prod"]);
+    // Signed by the key itself (the CLI), but expiring in 9999: instances cap it.
+    edit_json(&s, "pointers/prod.json", |p| {
+        p["expires"] = "9999-01-01T00:00:00Z".into();
+        p["serial"] = serde_json::json!(10);
+    });
+    s.sign_bound("pointers/prod.json", Some(10));
+    s.assert_refused("expires", "more than a year ahead");
+    // A size that is not the manifest's.
+    edit_json(&s, "pointers/prod.json", |p| {
+        let soon = humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(86400),
+        );
+        p["expires"] = soon.to_string().into();
+        p["serial"] = serde_json::json!(11);
+        p["size"] = serde_json::json!(1);
+    });
+    s.sign_bound("pointers/prod.json", Some(11));
+    for command in [&["run"][..], &["agent", "--once"]] {
+        let out = s.host.run(command);
+        assert_eq!(out.code, 3, "{}", out.all());
+        let error = s.host.report()["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.contains("but its manifest says"), "{error}");
+    }
+    assert_eq!(s.host.link("current").as_deref(), Some("releases/v1"));
+}
+
+#[test]
+fn a_push_that_could_not_move_a_signed_pointer_uploads_nothing() {
+    let s = Signed::new();
+    let mut unsigned = s.host.command();
+    unsigned.env_remove("BOOTLACE_SIGN_KEY");
+    let tree = s.host.path("tree-v3");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("x"), "x").unwrap();
+    let blobs = || std::fs::read_dir(s.store("blobs/sha256")).unwrap().count();
+    let before = blobs();
+    let out = run(unsigned.args([
+        "release",
+        "push",
+        tree.to_str().unwrap(),
+        "--tag",
+        "v3",
+        "--env",
+        "prod",
+    ]));
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("is signed"), "{}", out.stderr);
+    assert!(!s.store("builds/v3.json").exists(), "the tag was spent");
+    assert_eq!(blobs(), before, "an archive was uploaded");
 }

@@ -349,6 +349,7 @@ async fn more_instances(
         stale: std::time::Duration::from_secs(2 * 3600),
         instances: true,
         pointer_template: config.deploy.pointer.clone(),
+        keys: crate::trust::Keys::from_config(config)?,
         now: std::time::SystemTime::now(),
     };
     let fleet = crate::fleet::read(store, &scope, |_| {}).await?;

@@ -88,6 +88,7 @@ fn scope(
         stale,
         instances,
         pointer_template: config.deploy.pointer.clone(),
+        keys: crate::trust::Keys::from_config(config)?,
         now: SystemTime::now(),
     })
 }

@@ -360,10 +360,13 @@ pub(super) async fn list(
         Some(env) => vec![pointer_name(&config.deploy.pointer, env)?],
         None => names(store, layout::POINTERS).await?,
     };
+    let keys = crate::trust::Keys::from_config(config)?;
     let mut pointers = BTreeMap::new();
+    let mut pointer_signatures = BTreeMap::new();
     for name in pointer_names {
-        match Pointer::load(store, &name).await {
-            Ok(Some(pointer)) => {
+        match load_pointer(store, &name, &keys).await {
+            Ok(Some((pointer, signed))) => {
+                pointer_signatures.insert(name.clone(), signed);
                 pointers.insert(name, pointer);
             }
             Ok(None) => {}
@@ -389,7 +392,6 @@ pub(super) async fn list(
             false
         }
     });
-    let keys = crate::trust::Keys::from_config(config)?;
     let (keys, signed) = (&keys, &signed);
     type Loaded = anyhow::Result<Option<(Manifest, Signature)>>;
     let loaded: Vec<(String, Loaded)> = futures::stream::iter(tags)
@@ -481,10 +483,11 @@ pub(super) async fn list(
             .iter()
             .map(|n| {
                 let p = &pointers[*n];
-                match &p.expires {
-                    Some(expires) => format!("{n} (serial {}, signed until {expires})", p.serial),
-                    None => format!("{n} (serial {})", p.serial),
-                }
+                let signed = &pointer_signatures[*n];
+                format!(
+                    "{n} ({})",
+                    signed.describe_pointer(p.serial, p.expires.as_deref())
+                )
             })
             .collect::<Vec<_>>();
         marks.extend(rollouts(&m.tag));
@@ -538,19 +541,14 @@ async fn show(global: &GlobalArgs, config: &Config, store: &Store, tag: &str) ->
     // Which pointers name it, for everyone or in a rollout.
     let now = release::clock();
     for name in names(store, layout::POINTERS).await? {
-        let Ok(Some(pointer)) = Pointer::load(store, &name).await else {
+        let Ok(Some((pointer, signed))) = load_pointer(store, &name, &keys).await else {
             continue;
         };
-        let until = pointer
-            .expires
-            .as_ref()
-            .map(|e| format!(", signed until {e}"))
-            .unwrap_or_default();
         if pointer.tag == tag {
             outln!(
-                "{:16}{name} (stable, serial {}{until})",
+                "{:16}{name} (stable, {})",
                 "pointer",
-                pointer.serial
+                signed.describe_pointer(pointer.serial, pointer.expires.as_deref())
             );
         }
         if let Some(r) = pointer.rollout.as_ref().filter(|r| r.tag == tag) {
@@ -564,6 +562,25 @@ async fn show(global: &GlobalArgs, config: &Config, store: &Store, tag: &str) ->
         }
     }
     Ok(())
+}
+
+/// Pointer `name`, and what its signature says: whether it verifies, and by which key.
+async fn load_pointer(
+    store: &Store,
+    name: &str,
+    keys: &crate::trust::Keys,
+) -> anyhow::Result<Option<(Pointer, crate::trust::Signed)>> {
+    let key = layout::pointer(name);
+    let Some(object) = store.get(&key, release::pointer::MAX_BYTES).await? else {
+        return Ok(None);
+    };
+    let pointer = Pointer::parse(&object.bytes)
+        .map_err(|why| anyhow::anyhow!("reading pointer {}: {why}", store.url_of(&key)))?;
+    let signed = crate::trust::Signed::of(keys, store, &key, &object.bytes).await?;
+    if let crate::trust::Signed::Bad(why) = &signed {
+        tracing::warn!("pointer {} does not verify: {why}", store.url_of(&key));
+    }
+    Ok(Some((pointer, signed)))
 }
 
 /// Whether an object is signed, by which key, and whether that key is one of
@@ -593,7 +610,7 @@ impl Signature {
             .ok()
             .and_then(|text| minisign::SignatureBox::from_string(text).ok())
             .map(|sig| crate::trust::key_id(sig.keynum()));
-        let checked = (!keys.is_empty()).then(|| keys.verify(key, bytes, Some(&text)));
+        let checked = (!keys.is_empty()).then(|| keys.verify(store, key, bytes, Some(&text)));
         Ok(Signature {
             verified: checked.as_ref().map(Result::is_ok),
             problem: match (&key_id, checked) {

@@ -138,6 +138,7 @@ async fn standing(
         stale,
         instances: true,
         pointer_template: config.deploy.pointer.clone(),
+        keys: crate::trust::Keys::from_config(config)?,
         now: SystemTime::now(),
     };
     let fleet = fleet::read(store, &scope, |_| {}).await?;

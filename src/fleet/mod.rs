@@ -32,6 +32,8 @@ pub struct Scope {
     pub instances: bool,
     /// The `deploy.pointer` template, to find each group's pointer.
     pub pointer_template: String,
+    /// `[trust] keys`: with any, a pointer marks its tags only when it verifies.
+    pub keys: crate::trust::Keys,
     pub now: SystemTime,
 }
 
@@ -430,7 +432,7 @@ async fn read_pointers(
     names.dedup();
     futures::stream::iter(names)
         .map(|name| async move {
-            match read_marks(store, &name, crate::release::clock()).await {
+            match read_marks(store, &name, &scope.keys, crate::release::clock()).await {
                 Ok(marks) => marks.map(|marks| (name, marks)),
                 Err(why) => {
                     tracing::warn!("pointer {name} marks nothing: {why}");
@@ -445,7 +447,12 @@ async fn read_pointers(
 }
 
 /// Reads pointer `name`'s marks; `None` when there is no such pointer.
-async fn read_marks(store: &Store, name: &str, now: SystemTime) -> Result<Option<Marks>, String> {
+async fn read_marks(
+    store: &Store,
+    name: &str,
+    keys: &crate::trust::Keys,
+    now: SystemTime,
+) -> Result<Option<Marks>, String> {
     let key = layout::pointer(name);
     let object = match store.get(&key, pointer::MAX_BYTES).await {
         Ok(Some(object)) => object,
@@ -453,6 +460,15 @@ async fn read_marks(store: &Store, name: &str, now: SystemTime) -> Result<Option
         Err(err) => return Err(err.to_string()),
     };
     let pointer = crate::release::Pointer::parse(&object.bytes)?;
+    // A pointer that does not verify names nothing an instance would run.
+    if !keys.is_empty() {
+        match crate::trust::Signed::of(keys, store, &key, &object.bytes).await {
+            Ok(crate::trust::Signed::Verified(_)) => {}
+            Ok(crate::trust::Signed::Bad(why)) => return Err(format!("it does not verify: {why}")),
+            Ok(_) => return Err("it is not signed, and [trust] keys are set".into()),
+            Err(err) => return Err(crate::exit::one_line(&err)),
+        }
+    }
     Ok(Some(Marks {
         pointer: name.to_owned(),
         stable: pointer.tag,
@@ -492,6 +508,7 @@ mod tests {
             stale: Duration::from_secs(7200),
             instances: false,
             pointer_template: "{environment}".into(),
+            keys: Default::default(),
             now: SystemTime::now(),
         };
         assert_eq!(group_pointer(&scope, "prod", "web").as_deref(), Some("prod"));
@@ -509,6 +526,7 @@ mod tests {
             stale: Duration::ZERO,
             instances: false,
             pointer_template: String::new(),
+            keys: Default::default(),
             now: SystemTime::now(),
         };
         assert_eq!(scope.prefix(), "reports/prod/web/");

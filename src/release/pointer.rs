@@ -345,8 +345,11 @@ where
                 ..p.clone()
             },
         });
-        let next = Pointer::next(base.as_ref(), &manifest, &super::now(), &author.who);
-        let (next, bytes, signature) = seal(&key, name, author, next)?;
+        let mut next = Pointer::next(base.as_ref(), &manifest, &super::now(), &author.who);
+        if !trusted {
+            next.serial = serial_after_unverified(store, name, author, next.serial - 1).await?;
+        }
+        let (next, bytes, signature) = seal(store, &key, name, author, next)?;
         if store
             .swap(&key, bytes, current.as_ref().map(|(_, read)| read))
             .await?
@@ -410,6 +413,7 @@ async fn read_base(
 /// its signature, to be installed once the pointer is in place. Without: `next` as it
 /// is. The pointer's bytes to write.
 fn seal(
+    store: &Store,
     key: &str,
     name: &str,
     author: &Author,
@@ -421,11 +425,64 @@ fn seal(
         let bytes = next.to_json();
         return Ok((next, bytes, None));
     };
+    if next.serial > crate::trust::MAX_SERIAL {
+        anyhow::bail!(
+            "pointer {}: serial {} would pass 2^53, where instances refuse pointers",
+            store.url_of(key),
+            next.serial
+        );
+    }
     next.name = Some(name.to_owned());
     next.expires = Some(author.expires.at(std::time::SystemTime::now()));
     let bytes = next.to_json();
-    let signature = signer.sign(key, &bytes)?;
+    let signature = signer.sign(&author.keys.namespace(store), key, &bytes, Some(next.serial))?;
     Ok((next, bytes, Some(signature)))
+}
+
+/// The variable that gives a signed change the serial to continue from when the
+/// pointer in the store does not verify and no signature beside it says.
+pub const SERIAL_FLOOR_VAR: &str = "BOOTLACE_SERIAL_FLOOR";
+
+/// The serial a signed change writes over a pointer that does not verify: never one
+/// built on the serial it carries (anyone who can write the store can write that one,
+/// 2^64 − 2 included, and instances accept only higher ones), but one past the last
+/// serial signed for it, as the signature beside it says (its trusted comment is
+/// checked on its own), or past `BOOTLACE_SERIAL_FLOOR`.
+async fn serial_after_unverified(
+    store: &Store,
+    name: &str,
+    author: &Author,
+    unverified: u64,
+) -> anyhow::Result<u64> {
+    let key = layout::pointer(name);
+    let signature = crate::trust::read_signature(store, &key).await?;
+    let signed = signature.and_then(|s| author.keys.signed_serial(store, &key, &s));
+    let floor = match std::env::var(SERIAL_FLOOR_VAR) {
+        Ok(text) => Some(text.trim().parse::<u64>().map_err(|_| {
+            crate::exit::BadInput(format!(
+                "{SERIAL_FLOOR_VAR}={text:?} is not a serial (a whole number)"
+            ))
+        })?),
+        Err(_) => None,
+    };
+    match signed.max(floor) {
+        Some(last) if last < crate::trust::MAX_SERIAL => {
+            tracing::warn!(
+                "pointer {}: not building on its serial {unverified}, which does not verify; continuing from {last}",
+                store.url_of(&key)
+            );
+            Ok(last + 1)
+        }
+        Some(last) => anyhow::bail!("pointer {}: serial {last} is at the cap (2^53)", store.url_of(&key)),
+        None => Err(crate::exit::BadInput(format!(
+            "pointer {} does not verify, and no signature beside it names the last serial signed: a signed \
+             change will not build on its serial {unverified}, which anyone who can write the store could have \
+             chosen. Give the serial to continue from: {SERIAL_FLOOR_VAR}=N, the highest an instance accepted \
+             (its trust.json), or 0 for a fleet that never accepted one",
+            store.url_of(&key)
+        ))
+        .into()),
+    }
 }
 
 /// Puts `signature`, made for the pointer at `key` with `serial`, beside it — unless
@@ -466,7 +523,7 @@ async fn install_signature(store: &Store, name: &str, serial: u64, signature: By
 
 /// An unsigned change to a signed pointer would leave it with a signature that no
 /// longer matches, and every instance that checks signatures would refuse it.
-async fn refuse_unsigned_change(store: &Store, key: &str, author: &Author) -> anyhow::Result<()> {
+pub(crate) async fn refuse_unsigned_change(store: &Store, key: &str, author: &Author) -> anyhow::Result<()> {
     if author.signer.is_some() {
         return Ok(());
     }
@@ -499,7 +556,7 @@ async fn verify_base(
     let signature = crate::trust::read_signature(store, &key).await?;
     Ok(author
         .keys
-        .verify(&key, &read.bytes, signature.as_deref())
+        .verify(store, &key, &read.bytes, signature.as_deref())
         .and_then(|_| match pointer.name.as_deref() == Some(name) {
             true => Ok(()),
             false => Err(crate::trust::Refused {
@@ -583,8 +640,11 @@ where
                 });
             }
         };
-        let next = current.successor(desired, &super::now(), &author.who);
-        let (next, bytes, signature) = seal(&key, name, author, next)?;
+        let mut next = current.successor(desired, &super::now(), &author.who);
+        if !trusted {
+            next.serial = serial_after_unverified(store, name, author, current.serial).await?;
+        }
+        let (next, bytes, signature) = seal(store, &key, name, author, next)?;
         if store.swap(&key, bytes, Some(&read)).await? {
             if let Some(signature) = signature {
                 install_signature(store, name, next.serial, signature).await?;

@@ -51,8 +51,12 @@ pub async fn push(
     if store.size_of(&manifest_key).await?.is_some() {
         return Err(tag_exists(store, tag));
     }
-    // Before any work: a store that cannot guard the tag stops the push here.
+    // Before any work: a store that cannot guard the tag stops the push here, and so
+    // does a signed pointer this push could not move (the tag would be spent).
     store.check_writes().await?;
+    if let Some(name) = pointer {
+        super::pointer::refuse_unsigned_change(store, &layout::pointer(name), author).await?;
+    }
     // The temp archive belongs to this future, not to the packaging thread: when the
     // push is dropped (interrupted by a signal, say), it is removed at once.
     let temp = match source.is_dir() {
@@ -107,7 +111,7 @@ pub async fn push(
     // The tag is ours: its signature goes beside it. (Until it is there, instances
     // that check signatures refuse the tag; no pointer names it yet.)
     if let Some(signer) = &author.signer {
-        let signature = signer.sign(&manifest_key, &bytes)?;
+        let signature = signer.sign(&author.keys.namespace(store), &manifest_key, &bytes, None)?;
         store
             .put(&crate::trust::signature_key(&manifest_key), signature)
             .await

@@ -69,6 +69,9 @@ impl Signer {
                         _ => not_a_key(e),
                     })?
                 }
+                Err(e) if e.to_string().contains("Corrupted key") => {
+                    unchecked_unencrypted(&text).ok_or_else(|| not_a_key(e))?
+                }
                 Err(e) => return Err(not_a_key(e).into()),
             };
         let public = PublicKey::from_secret_key(&secret).map_err(not_a_key)?;
@@ -85,8 +88,16 @@ impl Signer {
     }
 
     /// The signature file's bytes for `bytes`, the object at `key`.
-    pub fn sign(&self, key: &str, bytes: &[u8]) -> anyhow::Result<Bytes> {
-        let comment = trust::trusted_comment(key, SystemTime::now());
+    /// A signature of `bytes`, the object at `key` of the store named `namespace`
+    /// (and, for a pointer, its `serial`).
+    pub fn sign(
+        &self,
+        namespace: &str,
+        key: &str,
+        bytes: &[u8],
+        serial: Option<u64>,
+    ) -> anyhow::Result<Bytes> {
+        let comment = trust::trusted_comment(namespace, key, serial, SystemTime::now());
         let untrusted = format!("signature from bootlace secret key {}", self.key_id);
         let signature = minisign::sign(
             Some(&self.public),
@@ -102,6 +113,29 @@ impl Signer {
 
 /// The password of an encrypted secret key: `BOOTLACE_SIGN_PASSWORD`, or asked on the
 /// terminal. Never a flag.
+/// An unencrypted key as the minisign CLI writes it (`minisign -G -W`, 0.11): its
+/// checksum left as zeros, which the minisign crate takes for corruption. Accepted
+/// only with no key derivation, an all-zero checksum, and when it signs what its own
+/// public half verifies.
+fn unchecked_unencrypted(text: &str) -> Option<SecretKey> {
+    use base64::Engine;
+    let line = text.lines().nth(1)?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(line.trim())
+        .ok()?;
+    let unencrypted = bytes.get(2..4)? == [0, 0];
+    let zero_checksum = bytes.len() >= 32 && bytes[bytes.len() - 32..].iter().all(|b| *b == 0);
+    if !(unencrypted && zero_checksum) {
+        return None;
+    }
+    let secret = SecretKey::from_bytes(&bytes).ok()?;
+    let public = PublicKey::from_secret_key(&secret).ok()?;
+    let probe = b"bootlace key check";
+    let signature = minisign::sign(Some(&public), &secret, Cursor::new(probe), None, None).ok()?;
+    minisign::verify(&public, &signature, Cursor::new(probe), true, false, false).ok()?;
+    Some(secret)
+}
+
 fn password(path: &Path) -> anyhow::Result<String> {
     if let Ok(password) = std::env::var(PASSWORD_VAR) {
         return Ok(password);
@@ -137,11 +171,20 @@ impl Expiry {
     /// `--expires`: a duration from now (`90d`) or an RFC 3339 time, which must be
     /// in the future.
     pub fn parse(text: &str, now: SystemTime) -> Result<Expiry, BadInput> {
+        let too_far = || {
+            BadInput(format!(
+                "--expires {text}: at most a year ahead (instances refuse pointers that expire later; \
+                 re-sign with `bootlace release resign`)"
+            ))
+        };
         if let Ok(at) = humantime::parse_rfc3339_weak(text) {
             if at <= now {
                 return Err(BadInput(format!(
                     "--expires {text} is in the past: a pointer signed so would be refused at once"
                 )));
+            }
+            if at.duration_since(now).unwrap_or_default() > trust::MAX_EXPIRY - Duration::from_secs(86400) {
+                return Err(too_far());
             }
             return Ok(Expiry::At(at));
         }
@@ -154,6 +197,9 @@ impl Expiry {
             return Err(BadInput(
                 "--expires 0: a pointer signed so would be refused at once".into(),
             ));
+        }
+        if after > trust::MAX_EXPIRY - Duration::from_secs(86400) {
+            return Err(too_far());
         }
         Ok(Expiry::After(after))
     }
@@ -230,7 +276,7 @@ pub async fn check_manifest(store: &crate::store::Store, tag: &str, author: &Aut
     let signature = trust::read_signature(store, &key).await?;
     author
         .keys
-        .verify(&key, &object.bytes, signature.as_deref())
+        .verify(store, &key, &object.bytes, signature.as_deref())
         .map_err(|refused| {
             anyhow::anyhow!(
                 "release {tag}: manifest {url} does not verify against the signing key or [trust] keys: \
