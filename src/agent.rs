@@ -226,23 +226,22 @@ impl Agent<'_> {
                     let err = anyhow::Error::new(refused).context(format!("refused pointer {url}"));
                     return self.refused(err).await;
                 }
-                // A timed rollout may have reached this instance since: act only
-                // when the tag it assigns has changed.
+                // A timed rollout may have reached this instance, or moved its place,
+                // since: act when the tag it assigns or the place changed (a new place
+                // is reported at once).
                 if let Some((pointer, url)) = self.last_pointer.clone()
                     && pointer.rollout.is_some()
                     && self
                         .trust
                         .as_ref()
                         .is_none_or(|t| t.still_valid(&name, &pointer).is_ok())
-                    && self.target.as_ref().map(|(tag, _)| tag.as_str())
-                        != Some(
-                            pointer
-                                .assign(&self.identity.machine_id, crate::release::clock())
-                                .tag
-                                .as_str(),
-                        )
                 {
-                    return self.act_again(pointer, &url).await;
+                    let assigned = pointer.assign(&self.identity.machine_id, crate::release::clock());
+                    let tag_moved =
+                        self.target.as_ref().map(|(tag, _)| tag.as_str()) != Some(assigned.tag.as_str());
+                    if tag_moved || self.placement != assigned.placement {
+                        return self.act_again(pointer, &url).await;
+                    }
                 }
                 self.heartbeat(false).await;
                 return Exit::Ok;

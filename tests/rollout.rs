@@ -655,3 +655,76 @@ fn a_running_agent_follows_a_timed_wave_without_a_pointer_change() {
     );
     assert_eq!(fleet.report("i-00")["rollout"]["percent"], 100.0);
 }
+
+#[test]
+fn no_rollout_change_makes_instances_run_a_release_that_is_gone() {
+    let fleet = Fleet::new(2);
+    fleet.on_v1(&[("v2", true)]);
+    fleet.ok(&["release", "promote", "v2", "--env", "prod", "--percent", "10"]);
+    // v2's manifest disappears from the store.
+    std::fs::remove_file(fleet.host.path("store/builds/v2.json")).unwrap();
+    let before = fleet.pointer();
+    for args in [
+        &["release", "rollout", "finish", "--env", "prod"][..],
+        &["release", "rollout", "set", "--env", "prod", "--percent", "50"],
+    ] {
+        let out = fleet.operator(args);
+        assert_ne!(out.code, 0, "{args:?}: {}", out.stdout);
+        assert!(out.stderr.contains("v2"), "{args:?}: {}", out.stderr);
+        assert_eq!(fleet.pointer(), before, "{args:?} changed the pointer");
+    }
+    fleet.ok(&["release", "rollout", "halt", "--env", "prod"]);
+    let halted = fleet.pointer();
+    assert_ne!(
+        fleet
+            .operator(&["release", "rollout", "resume", "--env", "prod"])
+            .code,
+        0
+    );
+    assert_eq!(fleet.pointer(), halted);
+    // Going back to stable, whose release is there, is still allowed.
+    fleet.ok(&["release", "rollout", "abort", "--env", "prod"]);
+}
+
+#[test]
+fn a_new_place_in_a_timed_rollout_is_reported_at_once() {
+    let config = format!("{CONFIG}[agent]\ninterval = \"200ms\"\njitter = \"0s\"\n");
+    let fleet = Fleet::with_config(1, &config);
+    fleet.on_v1(&[("v2", true)]);
+    let _agent = Agents(vec![
+        fleet
+            .instance("i-00")
+            .arg("agent")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ]);
+    // 0 %, then 0.01 % after 2 s: this instance's place (the percentage) moves while it
+    // stays out and the pointer stays as it is.
+    let salt = "s";
+    assert!(!is_in(salt, "i-00", 0.01));
+    fleet.ok(&[
+        "release",
+        "promote",
+        "v2",
+        "--env",
+        "prod",
+        "--salt",
+        salt,
+        "--waves",
+        "0@0s,0.01@2s,100@1d",
+    ]);
+    let seen = |percent: f64| {
+        support::host::eventually(Duration::from_secs(8), || {
+            fleet.report("i-00")["rollout"]["percent"].as_f64() == Some(percent)
+        })
+    };
+    assert!(seen(0.0), "{}", fleet.report("i-00"));
+    assert!(
+        seen(0.01),
+        "the new place was not reported: {}",
+        fleet.report("i-00")
+    );
+    assert_eq!(fleet.current("i-00"), "v1");
+}

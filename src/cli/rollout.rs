@@ -241,6 +241,7 @@ async fn set(
         }
         // Growing past failures on purpose is a retry for the instances that failed.
         retry = standing.failures() > max_failures;
+        check_release_of(store, name, Action::Set { percent, retry }).await?;
     }
     edit_pointer(store, name, author, |current| {
         Ok(rollout::apply(
@@ -252,9 +253,40 @@ async fn set(
     .await
 }
 
+/// Refuses a change that would have instances run a release that cannot be had: the
+/// tag `action` gives more instances (the target for set, resume and finish, the stable
+/// tag for abort) must have its manifest and archive in the store, as the pointer
+/// names them, as `promote` requires.
+async fn check_release_of(store: &crate::store::Store, name: &str, action: Action) -> anyhow::Result<()> {
+    let Some(pointer) = Pointer::load(store, name).await? else {
+        return Ok(());
+    };
+    let Some(r) = &pointer.rollout else {
+        return Ok(());
+    };
+    let (tag, sha256, size) = match action {
+        Action::Set { .. } | Action::Resume | Action::Finish => (&r.tag, &r.sha256, r.size),
+        Action::Abort => (&pointer.tag, &pointer.sha256, pointer.size),
+        Action::Halt => return Ok(()),
+    };
+    let manifest = release::Manifest::load_complete(store, tag)
+        .await
+        .map_err(|err| anyhow::anyhow!("not changing pointer {name}: {}", crate::exit::one_line(&err)))?;
+    if manifest.sha256 != *sha256 || manifest.size != size {
+        anyhow::bail!(
+            "not changing pointer {name}: it names {tag} with sha256 {sha256} ({size} bytes), but its manifest \
+             says {} ({} bytes)",
+            manifest.sha256,
+            manifest.size
+        );
+    }
+    Ok(())
+}
+
 async fn act(op: &Op<'_>, env: &str, action: Action) -> anyhow::Result<Exit> {
     let (global, config, store, author) = (op.global, op.config, op.store, op.author);
     let name = pointer_name(&config.deploy.pointer, env)?;
+    check_release_of(store, &name, action).await?;
     let moved = edit_pointer(store, &name, author, |current| {
         Ok(rollout::apply(current, action, release::clock())?)
     })
@@ -317,8 +349,10 @@ async fn watch(
     let watched = rollout::of(&pointer)?.clone();
     // Acts on the pointer only while it still carries the rollout being watched.
     let change = |action: Action| {
-        let watched = &watched;
-        edit_pointer(store, &name, author, move |current| {
+        let (watched, name) = (&watched, &name);
+        async move {
+            check_release_of(store, name, action).await?;
+            edit_pointer(store, name, author, move |current| {
             match &current.rollout {
                 Some(r) if r.tag == watched.tag && r.started_at == watched.started_at && !r.halted => {}
                 _ => anyhow::bail!(
@@ -328,6 +362,8 @@ async fn watch(
             }
             Ok(rollout::apply(current, action, release::clock())?)
         })
+            .await
+        }
     };
     let halt = |percent: f64, why: String| {
         let change = &change;

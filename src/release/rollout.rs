@@ -81,9 +81,12 @@ impl Rollout {
                 let Some(started) = parse_time(&self.started_at) else {
                     return self.percent;
                 };
+                // A wave due at once is in force whatever the clocks say: an instance
+                // whose clock is behind the operator's must not see less than the
+                // rollout began (or was resumed) with.
                 waves
                     .iter()
-                    .filter(|w| wave_after(w).is_some_and(|after| started + after <= now))
+                    .filter(|w| wave_after(w).is_some_and(|after| after.is_zero() || started + after <= now))
                     .map(|w| w.percent)
                     .next_back()
                     .unwrap_or(0.0)
@@ -242,24 +245,10 @@ pub fn apply(current: &Pointer, action: Action, now: SystemTime) -> Result<Optio
         }
         Action::Resume if !rollout.halted => return Ok(None),
         Action::Resume => {
-            // Timed waves take up where they stood: shifted by the pause.
-            let paused = rollout
-                .halted_at
-                .as_deref()
-                .and_then(parse_time)
-                .and_then(|at| now.duration_since(at).ok())
-                .unwrap_or_default();
-            let started = parse_time(&rollout.started_at)
-                .and_then(|t| t.checked_add(paused))
-                .filter(|t| *t <= last_time())
-                .map_or(rollout.started_at.clone(), |t| {
-                    humantime::format_rfc3339_seconds(t).to_string()
-                });
             next.rollout = Some(Rollout {
                 halted: false,
                 halted_at: None,
-                started_at: started,
-                ..rollout.clone()
+                ..resumed(rollout, now)
             });
         }
         Action::Abort => next.rollout = None,
@@ -271,6 +260,48 @@ pub fn apply(current: &Pointer, action: Action, now: SystemTime) -> Result<Optio
         }
     }
     Ok(Some(next))
+}
+
+/// A halted rollout as it resumes at `now`: never smaller than it stood when halted,
+/// whatever the resuming machine's clock says. Timed waves are laid out again from
+/// `now`: the frozen share at once, then each wave still to come after the time it had
+/// left when the rollout was halted (measured on the halting machine's clock).
+fn resumed(rollout: &Rollout, now: SystemTime) -> Rollout {
+    let stamp = humantime::format_rfc3339_seconds(now.min(last_time())).to_string();
+    let (Some(waves), Some(started), Some(halted)) = (
+        &rollout.waves,
+        parse_time(&rollout.started_at),
+        rollout.halted_at.as_deref().and_then(parse_time),
+    ) else {
+        return rollout.clone();
+    };
+    let frozen = rollout.percent;
+    let mut laid = vec![Wave {
+        percent: frozen,
+        after: "0s".into(),
+    }];
+    for wave in waves.iter().filter(|w| w.percent > frozen) {
+        let Some(after) = wave_after(wave) else {
+            continue;
+        };
+        let left = (started + after).duration_since(halted).unwrap_or_default();
+        // Within the year a duration may span.
+        let left = Duration::from_secs(left.as_secs().clamp(1, 365 * 86400));
+        // Rising delays, as every wave list must have.
+        let left = match laid.last().and_then(wave_after) {
+            Some(last) if left <= last => last + Duration::from_secs(1),
+            _ => left,
+        };
+        laid.push(Wave {
+            percent: wave.percent,
+            after: humantime::format_duration(left).to_string(),
+        });
+    }
+    Rollout {
+        waves: Some(laid),
+        started_at: stamp,
+        ..rollout.clone()
+    }
 }
 
 fn wave_after(wave: &Wave) -> Option<Duration> {
@@ -444,7 +475,9 @@ mod tests {
         assert_eq!(r.effective_percent(start + Duration::from_secs(7199)), 1.0);
         assert_eq!(r.effective_percent(start + Duration::from_secs(7200)), 10.0);
         assert_eq!(r.effective_percent(start + Duration::from_secs(2 * 86400)), 100.0);
-        assert_eq!(r.effective_percent(start - Duration::from_secs(1)), 0.0);
+        // The first wave is due at once, whatever the clocks say: a clock behind the
+        // operator's sees it too.
+        assert_eq!(r.effective_percent(start - Duration::from_secs(600)), 1.0);
         assert_eq!(
             r.next_wave(start + Duration::from_secs(60)),
             Some(start + Duration::from_secs(7200))
@@ -482,7 +515,7 @@ mod tests {
     }
 
     #[test]
-    fn resuming_a_rollout_dated_near_the_end_of_time_keeps_its_start() {
+    fn resuming_a_rollout_dated_near_the_end_of_time_stays_valid() {
         let start = humantime::parse_rfc3339("9999-06-01T00:00:00Z").unwrap();
         let mut r = rollout(10.0, Some(parse_waves("10@0s,100@1h").unwrap()), start);
         r.halted = true;
@@ -492,9 +525,55 @@ mod tests {
             "updated_at": "2026-11-30T00:00:00Z", "updated_by": "t", "history": [], "rollout": r,
         }))
         .unwrap();
-        let next = apply(&pointer, Action::Resume, SystemTime::now())
+        let now = SystemTime::now();
+        let resumed = apply(&pointer, Action::Resume, now)
             .unwrap()
+            .unwrap()
+            .rollout
             .unwrap();
-        assert_eq!(next.rollout.unwrap().started_at, "9999-06-01T00:00:00Z");
+        resumed.check().unwrap();
+        assert_eq!(resumed.effective_percent(now), 10.0);
+    }
+
+    #[test]
+    fn resuming_from_a_clock_behind_the_halters_never_shrinks_a_rollout() {
+        let start = humantime::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
+        let halted_at = start + Duration::from_secs(3 * 3600);
+        let mut r = rollout(0.0, Some(parse_waves("1@0s,50@2h,70@4h,100@1d").unwrap()), start);
+        r.percent = r.effective_percent(halted_at);
+        assert_eq!(r.percent, 50.0);
+        r.halted = true;
+        r.halted_at = Some(humantime::format_rfc3339_seconds(halted_at).to_string());
+        let pointer: Pointer = serde_json::from_value(serde_json::json!({
+            "format_version": 2, "tag": "v42", "sha256": "b".repeat(64), "size": 1, "serial": 3,
+            "updated_at": "2026-11-30T00:00:00Z", "updated_by": "t", "history": [], "rollout": r,
+        }))
+        .unwrap();
+        // The resuming operator's clock is 2 h behind the halter's.
+        let resuming = halted_at - Duration::from_secs(2 * 3600);
+        let resumed = apply(&pointer, Action::Resume, resuming)
+            .unwrap()
+            .unwrap()
+            .rollout
+            .unwrap();
+        resumed.check().unwrap();
+        for skew in [0, 600, 3 * 3600] {
+            // Instances with clocks behind the resumer's, too.
+            let at = resuming - Duration::from_secs(skew);
+            assert_eq!(resumed.effective_percent(at), 50.0, "{skew} s behind");
+        }
+        // The next wave comes the hour it had left when halted, after the resume.
+        assert_eq!(
+            resumed.effective_percent(resuming + Duration::from_secs(3599)),
+            50.0
+        );
+        assert_eq!(
+            resumed.effective_percent(resuming + Duration::from_secs(3600)),
+            70.0
+        );
+        assert_eq!(
+            resumed.effective_percent(resuming + Duration::from_secs(86400)),
+            100.0
+        );
     }
 }
