@@ -97,9 +97,11 @@ fn secrets_reach_init_in_a_tmpfs_dir_0700_with_files_0400_and_never_any_output()
         ],
     ));
     host.push("v1", Some(INIT), &[], true);
-    // A file left by an older config: removed, as a name no longer configured.
+    // A file an older config had bootlace write: removed, as a name no longer
+    // configured.
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("old_name"), "stale").unwrap();
+    std::fs::write(dir.join(".bootlace-secrets"), r#"["old_name"]"#).unwrap();
 
     let out = host.run(&["-vv", "run"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -658,5 +660,79 @@ fn bad_secrets_config_is_one_line_naming_the_key() {
         assert_eq!(out.code, 2, "{items}: {}", out.stderr);
         let line = out.assert_one_error_line();
         assert!(line.contains(key), "{items}: {line}");
+    }
+}
+
+#[test]
+fn only_a_directory_of_bootlaces_own_is_managed_and_only_what_it_wrote() {
+    let (moto, p) = (&s3::moto().endpoint, unique());
+    aws::put_parameter(moto, &format!("/{p}/a"), "value-a");
+    let tmpfs = tmpfs_dir();
+    // A shared directory (as /run is): a socket's worth of other files in it.
+    let shared = tmpfs.path().join("run");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("other.pid"), "123").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = host(&config(&shared, &[("a", format!("ssm:/{p}/a"))]));
+    host.push("v1", Some("true"), &[], true);
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("holds files bootlace did not write"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("/run/bootlace/secrets"), "{}", out.stderr);
+    assert!(
+        shared.join("other.pid").exists(),
+        "another program's file was removed"
+    );
+    assert_eq!(mode(&shared), 0o755, "the shared dir's mode was changed");
+    // Its own directory: made, and a file someone else drops in later is left alone.
+    let own = tmpfs.path().join("own");
+    host.configure(&config(&own, &[("a", format!("ssm:/{p}/a"))]));
+    assert_eq!(host.run(&["run"]).code, 0);
+    std::fs::write(own.join("dropped"), "x").unwrap();
+    host.configure(&config(&own, &[]));
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!own.join("a").exists(), "bootlace's own secret stayed");
+    assert!(
+        own.join("dropped").exists(),
+        "a file bootlace did not write was removed"
+    );
+}
+
+#[test]
+fn no_log_level_prints_a_credential() {
+    let (moto, p) = (&s3::moto().endpoint, unique());
+    aws::put_parameter(moto, &format!("/{p}/a"), "value-a");
+    let tmpfs = tmpfs_dir();
+    let host = host(&config(&tmpfs.path().join("s"), &[("a", format!("ssm:/{p}/a"))]));
+    // The legacy user-data keys, with a session token.
+    std::fs::write(
+        host.path("user-data"),
+        "environment=prod\nrole=web\ncontext=b\nmachine_id=i-test\naws_access_key_id=AKIAUSERDATAKEYID01\n\
+         aws_secret_access_key=userdata-secret-key-value\naws_session_token=userdata-session-token-value\n",
+    )
+    .unwrap();
+    host.set_env("AWS_SESSION_TOKEN", "env-session-token-value");
+    host.push("v1", Some("true"), &[], true);
+    for args in [
+        &["-vv", "run"][..],
+        &["-vvv", "agent", "--once"],
+        &["-vv", "plan"],
+    ] {
+        let out = host.run(args);
+        for secret in [
+            "AKIAUSERDATAKEYID01",
+            "userdata-secret-key-value",
+            "userdata-session-token-value",
+            "env-session-token-value",
+            "test-access-key",
+            "test-secret-key",
+        ] {
+            assert!(!out.all().contains(secret), "{args:?} printed {secret}");
+        }
     }
 }

@@ -159,34 +159,101 @@ impl Fetched {
         self.secrets.iter().map(|s| s.name.clone()).collect()
     }
 
-    /// `text` with every value of at least [`MIN_SCRUBBED`] bytes that occurs in it
-    /// replaced by `[secret NAME]`: for the output an init script or health check
-    /// printed, which the report keeps.
+    /// `text` with every secret replaced by `[secret NAME]`: for the output an init
+    /// script or health check printed, which the report keeps. Not only whole values:
+    /// each line of a multi-line value, each string (and number) inside a JSON value,
+    /// and the base64 of each, since a script may print any of them. A piece of
+    /// [`MIN_ANYWHERE`] bytes or more is replaced wherever it occurs; a shorter one (of
+    /// at least [`MIN_SCRUBBED`]) only as a whole word, so that a short value that is
+    /// also a common word does not eat into unrelated output.
     pub fn scrub(&self, text: &str) -> String {
-        // Each text value, and the same without trailing whitespace (as `$(cat …)`
-        // prints it); longest first, so that a value holding another goes whole.
-        let mut values: Vec<(&str, &str)> = Vec::new();
+        let mut pieces: Vec<(String, &str)> = Vec::new();
         for secret in &self.secrets {
-            if let Ok(value) = std::str::from_utf8(secret.value.expose_secret()) {
-                values.push((value, &secret.name));
-                values.push((value.trim_end(), &secret.name));
+            for piece in pieces_of(secret.value.expose_secret()) {
+                pieces.push((piece, &secret.name));
             }
         }
-        values.retain(|(value, _)| value.len() >= MIN_SCRUBBED);
-        values.sort_by_key(|(value, _)| std::cmp::Reverse(value.len()));
+        pieces.retain(|(piece, _)| piece.len() >= MIN_SCRUBBED);
+        // Longest first, so that a value holding another goes whole.
+        pieces.sort_by_key(|(piece, _)| std::cmp::Reverse(piece.len()));
+        pieces.dedup_by(|a, b| a.0 == b.0);
         let mut text = text.to_owned();
-        for (value, name) in values {
-            if text.contains(value) {
-                text = text.replace(value, &format!("[secret {name}]"));
-            }
+        for (piece, name) in pieces {
+            let mark = format!("[secret {name}]");
+            text = match piece.len() >= MIN_ANYWHERE {
+                true if text.contains(piece.as_str()) => text.replace(piece.as_str(), &mark),
+                true => text,
+                false => replace_words(&text, &piece, &mark),
+            };
         }
         text
     }
 }
 
-/// Values shorter than this are not scrubbed from output: they would match ordinary
-/// words.
+/// The texts a value may be printed as: itself and trimmed, its lines, the strings and
+/// numbers inside it when it is JSON, and the base64 (standard and URL-safe, padded or
+/// not) of the whole.
+fn pieces_of(value: &[u8]) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut pieces = Vec::new();
+    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+        pieces.push(engine.encode(value));
+        pieces.push(engine.encode(value.trim_ascii_end()));
+    }
+    let Ok(text) = std::str::from_utf8(value) else {
+        return pieces;
+    };
+    pieces.push(text.to_owned());
+    pieces.push(text.trim_end().to_owned());
+    pieces.extend(text.lines().map(|line| line.trim().to_owned()));
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(text) {
+        let mut stack = vec![json];
+        while let Some(value) = stack.pop() {
+            match value {
+                serde_json::Value::String(s) => pieces.push(s),
+                serde_json::Value::Number(n) => pieces.push(n.to_string()),
+                serde_json::Value::Array(items) => stack.extend(items),
+                serde_json::Value::Object(fields) => stack.extend(fields.into_iter().map(|(_, v)| v)),
+                _ => {}
+            }
+        }
+    }
+    pieces
+}
+
+/// `text` with `word` replaced by `mark` where it stands as a word of its own (no
+/// letter, digit or `_` on either side).
+fn replace_words(text: &str, word: &str, mark: &str) -> String {
+    let is_word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let before = out.chars().next_back().or_else(|| rest[..at].chars().next_back());
+        let before = if at > 0 {
+            rest[..at].chars().next_back()
+        } else {
+            before
+        };
+        let after = rest[at + word.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if is_word(before) || is_word(after) {
+            out.push_str(word);
+        } else {
+            out.push_str(mark);
+        }
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Pieces shorter than this are not scrubbed from output at all: they would match
+/// ordinary words and numbers.
 const MIN_SCRUBBED: usize = 4;
+/// Pieces at least this long are scrubbed wherever they occur; shorter ones only as
+/// whole words.
+const MIN_ANYWHERE: usize = 8;
 
 /// Fetches every item, all or nothing, within `secrets.deadline`. The first failure
 /// names its item and source.
@@ -246,13 +313,24 @@ pub async fn fetch(config: &SecretsConfig, identity: &Identity) -> anyhow::Resul
 
 const CUT_OFF_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The file that marks `secrets.dir` as bootlace's, naming the secrets it wrote there:
+/// only a directory bootlace made (or found empty) is managed, and in it only what it
+/// wrote is ever removed.
+const MARKER: &str = ".bootlace-secrets";
+
 /// Writes every value to `dir/<name>` (0400) by rename, so that a reader sees the old
-/// value or the new one, never a part; makes `dir` 0700; removes files of names no
-/// longer configured (and temporary files a crash left).
+/// value or the new one, never a part; makes `dir` 0700; removes the files of names
+/// bootlace wrote there before and no longer configured (and temporary files a crash
+/// left). Nothing else in `dir` is touched.
 pub fn write(config: &SecretsConfig, fetched: &Fetched) -> anyhow::Result<()> {
     let dir = &config.dir;
     prepare_dir(config)?;
     let on_disk = !config.require_tmpfs && !is_memory(dir)?;
+    // Named in the marker before they exist: a crash between the two leaves nothing
+    // unaccounted for.
+    let mut names = written_names(dir);
+    names.extend(fetched.secrets.iter().map(|s| s.name.clone()));
+    record_names(dir, &names)?;
     for secret in &fetched.secrets {
         let path = dir.join(&secret.name);
         let temporary = dir.join(format!(".{}.tmp-{}", secret.name, std::process::id()));
@@ -278,44 +356,69 @@ pub fn write(config: &SecretsConfig, fetched: &Fetched) -> anyhow::Result<()> {
     remove_stale(config)
 }
 
-/// With no items configured: the files an earlier config left in `dir` are removed.
+/// With no items configured: the files an earlier config left in `dir` are removed,
+/// when it is bootlace's.
 pub fn clear(config: &SecretsConfig) -> anyhow::Result<()> {
-    match std::fs::symlink_metadata(&config.dir) {
-        Ok(meta) if meta.is_dir() => remove_stale(config),
+    match std::fs::symlink_metadata(config.dir.join(MARKER)) {
+        Ok(meta) if meta.is_file() => remove_stale(config),
         _ => Ok(()),
     }
 }
 
-/// The names configured (whatever was fetched): every other file in `dir` goes.
+/// The names bootlace wrote in `dir`, as its marker lists them.
+fn written_names(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read(dir.join(MARKER))
+        .ok()
+        .filter(|bytes| bytes.len() < 1 << 20)
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+fn record_names(dir: &Path, names: &std::collections::BTreeSet<String>) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec(names).expect("names always serialise");
+    let temporary = dir.join(format!("{MARKER}.tmp-{}", std::process::id()));
+    std::fs::write(&temporary, bytes)
+        .and_then(|()| std::fs::rename(&temporary, dir.join(MARKER)))
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", dir.join(MARKER).display()))
+}
+
+/// Removes what bootlace wrote in `dir` and no longer configures: the names its marker
+/// lists, and its own temporary files. Other files are never touched.
 fn remove_stale(config: &SecretsConfig) -> anyhow::Result<()> {
     let dir = &config.dir;
+    let configured: std::collections::BTreeSet<String> = config.items.keys().map(|n| n.0.clone()).collect();
+    let written = written_names(dir);
+    for name in written.difference(&configured) {
+        let path = dir.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => {
+                std::fs::remove_file(&path)
+                    .map_err(|e| anyhow::anyhow!("removing stale secret {}: {e}", path.display()))?;
+                tracing::info!("removed secret {name}: no longer configured");
+            }
+            _ => {}
+        }
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if config.items.keys().any(|n| n.0 == name) {
-            continue;
-        }
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir {
-            tracing::warn!(
-                "{}: a directory, not a secret bootlace wrote: left alone",
-                entry.path().display()
-            );
-            continue;
-        }
-        if let Err(err) = std::fs::remove_file(entry.path()) {
-            anyhow::bail!("removing stale secret {}: {err}", entry.path().display());
-        }
-        if !name.starts_with('.') {
-            tracing::info!("removed secret {name}: no longer configured");
+        let ours = written
+            .iter()
+            .chain(&configured)
+            .any(|n| name.starts_with(&format!(".{n}.tmp-")))
+            || name.starts_with(&format!("{MARKER}.tmp-"));
+        if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
-    Ok(())
+    let kept: std::collections::BTreeSet<String> = written.intersection(&configured).cloned().collect();
+    record_names(dir, &kept)
 }
 
-/// Creates `dir` (0700) when missing, refuses it when it is not on tmpfs or ramfs
-/// (unless `require_tmpfs = false`), and makes it 0700.
+/// Creates `dir` (0700) when missing and marks it as bootlace's; refuses a dir that
+/// holds anything but what bootlace wrote (a shared `/run`, say), one not on tmpfs or
+/// ramfs (unless `require_tmpfs = false`), or one owned by another user; makes it 0700.
 fn prepare_dir(config: &SecretsConfig) -> anyhow::Result<()> {
     let dir = &config.dir;
     std::fs::DirBuilder::new()
@@ -342,10 +445,24 @@ fn prepare_dir(config: &SecretsConfig) -> anyhow::Result<()> {
     if config.require_tmpfs && !is_memory(dir)? {
         return Err(BadInput(format!(
             "secrets.dir {}: not on tmpfs or ramfs, so secrets would outlive the machine on its disk \
-             (point it at a tmpfs such as /run, or set secrets.require_tmpfs = false)",
+             (use a directory of bootlace's own on a tmpfs, such as /run/bootlace/secrets, or set \
+             secrets.require_tmpfs = false)",
             dir.display()
         ))
         .into());
+    }
+    if !dir.join(MARKER).is_file() {
+        let mut entries =
+            std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?;
+        if entries.next().is_some() {
+            return Err(BadInput(format!(
+                "secrets.dir {}: it holds files bootlace did not write; bootlace manages only a directory \
+                 of its own (such as /run/bootlace/secrets), which it creates",
+                dir.display()
+            ))
+            .into());
+        }
+        record_names(dir, &Default::default())?;
     }
     if meta.permissions().mode() & 0o777 != 0o700 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -389,6 +506,41 @@ pub fn is_memory(path: &Path) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fetched(items: &[(&str, &str)]) -> Fetched {
+        Fetched {
+            secrets: items
+                .iter()
+                .map(|(name, value)| Secret {
+                    name: (*name).to_owned(),
+                    value: SecretSlice::from(value.as_bytes().to_vec()),
+                })
+                .collect(),
+            elapsed_ms: 0,
+        }
+    }
+
+    #[test]
+    fn scrubbing_catches_fields_lines_and_base64_but_spares_words() {
+        use base64::Engine;
+        let json = r#"{"user": "admin-user-1", "password": "correct-horse-9"}"#;
+        let multi = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END KEY-----\n";
+        let f = fetched(&[("db", json), ("key", multi), ("pin", "test")]);
+        let out = f.scrub("user admin-user-1 password correct-horse-9");
+        assert!(
+            !out.contains("admin-user-1") && !out.contains("correct-horse-9"),
+            "{out}"
+        );
+        let out = f.scrub("line MIIEvQIBADANBgkqhkiG9w0BAQEFAASC");
+        assert!(!out.contains("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"), "{out}");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(json);
+        assert!(!f.scrub(&format!("echo {encoded}")).contains(&encoded));
+        // A short value only as a word of its own: "testing" and "latest" stay.
+        assert_eq!(
+            f.scrub("testing the latest: test"),
+            "testing the latest: [secret pin]"
+        );
+    }
 
     #[test]
     fn sources_parse_or_say_what_they_expect() {
