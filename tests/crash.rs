@@ -83,7 +83,11 @@ impl Host {
         let tag = std::fs::read_to_string(current.join("tag")).unwrap_or_else(|e| panic!("{context}: {e}"));
         let target = std::fs::read_link(&current).unwrap();
         assert_eq!(target, PathBuf::from(format!("releases/{tag}")), "{context}");
-        assert!(current.join(".bootlace-release.json").is_file(), "{context}");
+        assert!(
+            self.path(&format!("state/marks/{tag}.json")).is_file(),
+            "{context}: no mark"
+        );
+        assert!(!current.join(".bootlace-release.json").exists(), "{context}");
         let files: usize = (0..10)
             .map(|d| std::fs::read_dir(current.join(format!("d{d}"))).unwrap().count())
             .sum();

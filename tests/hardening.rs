@@ -302,7 +302,7 @@ fn an_empty_or_symlinked_release_dir_is_not_taken_as_a_release() {
     assert!(!host.path("state/releases/v2").is_symlink());
     // `current` naming an unmarked release is no release: with the store gone, the
     // boot fails instead of running it.
-    std::fs::remove_file(host.path("state/releases/v2/.bootlace-release.json")).unwrap();
+    std::fs::remove_file(host.path("state/marks/v2.json")).unwrap();
     std::fs::remove_file(host.path("log/v2")).unwrap();
     let out = run(host
         .command()
@@ -595,4 +595,52 @@ fn a_corrupt_failed_record_is_said_not_ignored() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn the_release_tree_is_the_pushed_tree_and_may_ship_any_name() {
+    let host = Host::new("");
+    // The application ships a file of bootlace's old mark name: it is its own.
+    host.push(
+        "v1",
+        Some("true"),
+        &[(".bootlace-release.json", b"{\"app\": true}"), ("app/a", b"a")],
+        true,
+    );
+    assert_eq!(host.run(&["run"]).code, 0);
+    let release = host.path("state/releases/v1");
+    let mut names: Vec<String> = std::fs::read_dir(&release)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".bootlace-release.json", "app", "bootstrap"]);
+    assert_eq!(
+        std::fs::read(release.join(".bootlace-release.json")).unwrap(),
+        b"{\"app\": true}"
+    );
+    assert!(host.path("state/marks/v1.json").is_file());
+}
+
+#[test]
+fn a_state_dir_of_an_older_bootlace_keeps_its_releases() {
+    let host = Host::new("");
+    release(&host, "v1", Some("touch \"$LOG_DIR/v1\""));
+    assert_eq!(host.run(&["run"]).code, 0);
+    // As an older bootlace left it: the mark inside the release, no marks/.
+    let mark = std::fs::read(host.path("state/marks/v1.json")).unwrap();
+    std::fs::remove_dir_all(host.path("state/marks")).unwrap();
+    std::fs::write(host.path("state/releases/v1/.bootlace-release.json"), mark).unwrap();
+    std::fs::remove_file(host.path("log/v1")).unwrap();
+    // With the store gone, v1 is still a release: the boot degrades and runs it.
+    let out = run(host
+        .command()
+        .env(
+            "BOOTLACE_STORE",
+            format!("file://{}", host.path("nowhere").display()),
+        )
+        .arg("run"));
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(host.logged("v1"));
+    assert!(host.path("state/marks/v1.json").is_file());
 }

@@ -62,15 +62,9 @@ pub enum PolicyError {
     LinkLoop { path: String, target: String },
     #[error("more than {max} entries")]
     TooManyEntries { max: u64 },
-    #[error("entry {path}: the name is bootlace's own mark of a complete release")]
-    Reserved { path: String },
     #[error("more than {max} bytes unpacked")]
     TooLarge { max: u64 },
 }
-
-/// The one name a release may not hold at its root: the deploy writes its mark of a
-/// complete, verified release there (`deploy::state`).
-pub const RESERVED: &str = ".bootlace-release.json";
 
 /// What an entry is, as far as the policy cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,9 +197,6 @@ impl Checker {
                 }),
             };
         };
-        if components[0] == RESERVED {
-            return Err(PolicyError::Reserved { path: shown });
-        }
         let parent = self.parents(parents, &shown)?;
         let target = match kind {
             Kind::Symlink => Some(self.link_target(link, &shown)?),

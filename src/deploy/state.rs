@@ -1,8 +1,9 @@
 //! The instance's state dir (DESIGN §5):
 //!
 //! ```text
-//! releases/<tag>/        complete, verified releases only
-//! releases/<tag>/.bootlace-release.json   the mark of one: written last, before the rename
+//! releases/<tag>/        complete, verified releases only: the pushed tree, nothing added
+//! marks/<tag>.json       the mark of one (its tag and archive sha256): written last,
+//!                        after the release is renamed into place
 //! releases/.staging-*    in progress; removed at the start of every deploy
 //! current -> releases/<tag>
 //! previous -> releases/<tag>   what `current` named before the last switch
@@ -13,8 +14,9 @@
 //!
 //! Every switch is a rename of a fresh symlink over the old one, then a sync of the
 //! directory, so a kill at any moment leaves `current` naming a complete release. Only
-//! a directory holding the mark, naming its own tag, counts as a release: an empty
-//! directory, a symlink or a stray file under `releases/` is never trusted.
+//! a directory with a mark naming its own tag counts as a release: an empty directory,
+//! a symlink or a stray file under `releases/` is never trusted. The marks live beside
+//! the releases, so a release's tree is exactly the tree that was pushed.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -24,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::archive::policy::RESERVED as MARKER;
+/// Where older bootlace kept a release's mark, inside it: read once, to move it out.
+const LEGACY_MARK: &str = ".bootlace-release.json";
+const MARKS: &str = "marks";
 
 const RELEASES: &str = "releases";
 const STAGING: &str = ".staging-";
@@ -92,7 +96,38 @@ impl StateDir {
     /// Opens (and creates) the state dir.
     pub fn open(root: &Path) -> io::Result<Self> {
         fs::create_dir_all(root.join(RELEASES))?;
-        Ok(Self::at(root))
+        let state = Self::at(root);
+        if !root.join(MARKS).is_dir() {
+            state.move_legacy_marks()?;
+        }
+        Ok(state)
+    }
+
+    /// A state dir of an older bootlace kept each mark inside its release: they move
+    /// to `marks/` (the old file is left, unread from now on).
+    fn move_legacy_marks(&self) -> io::Result<()> {
+        let marks = self.root.join(MARKS);
+        let temp = self.root.join(format!(".{MARKS}.{:016x}", fastrand::u64(..)));
+        fs::create_dir_all(&temp)?;
+        for entry in fs::read_dir(self.root.join(RELEASES))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let mut text = Vec::new();
+            let read = File::open(entry.path().join(LEGACY_MARK))
+                .and_then(|f| f.take(MARKER_CAP).read_to_end(&mut text));
+            if read.is_ok() && serde_json::from_slice::<Mark>(&text).is_ok_and(|m| m.tag == name) {
+                fs::write(temp.join(format!("{name}.json")), &text)?;
+            }
+        }
+        sync_dir(&temp)?;
+        fs::rename(&temp, &marks)?;
+        sync_dir(&self.root)
+    }
+
+    fn mark_path(&self, tag: &str) -> PathBuf {
+        self.root.join(MARKS).join(format!("{tag}.json"))
     }
 
     /// The state dir at `root`, for looking only: nothing is created.
@@ -171,7 +206,7 @@ impl StateDir {
             return None;
         }
         let mut text = Vec::new();
-        File::open(dir.join(MARKER))
+        File::open(self.mark_path(tag))
             .ok()?
             .take(MARKER_CAP)
             .read_to_end(&mut text)
@@ -227,12 +262,6 @@ impl StateDir {
             tag: tag.to_owned(),
             sha256: sha256.to_owned(),
         };
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(staging.path().join(MARKER))?;
-        file.write_all(&serde_json::to_vec(&mark).expect("a mark always serialises"))?;
-        file.sync_all()?;
         sync_dir(staging.path())?;
         let target = self.release(tag);
         if [self.current(), self.previous()]
@@ -248,6 +277,9 @@ impl StateDir {
                 target.display()
             )));
         }
+        // The old mark goes first: from here until the new one is written, `tag` is
+        // no release.
+        self.unmark(tag)?;
         match fs::symlink_metadata(&target) {
             Ok(meta) if meta.is_dir() => remove_tree(&target)?,
             Ok(_) => fs::remove_file(&target)?,
@@ -256,7 +288,24 @@ impl StateDir {
         }
         fs::rename(staging.path(), &target)?;
         staging.path = None;
-        sync_dir(&self.root.join(RELEASES))
+        sync_dir(&self.root.join(RELEASES))?;
+        // Last: the mark, once every byte of the release is in place.
+        let marks = self.root.join(MARKS);
+        fs::create_dir_all(&marks)?;
+        let mut temp = tempfile::NamedTempFile::new_in(&marks)?;
+        temp.write_all(&serde_json::to_vec(&mark).expect("a mark always serialises"))?;
+        temp.as_file().sync_all()?;
+        temp.persist(self.mark_path(tag)).map_err(|e| e.error)?;
+        sync_dir(&marks)
+    }
+
+    /// Removes `tag`'s mark (synced): it is no release from then on.
+    fn unmark(&self, tag: &str) -> io::Result<()> {
+        match fs::remove_file(self.mark_path(tag)) {
+            Ok(()) => sync_dir(&self.root.join(MARKS)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err),
+        }
     }
 
     /// The tag `current` names, if it names a complete release.
@@ -407,6 +456,7 @@ impl StateDir {
         releases.sort_by(|a, b| b.cmp(a));
         let mut pruned = Vec::new();
         for (_, name) in releases.into_iter().skip(keep) {
+            self.unmark(&name)?;
             remove_tree(&self.release(&name))?;
             pruned.push(name);
         }
