@@ -644,3 +644,32 @@ fn a_state_dir_of_an_older_bootlace_keeps_its_releases() {
     assert!(host.logged("v1"));
     assert!(host.path("state/marks/v1.json").is_file());
 }
+
+#[test]
+fn the_lock_holder_named_is_the_process_that_holds_it() {
+    let host = Host::new("[deploy]\nlock_timeout = \"200ms\"\n");
+    release(&host, "v1", Some("true"));
+    assert_eq!(host.run(&["run"]).code, 0);
+    // An old bootlace's pid in the file, and the lock taken by hand.
+    std::fs::write(host.path("state/lock"), "999999\n").unwrap();
+    let mut holder = Command::new("flock")
+        .arg(host.path("state/lock"))
+        .args(["sleep", "5"])
+        .spawn()
+        .expect("flock(1), from util-linux");
+    assert!(eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .contains(&format!(" {} ", holder.id()))
+    }));
+    let out = host.run(&["deploy"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.assert_one_error_line();
+    assert!(
+        line.contains(&format!("held by pid {} (flock)", holder.id())),
+        "{line}"
+    );
+    assert!(!line.contains("999999"), "{line}");
+}

@@ -91,3 +91,30 @@ fn keys_are_never_overwritten_and_a_password_is_never_a_guess() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.assert_one_error_line().contains("not a directory"));
 }
+
+#[test]
+fn a_missing_key_dir_is_made_0700_and_a_file_is_no_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let out = run(bootlace()
+        .args(["key", "generate", "--unencrypted", "--dir"])
+        .arg(&keys));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(keys.join("bootlace.key").is_file() && keys.join("bootlace.pub").is_file());
+    let mode = std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    // A parent that does not exist is said, and nothing is made.
+    let deep = dir.path().join("no/such/keys");
+    let out = run(bootlace()
+        .args(["key", "generate", "--unencrypted", "--dir"])
+        .arg(&deep));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot be made"), "{}", out.stderr);
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let out = run(bootlace()
+        .args(["key", "generate", "--unencrypted", "--dir"])
+        .arg(&file));
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("not a directory"), "{}", out.stderr);
+}

@@ -8,6 +8,15 @@ use crate::keys;
 
 pub fn generate(global: &GlobalArgs, dir: Option<&Path>, unencrypted: bool) -> anyhow::Result<Exit> {
     let dir = dir.unwrap_or(Path::new("."));
+    // A missing directory is made, for the secret key alone (0700), as
+    // `key generate --dir ~/keys` suggests; its parent must exist.
+    if !dir.exists() && !dir.is_symlink() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| BadInput(format!("--dir {}: cannot be made: {e}", dir.display())))?;
+    }
     if !dir.is_dir() {
         return Err(BadInput(format!("--dir {}: not a directory", dir.display())).into());
     }

@@ -509,14 +509,43 @@ fn io_error(path: &Path, error: io::Error) -> LockError {
     }
 }
 
-/// Who holds the lock, as its file says.
+/// Who holds the lock: the process the kernel says holds it (`/proc/locks`), with its
+/// name; only where the kernel does not say, the pid last written into the file (which
+/// may be a process long gone: whoever takes the lock by hand writes nothing there).
 fn holder(file: &mut File) -> String {
+    if let Some(pid) = file.metadata().ok().and_then(|meta| flock_holder(&meta)) {
+        let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        return match name.trim() {
+            "" => format!("pid {pid}"),
+            name => format!("pid {pid} ({})", crate::text::printable(name, 32)),
+        };
+    }
     let mut text = String::new();
     let _ = file.take(64).read_to_string(&mut text);
     match text.trim().parse::<u32>() {
-        Ok(pid) => format!("pid {pid}"),
+        Ok(pid) => format!("pid {pid}, as the lock file says"),
         Err(_) => "another process".into(),
     }
+}
+
+/// The pid holding a `flock` on the file `meta` describes, from `/proc/locks`
+/// (`1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF`, device numbers in hex).
+fn flock_holder(meta: &fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&"FLOCK") {
+            return None;
+        }
+        let mut id = fields.get(5)?.split(':');
+        let (maj, min, ino) = (id.next()?, id.next()?, id.next()?);
+        let same = u32::from_str_radix(maj, 16).ok()? == major
+            && u32::from_str_radix(min, 16).ok()? == minor
+            && ino.parse::<u64>().ok()? == meta.ino();
+        same.then(|| fields.get(4)?.parse().ok()).flatten()
+    })
 }
 
 /// Syncs a directory's entries to disk.
