@@ -23,7 +23,8 @@
 //! - [`retry`]: backoff with jitter until a deadline, for the IMDS client;
 //! - [`exit`]: exit codes and how an error maps to one;
 //! - [`logging`]: `tracing` to stderr;
-//! - [`text`]: text from outside made safe to print.
+//! - [`text`]: text from outside made safe to print;
+//! - `fuzz`: the fuzz targets, one per parser of untrusted input (`fuzz/`).
 
 pub mod agent;
 pub mod archive;
@@ -32,6 +33,8 @@ pub mod config;
 pub mod deploy;
 pub mod exit;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod health;
 pub mod identity;
 pub mod init;

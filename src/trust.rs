@@ -544,11 +544,13 @@ impl Signed {
         })
     }
 
-    /// For a pointer's mark: `serial 9, signed by K until E` and the like.
-    pub fn describe_pointer(&self, serial: u64, expires: Option<&str>) -> String {
+    /// For a pointer's mark: `serial 9, signed by K until E` and the like. `checked`:
+    /// `[trust] keys` are set, so an unsigned pointer is worth saying.
+    pub fn describe_pointer(&self, serial: u64, expires: Option<&str>, checked: bool) -> String {
         let until = expires.map(|e| format!(" until {e}")).unwrap_or_default();
         match self {
-            Signed::Unsigned => format!("serial {serial}, unsigned"),
+            Signed::Unsigned if checked => format!("serial {serial}, UNSIGNED"),
+            Signed::Unsigned => format!("serial {serial}"),
             Signed::Verified(id) => format!("serial {serial}, signed by {id}{until}"),
             Signed::Unchecked(id) => format!("serial {serial}, signed by {id}, not checked: no [trust] keys"),
             Signed::Bad(_) => format!("serial {serial}, signature DOES NOT VERIFY"),

@@ -222,7 +222,7 @@ fn demo_runs_the_whole_flow() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("i-0123456789abcdef0"), "{}", out.stdout);
     assert!(
-        out.stdout.contains("demo-1") && out.stdout.contains("prod (serial 1, signed until "),
+        out.stdout.contains("demo-1") && out.stdout.contains("prod (serial 1, signed by "),
         "{}",
         out.stdout
     );

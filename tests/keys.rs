@@ -89,7 +89,7 @@ fn keys_are_never_overwritten_and_a_password_is_never_a_guess() {
 
     let out = run(bootlace().args(["key", "generate", "--unencrypted", "--dir", "/nonexistent/keys"]));
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.assert_one_error_line().contains("not a directory"));
+    assert!(out.assert_one_error_line().contains("cannot be made"));
 }
 
 #[test]

@@ -724,7 +724,7 @@ fn release_list_show_and_fleet_say_whether_a_pointer_verifies() {
     // Unsigned.
     std::fs::remove_file(s.store("pointers/prod.json.minisig")).unwrap();
     let out = s.operator(&["release", "list"]);
-    assert!(out.stdout.contains("unsigned"), "{}", out.stdout);
+    assert!(out.stdout.contains("UNSIGNED"), "{}", out.stdout);
 }
 
 #[test]

@@ -486,7 +486,7 @@ pub(super) async fn list(
                 let signed = &pointer_signatures[*n];
                 format!(
                     "{n} ({})",
-                    signed.describe_pointer(p.serial, p.expires.as_deref())
+                    signed.describe_pointer(p.serial, p.expires.as_deref(), !keys.is_empty())
                 )
             })
             .collect::<Vec<_>>();
@@ -548,7 +548,7 @@ async fn show(global: &GlobalArgs, config: &Config, store: &Store, tag: &str) ->
             outln!(
                 "{:16}{name} (stable, {})",
                 "pointer",
-                signed.describe_pointer(pointer.serial, pointer.expires.as_deref())
+                signed.describe_pointer(pointer.serial, pointer.expires.as_deref(), !keys.is_empty())
             );
         }
         if let Some(r) = pointer.rollout.as_ref().filter(|r| r.tag == tag) {
