@@ -201,8 +201,9 @@ fn sigterm_during_a_long_init_lets_it_finish_and_exits_0() {
     assert_eq!(host.report()["tag"], "v2");
 }
 
-#[test]
-fn an_uncommitted_switch_is_health_checked_first_and_rolled_back() {
+/// v1 booted and good; v2 (healthy or not) deployed by hand and current, its init
+/// never run, so never committed.
+fn switched_to_v2_uncommitted(healthy: bool) -> (tempfile::TempDir, Host) {
     let dir = tempfile::tempdir().unwrap();
     let host = Host::new(&config_with_hold(
         "[health]\ncommand = \"test -f healthy\"\ntries = 1\n",
@@ -210,10 +211,16 @@ fn an_uncommitted_switch_is_health_checked_first_and_rolled_back() {
     ));
     release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
-    // v2 switched to and never committed: what a kill -9 between the two leaves.
-    release(&host, "v2", "", false);
+    release(&host, "v2", "", healthy);
     assert_eq!(host.run(&["deploy"]).code, 0);
     assert_eq!(current(&host), "releases/v2");
+    (dir, host)
+}
+
+#[test]
+fn an_uncommitted_switch_is_health_checked_first_and_rolled_back() {
+    // v2 switched to and never committed: what a kill -9 between the two leaves.
+    let (_dir, host) = switched_to_v2_uncommitted(false);
     // Its init was seen to finish (what a kill after init and before the commit
     // leaves): only the health check runs again.
     write(
@@ -234,16 +241,8 @@ fn an_uncommitted_switch_is_health_checked_first_and_rolled_back() {
 
 #[test]
 fn a_release_whose_init_never_finished_runs_it_again_before_it_is_committed() {
-    let dir = tempfile::tempdir().unwrap();
-    let host = Host::new(&config_with_hold(
-        "[health]\ncommand = \"test -f healthy\"\ntries = 1\n",
-        dir.path(),
-    ));
-    release(&host, "v1", "", true);
-    assert_eq!(host.run(&["run"]).code, 0);
     // Switched to, and its init never ran: a healthy check alone must not commit it.
-    release(&host, "v2", "", true);
-    assert_eq!(host.run(&["deploy"]).code, 0);
+    let (_dir, host) = switched_to_v2_uncommitted(true);
     let out = host.run(&["agent", "--once"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("not seen to finish"), "{}", out.stderr);
