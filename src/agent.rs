@@ -39,6 +39,7 @@ pub async fn run(config: &Config, once: bool, json: bool) -> anyhow::Result<Exit
         .map_err(|e| anyhow::anyhow!("opening state dir {}: {e}", config.deploy.state_dir.display()))?;
     let _agent = state.agent_lock()?;
     let stop = Stop::watch(config)?;
+    let stop_seen = stop.seen();
     let mut hangup = signal(SignalKind::hangup())?;
     let identity = identity::resolve(&config.identity, &config.identity.source).await?;
     let store = store::open(&config.store, identity.credentials.as_ref(), store::Access::Read)?;
@@ -48,6 +49,7 @@ pub async fn run(config: &Config, once: bool, json: bool) -> anyhow::Result<Exit
         last_refusal: None,
         last_hold: None,
         reported: std::cell::Cell::new(false),
+        stop: stop_seen,
         config,
         state,
         identity,
@@ -123,6 +125,8 @@ struct Agent<'a> {
     last_hold: Option<String>,
     /// A report was written since this was last cleared.
     reported: std::cell::Cell<bool>,
+    /// Whether SIGTERM or SIGINT came.
+    stop: StopSeen,
     json: bool,
 }
 
@@ -149,24 +153,34 @@ impl Agent<'_> {
     /// it, a rollback's own init included), is dealt with before anything else. The
     /// exit of what it did (`Ok` when there was nothing to do).
     async fn recover(&mut self) -> anyhow::Result<Exit> {
-        let (Some(current), Some(good)) = (self.state.current(), self.state.good()) else {
+        let Some(current) = self.state.current() else {
             return Ok(Exit::Ok);
         };
-        let unfinished = |state: &StateDir| {
-            state
-                .init_record()
-                .is_some_and(|r| r.tag == current && !r.finished)
+        // What needs it: a switch never committed, or an init of `current` that did
+        // not finish (init.json says), a first boot's killed during init included.
+        let needs = |state: &StateDir| {
+            let record = state.init_record().filter(|r| r.tag == current);
+            let unfinished = record.as_ref().is_some_and(|r| !r.finished);
+            match state.good() {
+                Some(good) => good != current || unfinished,
+                // A first release whose init finished and failed stays as its run
+                // reported it; one whose init was cut short runs it again.
+                None => unfinished,
+            }
         };
-        if current == good && !unfinished(&self.state) {
+        if !needs(&self.state) {
             return Ok(Exit::Ok);
         }
         let _lock = self.state.lock(self.config.deploy.lock_timeout)?;
-        // Decided again under the lock: a boot run may have settled it meanwhile.
-        if self.state.current().as_deref() != Some(current.as_str())
-            || (self.state.good().as_deref() == Some(current.as_str()) && !unfinished(&self.state))
+        // Decided again under the lock: a boot run may have settled it meanwhile; and
+        // a stop asked for while waiting starts nothing.
+        if self.stop.requested()
+            || self.state.current().as_deref() != Some(current.as_str())
+            || !needs(&self.state)
         {
             return Ok(Exit::Ok);
         }
+        let good = self.state.good();
         let _step = LongStep::start(self.config);
         // The pointer's serial, if it still names that release: a failure is then
         // recorded under it, and not retried until it changes.
@@ -189,7 +203,10 @@ impl Agent<'_> {
                 exit::one_line(&err)
             );
         }
-        let result = self.flow().recover(&mut run, &current, &good, serial).await;
+        let result = self
+            .flow()
+            .recover(&mut run, &current, good.as_deref(), serial)
+            .await;
         Ok(self.finish(run, result).await)
     }
 
@@ -309,6 +326,10 @@ impl Agent<'_> {
                 return Acted::Again(Exit::Failed);
             }
         };
+        // Told to stop while waiting for the lock: nothing is started.
+        if self.stop.requested() {
+            return Acted::Again(Exit::Ok);
+        }
         let current = self.state.current();
         let assigned = pointer.assign(&self.identity.machine_id, crate::release::clock());
         // A new place in a rollout is reported at once, not at the next heartbeat.
@@ -710,7 +731,12 @@ impl Stop {
     }
 
     fn requested(&self) -> bool {
-        self.shared.signal.lock().is_ok_and(|s| s.is_some())
+        self.seen().requested()
+    }
+
+    /// A handle that tells whether a stop was asked for.
+    fn seen(&self) -> StopSeen {
+        StopSeen(self.shared.clone())
     }
 
     fn signal(&self) -> &'static str {
@@ -729,6 +755,15 @@ impl Stop {
         let done = step.await;
         self.shared.busy.store(false, Ordering::SeqCst);
         done
+    }
+}
+
+/// Whether SIGTERM or SIGINT came, for the steps to look at after a wait.
+struct StopSeen(std::sync::Arc<StopShared>);
+
+impl StopSeen {
+    fn requested(&self) -> bool {
+        self.0.signal.lock().is_ok_and(|s| s.is_some())
     }
 }
 

@@ -36,7 +36,15 @@ pub async fn check(
     let mut tries = 0;
     let (ok, output, stopped_by) = loop {
         tries += 1;
-        let (healthy, said) = probe.once(release, env, config.timeout, forward_signals).await;
+        // A URL's try is cut short by a stop too (a command's gets the signal itself).
+        let trying = probe.once(release, env, config.timeout, forward_signals);
+        let (healthy, said) = match (&probe, &signals) {
+            (Probe::Url(_), Some(caught)) if forward_signals => tokio::select! {
+                tried = trying => tried,
+                signal = stop_of(caught) => (false, format!("stopped by {signal} during the try")),
+            },
+            _ => trying.await,
+        };
         if let Some(signal) = stopped() {
             break (false, said, Some(signal.to_owned()));
         }
@@ -82,6 +90,16 @@ pub fn shown_url(url: &str) -> String {
             text
         }
         Err(_) => "(a URL that does not parse)".into(),
+    }
+}
+
+/// Resolves with the signal's name once one is caught.
+async fn stop_of(signals: &init::Signals) -> &'static str {
+    loop {
+        if let Some(signal) = signals.caught_name() {
+            return signal;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

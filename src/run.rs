@@ -178,11 +178,12 @@ impl Flow<'_> {
         &self,
         run: &mut Run,
         tag: &str,
-        good: &str,
+        good: Option<&str>,
         serial: Option<u64>,
     ) -> anyhow::Result<()> {
         self.end_orphaned_init();
-        run.previous_tag = Some(good.to_owned());
+        run.previous_tag = good.map(str::to_owned);
+        let good_name = good.unwrap_or("none yet");
         run.tag = Some(tag.to_owned());
         run.sha256 = self.state.sha256_of(tag);
         // Only an init seen to finish is checked as it is; one that never finished (a
@@ -192,12 +193,14 @@ impl Flow<'_> {
             .init_record()
             .is_some_and(|r| r.tag == tag && r.finished);
         if !finished {
-            warn!("{tag} is current but its init was not seen to finish (good is {good}): running it again");
+            warn!(
+                "{tag} is current but its init was not seen to finish (good is {good_name}): running it again"
+            );
             return self.start(run, tag, serial).await;
         }
-        warn!("{tag} is current but was never committed (good is {good}): checking it");
+        warn!("{tag} is current but was never committed (good is {good_name}): checking it");
         let release = self.state.release(tag);
-        let env = self.environment(tag, &release, self.phase, Some(good));
+        let env = self.environment(tag, &release, self.phase, good);
         let Some(checked) = health::check(&self.config.health, &release, &env, self.forward_signals()).await
         else {
             return self.start(run, tag, serial).await;
@@ -216,9 +219,9 @@ impl Flow<'_> {
             return Ok(());
         }
         let failure = anyhow::anyhow!("{tag}: {reason}");
-        match self.config.health.rollback {
-            true => self.roll_back(run, tag, good, serial, failure).await,
-            false => Err(failure),
+        match (self.config.health.rollback, good.filter(|good| *good != tag)) {
+            (true, Some(good)) => self.roll_back(run, tag, good, serial, failure).await,
+            _ => Err(failure),
         }
     }
 

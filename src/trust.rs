@@ -171,6 +171,11 @@ impl Keys {
         self.0.is_empty()
     }
 
+    /// Whether the key with this id is one of them.
+    pub fn has(&self, id: &str) -> bool {
+        self.0.iter().any(|(_, known)| known == id)
+    }
+
     /// The namespace signatures for `store` name: `[trust] namespace`, else the store's
     /// URL as configured (`s3://my-builds/app`).
     pub fn namespace(&self, store: &Store) -> String {

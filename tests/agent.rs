@@ -533,10 +533,11 @@ fn a_timed_wave_that_reaches_a_held_instance_is_applied_once_the_hold_is_gone() 
     assert_eq!(current(&host), "releases/v1");
     std::fs::remove_file(dir.path().join("hold")).unwrap();
     assert!(
-        eventually(Duration::from_secs(15), || current(&host) == "releases/v2"),
+        eventually(Duration::from_secs(15), || host.inits().len() == 2),
         "the assignment was never applied: {}",
         log(&host)
     );
+    assert_eq!(current(&host), "releases/v2");
     assert_eq!(host.inits(), ["v1 boot -", "v2 update v1"]);
     assert_eq!(stop(agent).code(), Some(0));
 }
@@ -819,4 +820,62 @@ fn harmful_agent_and_health_settings_are_refused() {
         assert_eq!(out.code, 2, "{config}: {}", out.stderr);
         assert!(out.stderr.contains(key), "{}", out.stderr);
     }
+}
+
+#[test]
+fn a_first_boot_killed_during_init_is_recovered_by_the_agent() {
+    let host = Host::new(FAST);
+    let body = format!(
+        "{INIT}\nif [ ! -f \"$LOG_DIR/once\" ]; then touch \"$LOG_DIR/once\"; echo $$ > \"$LOG_DIR/pid\"; sleep 60; fi"
+    );
+    host.push("v1", Some(&body), &[], true);
+    let mut boot = host
+        .command()
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(15), || host.logged("pid")));
+    boot.kill().unwrap();
+    boot.wait().unwrap();
+    let pid: i32 = std::fs::read_to_string(host.path("log/pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(host.link("good"), None, "nothing was committed yet");
+    let out = host.run(&["agent", "--once"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // SAFETY: signal 0 only asks whether the process exists.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the orphaned init still runs");
+    assert_eq!(host.inits(), ["v1 boot -", "v1 update -"]);
+    assert_eq!(host.link("good").as_deref(), Some("releases/v1"));
+}
+
+#[test]
+fn sigterm_while_waiting_for_the_lock_starts_nothing() {
+    let host = Host::new(&format!("{FAST}[deploy]\nlock_timeout = \"20s\"\n"));
+    release(&host, "v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    let mut holder = std::process::Command::new("flock")
+        .arg(host.path("state/lock"))
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("flock(1), from util-linux");
+    let agent = start_agent(&host);
+    release(&host, "v2", "", true);
+    assert!(
+        eventually(Duration::from_secs(15), || log(&host).contains("waiting up to")),
+        "{}",
+        log(&host)
+    );
+    // SAFETY: signalling a child we spawned.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(stop(agent).code(), Some(0));
+    assert_eq!(current(&host), "releases/v1", "{}", log(&host));
+    assert_eq!(host.inits(), ["v1 boot -"]);
 }

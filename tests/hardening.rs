@@ -673,3 +673,99 @@ fn the_lock_holder_named_is_the_process_that_holds_it() {
     );
     assert!(!line.contains("999999"), "{line}");
 }
+
+#[test]
+fn nothing_is_written_through_a_link_in_a_file_store() {
+    let host = Host::new("");
+    release(&host, "v1", Some("true"));
+    let outside = host.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::create_dir_all(host.path("store/reports")).unwrap();
+    std::os::unix::fs::symlink(&outside, host.path("store/reports/prod")).unwrap();
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("never written through a link"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "a report was written outside the store"
+    );
+}
+
+#[test]
+fn commands_racing_to_open_an_older_state_dir_both_open_it() {
+    let host = Host::new("");
+    release(&host, "v1", Some("true"));
+    assert_eq!(host.run(&["run"]).code, 0);
+    let mark = std::fs::read(host.path("state/marks/v1.json")).unwrap();
+    for _ in 0..6 {
+        let _ = std::fs::remove_dir_all(host.path("state/marks"));
+        std::fs::write(host.path("state/releases/v1/.bootlace-release.json"), &mark).unwrap();
+        let runs: Vec<_> = (0..3)
+            .map(|_| {
+                host.command()
+                    .arg("run")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for run in runs {
+            let out = run.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert!(host.path("state/marks/v1.json").is_file());
+        let strays = std::fs::read_dir(host.path("state"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".marks.")
+            })
+            .count();
+        assert_eq!(strays, 0, "a temporary marks dir was left");
+    }
+}
+
+#[test]
+fn sigterm_cuts_a_health_urls_try_short() {
+    // A server that accepts and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _held = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for stream in listener.incoming().flatten() {
+            kept.push(stream);
+        }
+    });
+    let host = Host::new(&format!(
+        "[health]\nurl = \"http://127.0.0.1:{port}/health\"\ntimeout = \"30s\"\ntries = 1\n"
+    ));
+    release(&host, "v1", Some("touch \"$LOG_DIR/v1-init\""));
+    let child = host
+        .command()
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || host.logged("v1-init")));
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    // SAFETY: signalling a child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the GET ran to its timeout"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(host.report()["health"]["stopped_by"], "SIGTERM");
+}

@@ -261,18 +261,20 @@ fn a_50_mb_pointer_is_refused_unread() {
 #[test]
 fn a_signature_by_an_unknown_key_is_refused() {
     let s = Signed::new();
-    let (other, _) = keygen(s.host.dir.path(), "other");
-    // The operator config trusts the first key, so v2's manifest passes the check
-    // before promoting; the pointer is signed by a key the instance does not know.
-    s.operator(&[
-        "release",
-        "promote",
-        "v2",
-        "--env",
-        "prod",
-        "--sign-key",
-        other.to_str().unwrap(),
-    ]);
+    let (other, other_public) = keygen(s.host.dir.path(), "other");
+    // An operator machine that trusts both keys (this one refuses a key outside its
+    // own) signs the pointer with a key the instance does not know.
+    let first = std::fs::read_to_string(s.key.with_file_name("bootlace.pub")).unwrap();
+    let first = first.lines().nth(1).unwrap().trim().to_owned();
+    let operator = s.host.path("operator.toml");
+    std::fs::write(&operator, trusting(&[&first, &other_public])).unwrap();
+    let out = run(s
+        .host
+        .command()
+        .env("BOOTLACE_CONFIG", &operator)
+        .args(["release", "promote", "v2", "--env", "prod", "--sign-key"])
+        .arg(&other));
+    assert_eq!(out.code, 0, "{}", out.all());
     s.assert_refused("key", "which is not one of [trust] keys");
 }
 
@@ -371,7 +373,16 @@ fn key_rotation_two_keys_then_the_old_one_retired() {
     host.configure(&trusting(&[&new_public]));
     assert_eq!(host.run(&["run"]).code, 0);
     host.set_env("BOOTLACE_SIGN_KEY", old.to_str().unwrap());
+    // This machine refuses to sign with a key it no longer trusts; one without [trust]
+    // keys signs, and instances refuse it.
     let out = host.run(&["release", "promote", "v1", "--env", "prod"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    let operator = host.path("operator.toml");
+    std::fs::write(&operator, trusting(&[&old_public, &new_public])).unwrap();
+    let out = run(host
+        .command()
+        .env("BOOTLACE_CONFIG", &operator)
+        .args(["release", "promote", "v1", "--env", "prod"]));
     assert_eq!(out.code, 0, "{}", out.all());
     let out = host.run(&["run"]);
     assert_eq!(out.code, 3, "{}", out.all());
@@ -791,4 +802,27 @@ fn a_push_that_could_not_move_a_signed_pointer_uploads_nothing() {
     assert!(out.stderr.contains("is signed"), "{}", out.stderr);
     assert!(!s.store("builds/v3.json").exists(), "the tag was spent");
     assert_eq!(blobs(), before, "an archive was uploaded");
+}
+
+#[test]
+fn a_signing_key_outside_this_machines_trust_keys_is_refused() {
+    let s = Signed::new();
+    let (other, _) = keygen(s.host.dir.path(), "other");
+    let before = s.read("pointers/prod.json");
+    let out = s.host.run(&[
+        "release",
+        "promote",
+        "v2",
+        "--env",
+        "prod",
+        "--sign-key",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr.contains("not one of this machine's [trust] keys"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(s.read("pointers/prod.json"), before);
 }

@@ -122,8 +122,15 @@ impl StateDir {
             }
         }
         sync_dir(&temp)?;
-        fs::rename(&temp, &marks)?;
-        sync_dir(&self.root)
+        match fs::rename(&temp, &marks) {
+            Ok(()) => sync_dir(&self.root),
+            // Another command opening the same state dir moved them first.
+            Err(_) if marks.is_dir() => remove_tree(&temp),
+            Err(err) => {
+                let _ = remove_tree(&temp);
+                Err(err)
+            }
+        }
     }
 
     fn mark_path(&self, tag: &str) -> PathBuf {

@@ -280,21 +280,25 @@ fn resumed(rollout: &Rollout, now: SystemTime) -> Rollout {
         percent: frozen,
         after: "0s".into(),
     }];
-    for wave in waves.iter().filter(|w| w.percent > frozen) {
+    let later: Vec<&Wave> = waves.iter().filter(|w| w.percent > frozen).collect();
+    let cap = crate::config::duration::MAX.as_secs();
+    let mut last = 0;
+    for (i, wave) in later.iter().enumerate() {
         let Some(after) = wave_after(wave) else {
             continue;
         };
-        let left = (started + after).duration_since(halted).unwrap_or_default();
-        // Within the year a duration may span.
-        let left = Duration::from_secs(left.as_secs().clamp(1, 365 * 86400));
-        // Rising delays, as every wave list must have.
-        let left = match laid.last().and_then(wave_after) {
-            Some(last) if left <= last => last + Duration::from_secs(1),
-            _ => left,
-        };
+        let left = (started + after)
+            .duration_since(halted)
+            .unwrap_or_default()
+            .as_secs();
+        // Delays rise (as every wave list's must) and stay within the year a duration
+        // may span, leaving a second for each wave still to come.
+        let room = cap - (later.len() - 1 - i) as u64;
+        last = left.max(last + 1).min(room);
+        // In seconds: a humantime rendering of a year can parse back as more than one.
         laid.push(Wave {
             percent: wave.percent,
-            after: humantime::format_duration(left).to_string(),
+            after: format!("{last}s"),
         });
     }
     Rollout {
@@ -533,6 +537,20 @@ mod tests {
             .unwrap();
         resumed.check().unwrap();
         assert_eq!(resumed.effective_percent(now), 10.0);
+    }
+
+    #[test]
+    fn resuming_waves_near_the_year_cap_stays_a_valid_rollout() {
+        let start = humantime::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
+        let mut r = rollout(0.0, Some(parse_waves("10@0s,50@364d,100@365d").unwrap()), start);
+        r.percent = 10.0;
+        r.halted = true;
+        // Halted by a clock three days behind the promoter's.
+        r.halted_at =
+            Some(humantime::format_rfc3339_seconds(start - Duration::from_secs(3 * 86400)).to_string());
+        let resumed = resumed(&r, start);
+        resumed.check().unwrap();
+        assert_eq!(resumed.effective_percent(start), 10.0);
     }
 
     #[test]

@@ -248,6 +248,17 @@ impl Author {
     ) -> anyhow::Result<Author> {
         let signer = sign_key.map(|path| Signer::load(path)).transpose()?;
         if let Some(signer) = &signer {
+            // Where this machine lists the keys instances trust, a key outside them
+            // would sign what every instance refuses: a frozen environment.
+            if !trusted.is_empty() && !trusted.has(&signer.key_id) {
+                return Err(BadInput(format!(
+                    "signing key {} is not one of this machine's [trust] keys: instances that trust \
+                     those would refuse what it signs (add its public key to [trust] keys, here and on the \
+                     instances, to rotate to it)",
+                    signer.key_id
+                ))
+                .into());
+            }
             trusted.add(signer.public.clone());
         }
         Ok(Author {

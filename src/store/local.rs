@@ -155,6 +155,31 @@ pub fn delete(root: &Path, key: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Refuses `key` when a folder on its way under `root` is a link (or not a folder): a
+/// write through it would land outside the store. Folders not made yet are fine.
+pub fn check_folders(root: &Path, key: &str) -> std::io::Result<()> {
+    let parts: Vec<&str> = key.split('/').filter(|p| !p.is_empty()).collect();
+    let mut path = root.to_owned();
+    for part in parts.iter().take(parts.len().saturating_sub(1)) {
+        if *part == "." || *part == ".." {
+            return Err(std::io::Error::other(format!("{key:?}: not a key of the store")));
+        }
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "{} is a link or not a folder; a store is never written through a link",
+                    path.display()
+                )));
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +199,8 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("reports/evil")).unwrap();
         std::os::unix::fs::symlink("../../builds", dir.path().join("reports/evil/web")).unwrap();
         assert!(delete(dir.path(), "reports/evil/web/v1.json").is_err());
+        assert!(check_folders(dir.path(), "reports/evil/web/i-1.json").is_err());
+        assert!(check_folders(dir.path(), "reports/new/web/i-1.json").is_ok());
         assert!(delete(dir.path(), "reports/../builds/v1.json").is_err());
         assert!(dir.path().join("builds/v1.json").exists());
         std::fs::create_dir_all(dir.path().join("reports/a/b")).unwrap();

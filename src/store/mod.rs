@@ -182,6 +182,15 @@ impl Store {
         ObjectPath::from_iter(self.prefix_path.parts().chain(key.parts()))
     }
 
+    /// On a `file://` store: refuses a key whose folders pass through a link (planted
+    /// under `reports/`, say), so that nothing is written outside the store's folders.
+    fn no_links(&self, action: &'static str, key: &str) -> Result<(), StoreError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        local::check_folders(root, key).map_err(|e| self.io_error(action, key, e))
+    }
+
     fn error(&self, action: &'static str, key: &str, err: &object_store::Error) -> StoreError {
         StoreError {
             refused: false,
@@ -317,6 +326,7 @@ impl Store {
 
     /// Writes `bytes` at `key`, replacing what is there (reports, not releases).
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.no_links("writing", key)?;
         self.objects
             .put(&self.path(key), PutPayload::from(bytes))
             .await
@@ -406,6 +416,7 @@ impl Store {
 
     /// Writes `bytes` at `key` only if nothing is there. `Ok(false)` when something is.
     pub async fn create(&self, key: &str, bytes: Bytes) -> Result<bool, StoreError> {
+        self.no_links("creating", key)?;
         if !self.enforces_preconditions().await? && self.size_of(key).await?.is_some() {
             return Ok(false);
         }
@@ -431,6 +442,7 @@ impl Store {
         bytes: Bytes,
         expected: Option<&Versioned>,
     ) -> Result<bool, StoreError> {
+        self.no_links("writing", key)?;
         let Some(expected) = expected else {
             return self.create(key, bytes).await;
         };
@@ -565,6 +577,7 @@ impl Store {
         expected: &str,
         mut progress: impl FnMut(u64),
     ) -> Result<(), StoreError> {
+        self.no_links("uploading", key)?;
         use sha2::Digest;
         let mut writer =
             object_store::buffered::BufWriter::with_capacity(self.objects.clone(), self.path(key), PART_SIZE)
