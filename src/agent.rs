@@ -227,9 +227,14 @@ impl Agent<'_> {
         };
         let checked = match tokio::time::timeout(self.config.deploy.timeout, reading).await {
             Ok(checked) => checked,
-            Err(_) => Err(anyhow::anyhow!(
-                "reading pointer {name}: timed out (deploy.timeout)"
-            )),
+            // No answer in time: an outage, backed off as one.
+            Err(_) => Err(StoreError {
+                refused: false,
+                action: "reading",
+                url: self.store.url_of(&layout::pointer(&name)),
+                reason: "timed out (deploy.timeout)".into(),
+            }
+            .into()),
         };
         let (pointer, e_tag) = match checked {
             Ok(Checked::NotModified) => {
