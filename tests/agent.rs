@@ -879,3 +879,27 @@ fn sigterm_while_waiting_for_the_lock_starts_nothing() {
     assert_eq!(current(&host), "releases/v1", "{}", log(&host));
     assert_eq!(host.inits(), ["v1 boot -"]);
 }
+
+#[test]
+fn a_pointer_read_that_times_out_is_an_outage_not_a_refusal() {
+    let host = Host::on_moto(FAST);
+    release(&host, "v1", "", true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    // Every pointer read stalls after its headers.
+    let proxy = Proxy::start(&s3::moto().endpoint, "pointers/", Fault::Stall { after: 0 }, 1000);
+    write(
+        host.dir.path(),
+        "config.toml",
+        format!("{FAST}[deploy]\ntimeout = \"1s\"\n[store]\nidle_timeout = \"10s\"\n"),
+    );
+    let mut command = host.command();
+    command.env("AWS_ENDPOINT_URL", &proxy.endpoint);
+    let agent = spawn_agent(&host, command);
+    assert!(
+        eventually(Duration::from_secs(20), || log(&host).contains("trying again in")),
+        "{}",
+        log(&host)
+    );
+    assert!(!log(&host).contains("target not deployed"), "{}", log(&host));
+    assert_eq!(stop(agent).code(), Some(0));
+}
