@@ -754,3 +754,44 @@ fn png_colours(path: &Path) -> (u32, u32, usize) {
     let colours: std::collections::HashSet<&[u8]> = pixels[..info.buffer_size()].chunks(step).collect();
     (info.width, info.height, colours.len())
 }
+
+#[test]
+fn a_report_speaks_only_for_the_key_it_is_stored_at() {
+    let dir = tempfile::tempdir().unwrap();
+    support::fleet::write_to_dir(dir.path(), &[Instance::new("prod", "web", "i-1", "v2")]);
+    // i-1's report copied over i-2's key (or i-2's body forged): unreadable, not i-2's.
+    let forged = std::fs::read(dir.path().join("reports/prod/web/i-1.json")).unwrap();
+    std::fs::create_dir_all(dir.path().join("reports/prod/db")).unwrap();
+    std::fs::write(dir.path().join("reports/prod/web/i-2.json"), &forged).unwrap();
+    std::fs::write(dir.path().join("reports/prod/db/i-1.json"), &forged).unwrap();
+    let fleet = |args: &[&str]| {
+        run(bootlace()
+            .env("BOOTLACE_STORE", format!("file://{}", dir.path().display()))
+            .arg("fleet")
+            .args(args))
+    };
+    let out = fleet(&["--json"]);
+    let read = json(&out);
+    assert_eq!(read["groups"].as_array().unwrap().len(), 1, "{}", out.stdout);
+    assert_eq!(read["groups"][0]["instances"], 1);
+    assert_eq!(read["unreadable_count"], 2);
+    let reasons: Vec<&str> = read["unreadable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("its machine_id is i-1, but it is stored as i-2's")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("its role is web, but it is stored as db's")),
+        "{reasons:?}"
+    );
+    assert_eq!(fleet(&["--check"]).code, 1);
+}
