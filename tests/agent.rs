@@ -31,14 +31,7 @@ fn release(host: &Host, tag: &str, extra: &str, healthy: bool) {
 }
 
 fn start_agent(host: &Host) -> Agent {
-    let child = host
-        .command()
-        .arg("agent")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(host.path("agent.log")).unwrap())
-        .spawn()
-        .unwrap();
-    Agent(child)
+    spawn_agent(host, host.command())
 }
 
 /// What the agent logged.
