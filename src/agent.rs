@@ -564,15 +564,11 @@ impl Agent<'_> {
         if let Err(err) = report.refresh(self.state.root()) {
             warn!("refreshing the report: {err}");
         }
-        if let (true, Some(environment), Some(role)) = (
-            self.config.report.upload,
-            &self.identity.environment,
-            &self.identity.role,
-        ) {
-            let key = layout::report(environment, role, &self.identity.machine_id);
-            if let Err(err) = self.store.put(&key, report.to_json().into()).await {
-                warn!("uploading the report: {err}");
-            }
+        if self.config.report.upload
+            && let Err(err) =
+                crate::run::upload_report(&report, &self.identity, &self.store, &self.config.report).await
+        {
+            warn!("uploading the report: {err}");
         }
     }
 

@@ -319,11 +319,18 @@ impl Default for HealthConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ReportConfig {
     pub upload: bool,
+    /// Uploads carry the S3 object tag `bootlace-instance=<machine_id>`, which the IAM
+    /// policy of docs/fleet.md ties to the writer, so that an instance can write only
+    /// its own report. S3 stores only.
+    pub instance_tag: bool,
 }
 
 impl Default for ReportConfig {
     fn default() -> Self {
-        Self { upload: true }
+        Self {
+            upload: true,
+            instance_tag: false,
+        }
     }
 }
 
@@ -384,6 +391,15 @@ impl Config {
             return Err(invalid(
                 "agent.interval",
                 "at least 100ms (each check is a request to the store from every instance; minutes are usual)",
+            ));
+        }
+        if self.report.instance_tag
+            && let Some(url) = &self.store.url
+            && !url.starts_with("s3://")
+        {
+            return Err(invalid(
+                "report.instance_tag",
+                "object tags are for s3:// stores (the IAM policy that reads them is AWS's)",
             ));
         }
         for (i, key) in self.trust.keys.iter().enumerate() {

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, ReportConfig};
 use crate::deploy::state::{Failed, StateDir};
 use crate::deploy::{self, Target};
 use crate::exit::{self, Exit};
@@ -722,7 +722,7 @@ impl Run {
             warn!("writing the report to {}: {err}", state.root().display());
         }
         if let (true, Some(identity), Some(store)) = (config.report.upload, identity, store) {
-            upload(&report, identity, store).await;
+            upload(&report, identity, store, &config.report).await;
         }
         Ran { report, exit }
     }
@@ -738,13 +738,31 @@ fn hostname() -> Option<String> {
 }
 
 /// Uploads the report; a failure is logged, never fatal.
-async fn upload(report: &Report, identity: &Identity, store: &Store) {
-    let (Some(environment), Some(role)) = (&identity.environment, &identity.role) else {
+async fn upload(report: &Report, identity: &Identity, store: &Store, config: &ReportConfig) {
+    if identity.environment.is_none() || identity.role.is_none() {
         warn!("not uploading the report: user-data gives no environment or role");
         return;
-    };
-    let key = layout::report(environment, role, &identity.machine_id);
-    if let Err(err) = store.put(&key, report.to_json().into()).await {
+    }
+    if let Err(err) = upload_report(report, identity, store, config).await {
         warn!("uploading the report: {err}");
     }
+}
+
+/// Writes `report` at its key, `reports/<environment>/<role>/<machine_id>.json`, tagged
+/// with the machine id under `[report] instance_tag`; nothing when the identity names
+/// no environment or role.
+pub(crate) async fn upload_report(
+    report: &Report,
+    identity: &Identity,
+    store: &Store,
+    config: &ReportConfig,
+) -> Result<(), StoreError> {
+    let (Some(environment), Some(role)) = (&identity.environment, &identity.role) else {
+        return Ok(());
+    };
+    let key = layout::report(environment, role, &identity.machine_id);
+    let tag = config
+        .instance_tag
+        .then_some((layout::INSTANCE_TAG, identity.machine_id.as_str()));
+    store.put_tagged(&key, report.to_json().into(), tag).await
 }

@@ -795,3 +795,49 @@ fn a_report_speaks_only_for_the_key_it_is_stored_at() {
     );
     assert_eq!(fleet(&["--check"]).code, 1);
 }
+
+/// `[report] instance_tag`: an upload carries the object tag `bootlace-instance` with
+/// its machine id, the tag the IAM policy of docs/fleet.md ties to the writer and the
+/// key to; a store that keeps no tags refuses the upload with a line saying why, and a
+/// config naming such a store is refused.
+#[test]
+fn reports_carry_the_instance_tag_the_iam_policy_matches() {
+    use support::host::{Host, MACHINE_ID};
+    let tagged = "[report]\ninstance_tag = true\n";
+    let host = Host::on_moto(tagged);
+    host.push("v1", Some("true"), &[], true);
+    let out = host.run(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let place = host.place().unwrap();
+    let key = format!("reports/prod/web/{MACHINE_ID}.json");
+    assert!(s3::moto().object(place, &key).is_some(), "{}", out.stderr);
+    assert_eq!(
+        s3::moto().tags(place, &key),
+        [("bootlace-instance".to_owned(), MACHINE_ID.to_owned())]
+    );
+    // Without it, no tag: the policy for untagged reports (docs/image.md) still works.
+    let plain = Host::on_moto("");
+    plain.push("v1", Some("true"), &[], true);
+    assert_eq!(plain.run(&["run"]).code, 0);
+    assert!(s3::moto().tags(plain.place().unwrap(), &key).is_empty());
+
+    let local = Host::new(tagged);
+    local.push("v1", Some("true"), &[], true);
+    let out = local.run(&["run"]);
+    assert_eq!(
+        out.code, 0,
+        "a report that cannot be uploaded fails no run: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("object tag bootlace-instance needs an s3:// store"),
+        "{}",
+        out.stderr
+    );
+    assert!(!local.path("store").join(&key).exists());
+    local.configure(&format!("[store]\nurl = \"file:///tmp/x\"\n{tagged}"));
+    let out = local.run(&["plan"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("report.instance_tag"), "{}", out.stderr);
+}

@@ -5,6 +5,9 @@ use crate::archive::Compression;
 pub const BUILDS: &str = "builds/";
 pub const POINTERS: &str = "pointers/";
 pub const REPORTS: &str = "reports/";
+/// The object tag a report is uploaded with under `[report] instance_tag`: its
+/// machine id, which the IAM policy of docs/fleet.md matches against the writer.
+pub const INSTANCE_TAG: &str = "bootlace-instance";
 const JSON: &str = ".json";
 
 /// `builds/<tag>.json`, the tag's manifest and commit point.

@@ -326,9 +326,32 @@ impl Store {
 
     /// Writes `bytes` at `key`, replacing what is there (reports, not releases).
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.put_tagged(key, bytes, None).await
+    }
+
+    /// [`Store::put`] with one object tag (`x-amz-tagging`). Only an S3 store keeps
+    /// tags; elsewhere a tag is refused rather than silently dropped.
+    pub async fn put_tagged(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        tag: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
         self.no_links("writing", key)?;
+        let mut options = PutOptions::default();
+        if let Some((name, value)) = tag {
+            if !self.url.starts_with("s3://") {
+                return Err(StoreError {
+                    refused: true,
+                    action: "writing",
+                    url: self.url_of(key),
+                    reason: format!("object tag {name} needs an s3:// store"),
+                });
+            }
+            options.tags.push(name, value);
+        }
         self.objects
-            .put(&self.path(key), PutPayload::from(bytes))
+            .put_opts(&self.path(key), PutPayload::from(bytes), options)
             .await
             .map(drop)
             .map_err(|e| self.error("writing", key, &e))

@@ -48,6 +48,11 @@ impl Host {
         }
     }
 
+    /// The moto prefix of an instance made with [`Host::on_moto`].
+    pub fn place(&self) -> Option<&str> {
+        self.place.as_deref()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

@@ -212,6 +212,36 @@ impl Server {
         block_on(self.direct.put(&path, bytes.into())).unwrap();
     }
 
+    /// The object tags of `key` (under `place`), read around bootlace with S3's
+    /// `GetObjectTagging` (`GET ?tagging`), in the order the server lists them.
+    pub fn tags(&self, place: &str, key: &str) -> Vec<(String, String)> {
+        let url = format!("{}/{place}/{key}?tagging", self.endpoint.trim_end_matches('/'));
+        let scope = format!("Credential={ACCESS_KEY}/20260101/us-east-1/s3/aws4_request");
+        let xml = block_on(async {
+            let http = reqwest::Client::builder().no_proxy().build().unwrap();
+            let response = http
+                .get(&url)
+                .header(
+                    "authorization",
+                    format!("AWS4-HMAC-SHA256 {scope}, SignedHeaders=host, Signature=00"),
+                )
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            assert!(response.status().is_success(), "GET {url}: {}", response.status());
+            response.text().await.unwrap()
+        });
+        let between = |text: &str, tag: &str| -> Option<String> {
+            let start = text.find(&format!("<{tag}>"))? + tag.len() + 2;
+            let end = text[start..].find(&format!("</{tag}>"))? + start;
+            Some(text[start..end].to_owned())
+        };
+        xml.split("<Tag>")
+            .skip(1)
+            .filter_map(|tag| Some((between(tag, "Key")?, between(tag, "Value")?)))
+            .collect()
+    }
+
     fn path(place: &str, key: &str) -> object_store::path::Path {
         let prefix = place.strip_prefix(&format!("{BUCKET}/")).unwrap();
         object_store::path::Path::from(format!("{prefix}/{key}"))
