@@ -329,8 +329,9 @@ impl Store {
         self.put_tagged(key, bytes, None).await
     }
 
-    /// [`Store::put`] with one object tag (`x-amz-tagging`). Only an S3 store keeps
-    /// tags; elsewhere a tag is refused rather than silently dropped.
+    /// [`Store::put`] with one object tag (`x-amz-tagging`), for IAM to match: S3
+    /// stores only; elsewhere (where `file://` and GCS would drop it silently) a tag is
+    /// refused.
     pub async fn put_tagged(
         &self,
         key: &str,
