@@ -395,6 +395,15 @@ fn absolute_state_dir(dir: &std::path::Path) -> Result<PathBuf, crate::exit::Bad
 
 /// A runtime for one command. Single-threaded: bootlace's network work is a handful of
 /// requests, and a boot should not pay for starting worker threads.
+/// What a command that writes manifests or pointers works with (`release`, `rollout`).
+struct Op<'a> {
+    pub global: &'a GlobalArgs,
+    pub config: &'a Config,
+    pub store: &'a crate::store::Store,
+    /// Who writes, and with which signing key.
+    pub author: &'a crate::release::sign::Author,
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -6,7 +6,7 @@ use std::path::Path;
 use futures::StreamExt;
 use serde_json::json;
 
-use super::{GlobalArgs, ReleaseCommand, SignArgs, print_json, progress_bar, runtime};
+use super::{GlobalArgs, Op, ReleaseCommand, SignArgs, print_json, progress_bar, runtime};
 use crate::config::Config;
 use crate::exit::BadInput;
 use crate::exit::Exit;
@@ -14,15 +14,6 @@ use crate::release::push::{Progress, push};
 use crate::release::sign::{self, Author, Expiry};
 use crate::release::{self, Manifest, Moved, Pointer, check_tag, move_pointer, pointer_name, rollout};
 use crate::store::{self, Store, layout};
-
-/// What a command that writes manifests or pointers works with.
-pub(super) struct Op<'a> {
-    pub global: &'a GlobalArgs,
-    pub config: &'a Config,
-    pub store: &'a Store,
-    /// Who writes, and with which signing key.
-    pub author: &'a Author,
-}
 
 pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit> {
     let config = global.settings()?;

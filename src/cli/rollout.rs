@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde_json::json;
 
-use super::release::Op;
+use super::Op;
 use super::{GlobalArgs, RolloutCommand, print_json};
 use crate::config::Config;
 use crate::exit::{BadInput, Exit};
