@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::deploy::state::StateDir;
 use crate::deploy::{self, Target};
-use crate::exit::{self, Exit};
+use crate::exit::Exit;
 use crate::identity::{self, Identity};
 use crate::init::Phase;
 use crate::release::pointer::{Checked, Pointer};
@@ -200,7 +200,7 @@ impl Agent<'_> {
         if let Err(err) = run.provide_secrets(self.config, fetched) {
             warn!(
                 "{}; checking {current} with the secrets written before",
-                exit::one_line(&err)
+                crate::error::one_line(&err)
             );
         }
         let result = self
@@ -449,7 +449,10 @@ impl Agent<'_> {
         .await;
         let note = match &fetched {
             Ok(_) => format!("held by {hold}: {tag} is fetched and is switched to once the file is gone"),
-            Err(err) => format!("held by {hold}: fetching {tag} failed: {}", exit::one_line(err)),
+            Err(err) => format!(
+                "held by {hold}: fetching {tag} failed: {}",
+                crate::error::one_line(err)
+            ),
         };
         // Said once, not at every check while the hold lasts.
         if self.last_hold.as_ref() == Some(&note) {
@@ -497,7 +500,7 @@ impl Agent<'_> {
     /// A pointer refused by a trust rule: what runs keeps running, and the report says
     /// why, once (later checks that find the same refusal only log it).
     async fn refused(&mut self, err: anyhow::Error) -> Exit {
-        let why = exit::one_line(&err);
+        let why = crate::error::one_line(&err);
         if self.last_refusal.as_ref() == Some(&why) {
             warn!("{why}; keeping {}", self.current_name());
             self.heartbeat(false).await;
@@ -549,7 +552,7 @@ impl Agent<'_> {
                 if let Err(err) = Report::load(self.state.root()) {
                     let why = format!(
                         "the last report could not be read ({}); written anew",
-                        exit::one_line(&err)
+                        crate::error::one_line(&err)
                     );
                     warn!("{why}");
                     run.warn(why);
@@ -576,7 +579,7 @@ impl Agent<'_> {
         self.failures += 1;
         warn!(
             "{}; keeping {} and trying again in {}",
-            exit::one_line(err),
+            crate::error::one_line(err),
             self.current_name(),
             humantime::format_duration(self.backoff())
         );
@@ -627,7 +630,7 @@ impl Agent<'_> {
             }
             Err(err) => warn!(
                 "SIGHUP: {}; keeping the identity resolved before",
-                exit::one_line(&err)
+                crate::error::one_line(&err)
             ),
         }
     }
@@ -659,7 +662,7 @@ impl Agent<'_> {
             ),
             Err(err) => warn!(
                 "SIGHUP: {}; the secrets written before stay",
-                exit::one_line(&err)
+                crate::error::one_line(&err)
             ),
         }
     }

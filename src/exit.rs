@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use crate::config::ConfigError;
+use crate::error::BadInput;
 use crate::identity::userdata::UserDataError;
 
 /// How a command ended.
@@ -41,12 +42,6 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// A problem with what the user gave bootlace (a flag, an environment variable, a
-/// file) that has no more specific type.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
-
 /// The exit code for an error: 2 when anything in its chain is the user's input,
 /// 1 otherwise.
 pub fn classify(err: &anyhow::Error) -> Exit {
@@ -54,19 +49,6 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         .chain()
         .any(|e| e.is::<BadInput>() || e.is::<ConfigError>() || e.is::<UserDataError>());
     if bad_input { Exit::BadInput } else { Exit::Failed }
-}
-
-/// The error and its causes on one line, as `error: …` promises.
-pub fn one_line(err: &anyhow::Error) -> String {
-    let text = format!("{err:#}");
-    // Errors quote what was read from outside (a key, a store's answer): whatever
-    // control characters remain become spaces, so no error repaints a terminal.
-    text.split(['\n', '\r'])
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .map(|part| crate::text::printable(part, 4096))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[cfg(test)]
@@ -81,11 +63,5 @@ mod tests {
             .unwrap_err();
         assert_eq!(classify(&err), Exit::BadInput);
         assert_eq!(classify(&anyhow::anyhow!("boom")), Exit::Failed);
-    }
-
-    #[test]
-    fn one_line_joins_multiline_messages() {
-        let err = anyhow::anyhow!("first\nsecond\n").context("doing it");
-        assert_eq!(one_line(&err), "doing it: first; second");
     }
 }

@@ -188,7 +188,7 @@ async fn get(url: &str, timeout: Duration) -> (bool, String) {
         }
         Err(err) => {
             // reqwest names the URL it failed on, credentials and all.
-            let why = crate::exit::one_line(&err.without_url().into());
+            let why = crate::error::one_line(&err.without_url().into());
             (false, format!("GET {shown}: {why}"))
         }
     }

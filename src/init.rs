@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::InitConfig;
-use crate::exit::BadInput;
+use crate::error::BadInput;
 use crate::identity::Identity;
 
 /// Output kept for the report.

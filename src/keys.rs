@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::exit::BadInput;
+use crate::error::BadInput;
 
 /// The secret key's file name, beside the public key's.
 pub const SECRET_KEY_FILE: &str = "bootlace.key";

@@ -31,6 +31,7 @@ pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod deploy;
+pub mod error;
 pub mod exit;
 pub mod fleet;
 #[doc(hidden)]

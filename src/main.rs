@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         // A reader that stopped reading (`| head`) is not a failure to report.
         Err(err) if bootlace::cli::is_broken_pipe(&err) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", exit::one_line(&err));
+            eprintln!("error: {}", bootlace::error::one_line(&err));
             exit::classify(&err).into()
         }
     }

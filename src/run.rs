@@ -280,7 +280,7 @@ impl Flow<'_> {
             run.sha256 = self.state.sha256_of(&current);
             return Ok(());
         }
-        let why = exit::one_line(&err);
+        let why = crate::error::one_line(&err);
         run.degraded = Some(match run.store_unanswered {
             true => format!("store unreachable: {why}"),
             false => format!("target not deployed: {why}"),
@@ -324,7 +324,7 @@ impl Flow<'_> {
         failure: anyhow::Error,
     ) -> anyhow::Result<()> {
         // A health check's output can hold what init was given.
-        let reason = run.scrub(&exit::one_line(&failure));
+        let reason = run.scrub(&crate::error::one_line(&failure));
         warn!("{failed_tag} failed: {reason}; rolling back to {good}");
         self.state
             .roll_back_to(good, run.previous_link.as_deref())
@@ -617,7 +617,7 @@ impl Run {
             // None configured (any more): none left behind either. A run that uses no
             // secrets never fails for them.
             if let Err(err) = secrets::clear(&config.secrets) {
-                warn!("{}", exit::one_line(&err));
+                warn!("{}", crate::error::one_line(&err));
             }
             return Ok(());
         }
@@ -666,7 +666,11 @@ impl Run {
             self.warnings.push(why);
         }
         let (status, exit, error) = match (&result, &self.rolled_back_from, &self.degraded) {
-            (Err(err), ..) => (Status::Failed, exit::classify(err), Some(exit::one_line(err))),
+            (Err(err), ..) => (
+                Status::Failed,
+                exit::classify(err),
+                Some(crate::error::one_line(err)),
+            ),
             (Ok(()), Some(from), _) => (Status::RolledBack, Exit::RolledBack, Some(from.reason.clone())),
             (Ok(()), None, Some(why)) => (Status::Degraded, Exit::Degraded, Some(why.clone())),
             (Ok(()), None, None) => (Status::Ok, Exit::Ok, None),

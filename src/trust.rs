@@ -147,14 +147,14 @@ pub struct Keys(Vec<(PublicKey, String)>, Option<String>);
 
 impl Keys {
     /// `[trust] keys` and `namespace` (checked when the config was read).
-    pub fn from_config(config: &Config) -> Result<Keys, crate::exit::BadInput> {
+    pub fn from_config(config: &Config) -> Result<Keys, crate::error::BadInput> {
         let mut keys = Keys(
             Vec::new(),
             Some(config.trust.namespace.clone()).filter(|n| !n.is_empty()),
         );
         for (i, text) in config.trust.keys.iter().enumerate() {
             let key =
-                parse_key(text).map_err(|why| crate::exit::BadInput(format!("trust.keys[{i}]: {why}")))?;
+                parse_key(text).map_err(|why| crate::error::BadInput(format!("trust.keys[{i}]: {why}")))?;
             keys.add(key);
         }
         Ok(keys)
@@ -355,7 +355,7 @@ pub struct Trust {
 
 impl Trust {
     /// The instance's trust from its config: `None` without `[trust] keys`.
-    pub fn for_instance(config: &Config, record: bool) -> Result<Option<Trust>, crate::exit::BadInput> {
+    pub fn for_instance(config: &Config, record: bool) -> Result<Option<Trust>, crate::error::BadInput> {
         let keys = Keys::from_config(config)?;
         Ok((!keys.is_empty()).then(|| Trust {
             keys,

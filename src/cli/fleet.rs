@@ -4,7 +4,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::{FleetArgs, FleetCommand, GlobalArgs, print_json, runtime};
-use crate::exit::{BadInput, Exit};
+use crate::error::BadInput;
+use crate::exit::Exit;
 use crate::fleet::{self, Fleet, Scope, html::status_name};
 use crate::store;
 

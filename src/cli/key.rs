@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use super::{GlobalArgs, print_json};
-use crate::exit::{BadInput, Exit};
+use crate::error::BadInput;
+use crate::exit::Exit;
 use crate::keys;
 
 pub fn generate(global: &GlobalArgs, dir: Option<&Path>, unencrypted: bool) -> anyhow::Result<Exit> {

@@ -382,8 +382,8 @@ impl Cli {
 
 /// The state dir as an absolute path, fixed once: init scripts get paths inside it
 /// and run in another directory. An empty one is refused rather than meaning the cwd.
-fn absolute_state_dir(dir: &std::path::Path) -> Result<PathBuf, crate::exit::BadInput> {
-    use crate::exit::BadInput;
+fn absolute_state_dir(dir: &std::path::Path) -> Result<PathBuf, crate::error::BadInput> {
+    use crate::error::BadInput;
     if dir.as_os_str().is_empty() {
         return Err(BadInput(
             "the state dir is empty: set deploy.state_dir, --state-dir or BOOTLACE_STATE_DIR to a directory"

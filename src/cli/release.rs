@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{GlobalArgs, Op, ReleaseCommand, SignArgs, print_json, progress_bar, runtime};
 use crate::config::Config;
-use crate::exit::BadInput;
+use crate::error::BadInput;
 use crate::exit::Exit;
 use crate::release::push::{Progress, push};
 use crate::release::sign::{self, Author, Expiry};
@@ -164,7 +164,7 @@ async fn promote(
     } = *op;
     check_tag(tag)?;
     if salt.is_some() && plan.is_none() {
-        return Err(crate::exit::BadInput("--salt goes with --percent or --waves".into()).into());
+        return Err(crate::error::BadInput("--salt goes with --percent or --waves".into()).into());
     }
     let name = pointer_name(&config.deploy.pointer, env)?;
     let manifest = Manifest::load_complete(store, tag).await?;
@@ -362,7 +362,7 @@ pub(super) async fn list(
             }
             Ok(None) => {}
             Err(err) if crate::store::StoreError::unanswered(&err) => return Err(err),
-            Err(err) => tracing::warn!("skipping pointer {name}: {}", crate::exit::one_line(&err)),
+            Err(err) => tracing::warn!("skipping pointer {name}: {}", crate::error::one_line(&err)),
         }
     }
     let build_keys = store.list(layout::BUILDS).await?;
@@ -420,7 +420,7 @@ pub(super) async fn list(
             Ok(None) => {}
             Err(err) if crate::store::StoreError::unanswered(&err) => return Err(err),
             Err(err) => {
-                let why = crate::exit::one_line(&err);
+                let why = crate::error::one_line(&err);
                 tracing::warn!("skipping {tag}: {why}");
                 unreadable.insert(tag, why);
             }

@@ -10,7 +10,8 @@ use serde_json::json;
 use super::Op;
 use super::{GlobalArgs, RolloutCommand, print_json};
 use crate::config::Config;
-use crate::exit::{BadInput, Exit};
+use crate::error::BadInput;
+use crate::exit::Exit;
 use crate::fleet::{self, Fleet, Instance};
 use crate::release::rollout::{self, Action, Rollout};
 use crate::release::{self, Pointer, pointer::edit_pointer, pointer_name};
@@ -271,7 +272,7 @@ async fn check_release_of(store: &crate::store::Store, name: &str, action: Actio
     };
     let manifest = release::Manifest::load_complete(store, tag)
         .await
-        .map_err(|err| anyhow::anyhow!("not changing pointer {name}: {}", crate::exit::one_line(&err)))?;
+        .map_err(|err| anyhow::anyhow!("not changing pointer {name}: {}", crate::error::one_line(&err)))?;
     if manifest.sha256 != *sha256 || manifest.size != size {
         anyhow::bail!(
             "not changing pointer {name}: it names {tag} with sha256 {sha256} ({size} bytes), but its manifest \

@@ -101,7 +101,7 @@ pub async fn assigned_target(
                 "rollout target {} refused, staying on {}: {}",
                 assigned.tag,
                 pointer.tag,
-                crate::exit::one_line(&err)
+                crate::error::one_line(&err)
             );
             warn!("{why}");
             let stable = pointer.applied(&pointer.assign_stable());

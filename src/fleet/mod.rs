@@ -466,7 +466,7 @@ async fn read_marks(
             Ok(crate::trust::Signed::Verified(_)) => {}
             Ok(crate::trust::Signed::Bad(why)) => return Err(format!("it does not verify: {why}")),
             Ok(_) => return Err("it is not signed, and [trust] keys are set".into()),
-            Err(err) => return Err(crate::exit::one_line(&err)),
+            Err(err) => return Err(crate::error::one_line(&err)),
         }
     }
     Ok(Some(Marks {

@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{IdentitySource, InstanceFacts, userdata};
-use crate::exit::BadInput;
+use crate::error::BadInput;
 
 const MACHINE_ID_FILE: &str = "/etc/machine-id";
 

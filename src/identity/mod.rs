@@ -16,7 +16,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::config::IdentityConfig;
-use crate::exit::BadInput;
+use crate::error::BadInput;
 use userdata::{Credentials, UserData};
 
 /// Which identity source to use: `imds` or `file:PATH`.

@@ -8,7 +8,7 @@ pub mod push;
 pub mod rollout;
 pub mod sign;
 
-use crate::exit::BadInput;
+use crate::error::BadInput;
 
 pub use manifest::Manifest;
 pub use pointer::{Moved, Pointer, move_pointer};

@@ -459,7 +459,7 @@ async fn serial_after_unverified(
     let signed = signature.and_then(|s| author.keys.signed_serial(store, &key, &s));
     let floor = match std::env::var(SERIAL_FLOOR_VAR) {
         Ok(text) => Some(text.trim().parse::<u64>().map_err(|_| {
-            crate::exit::BadInput(format!(
+            crate::error::BadInput(format!(
                 "{SERIAL_FLOOR_VAR}={text:?} is not a serial (a whole number)"
             ))
         })?),
@@ -474,7 +474,7 @@ async fn serial_after_unverified(
             Ok(last + 1)
         }
         Some(last) => anyhow::bail!("pointer {}: serial {last} is at the cap (2^53)", store.url_of(&key)),
-        None => Err(crate::exit::BadInput(format!(
+        None => Err(crate::error::BadInput(format!(
             "pointer {} does not verify, and no signature beside it names the last serial signed: a signed \
              change will not build on its serial {unverified}, which anyone who can write the store could have \
              chosen. Give the serial to continue from: {SERIAL_FLOOR_VAR}=N, the highest an instance accepted \
@@ -529,7 +529,7 @@ pub(crate) async fn refuse_unsigned_change(store: &Store, key: &str, author: &Au
     }
     let sig_key = crate::trust::signature_key(key);
     if store.size_of(&sig_key).await?.is_some() {
-        return Err(crate::exit::BadInput(format!(
+        return Err(crate::error::BadInput(format!(
             "pointer {} is signed ({sig_key} exists): sign this change with --sign-key or {} \
              (or delete the signature to stop signing it)",
             store.url_of(key),

@@ -11,7 +11,7 @@ use crate::archive::inspect::{InspectError, inspect};
 use crate::archive::pack::{PackError, mtime_from_env, pack_dir};
 use crate::archive::policy::Limits;
 use crate::archive::{Compression, Hashing};
-use crate::exit::BadInput;
+use crate::error::BadInput;
 use crate::store::{Store, layout};
 
 use super::sign::Author;

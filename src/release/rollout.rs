@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Manifest, Pointer};
-use crate::exit::BadInput;
+use crate::error::BadInput;
 
 /// Buckets per instance: a percentage is honoured to a hundredth.
 pub const BUCKETS: u64 = 10_000;

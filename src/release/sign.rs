@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use minisign::{PublicKey, SecretKey, SecretKeyBox};
 
-use crate::exit::BadInput;
+use crate::error::BadInput;
 use crate::keys::PASSWORD_VAR;
 use crate::trust::{self, Keys};
 

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::Service;
 use crate::config::SecretsConfig;
-use crate::exit::BadInput;
+use crate::error::BadInput;
 use crate::identity::Identity;
 use crate::retry::Backoff;
 

@@ -24,7 +24,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 use serde::Deserialize;
 
 use crate::config::SecretsConfig;
-use crate::exit::BadInput;
+use crate::error::BadInput;
 use crate::identity::Identity;
 
 pub use aws::unanswered;

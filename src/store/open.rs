@@ -16,7 +16,7 @@ use secrecy::ExposeSecret;
 
 use super::{Guard, Store};
 use crate::config::StoreConfig;
-use crate::exit::BadInput;
+use crate::error::BadInput;
 use crate::identity::imds::endpoint as imds_endpoint;
 use crate::identity::userdata::Credentials;
 

@@ -1,7 +1,7 @@
 //! Which IMDS to talk to, and whether to talk to it at all, from the variables the AWS
 //! SDKs read.
 
-use crate::exit::BadInput;
+use crate::error::BadInput;
 
 pub const ENDPOINT_VAR: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
 pub const MODE_VAR: &str = "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE";
