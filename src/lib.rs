@@ -33,6 +33,7 @@ pub mod config;
 pub mod deploy;
 pub mod error;
 pub mod exit;
+pub mod files;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzz;

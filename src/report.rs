@@ -5,12 +5,11 @@
 //! their empty values.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::deploy::state::sync_dir;
+use crate::files::write_atomic;
 
 pub const FORMAT_VERSION: u32 = 2;
 pub const LAST_RUN: &str = "last-run.json";
@@ -182,14 +181,14 @@ impl Report {
             self.started_at.replace(':', ""),
             fastrand::u32(..)
         );
-        write_atomic(&runs.join(name), &bytes)?;
-        write_atomic(&state_dir.join(LAST_RUN), &bytes)?;
+        write_atomic(&runs.join(name), &bytes, 0o600)?;
+        write_atomic(&state_dir.join(LAST_RUN), &bytes, 0o600)?;
         prune_runs(&runs)
     }
 
     /// Rewrites `last-run.json` alone (a heartbeat): `runs/` keeps real runs only.
     pub fn refresh(&self, state_dir: &Path) -> std::io::Result<()> {
-        write_atomic(&state_dir.join(LAST_RUN), &self.to_json())
+        write_atomic(&state_dir.join(LAST_RUN), &self.to_json(), 0o600)
     }
 
     /// The last report in `state_dir`, if any.
@@ -214,15 +213,6 @@ impl Report {
 
 /// How the warning of a release with no init script for this instance begins.
 pub const NO_INIT_SCRIPT: &str = "no init script in release";
-
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
-}
 
 fn prune_runs(runs: &Path) -> std::io::Result<()> {
     let mut names: Vec<PathBuf> = fs::read_dir(runs)?

@@ -692,7 +692,7 @@ impl Ledger<'_> {
         file.format_version = 1;
         let mut bytes = serde_json::to_vec_pretty(&file).expect("the ledger always serialises");
         bytes.push(b'\n');
-        crate::report::write_atomic(self.0, &bytes).map_err(failed)
+        crate::files::write_atomic(self.0, &bytes, 0o600).map_err(failed)
     }
 }
 

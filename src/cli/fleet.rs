@@ -300,20 +300,8 @@ fn print_pruned(global: &GlobalArgs, pruned: &fleet::prune::Pruned) -> anyhow::R
 /// Writes the page next to its final name, then renames it there: a reader (or a
 /// web server) never sees half a page.
 fn write_page(path: &Path, fleet: &Fleet) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let writing = |e: std::io::Error| anyhow::anyhow!("writing {}: {e}", path.display());
-    let mut file = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .tempfile_in(dir)
-        .map_err(writing)?;
-    file.write_all(fleet::html::render(fleet).as_bytes())
-        .map_err(writing)?;
-    file.persist(path).map_err(|e| writing(e.error))?;
-    Ok(())
+    crate::files::write_atomic(path, fleet::html::render(fleet).as_bytes(), 0o644)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
 /// A count of reports read, on a terminal only.

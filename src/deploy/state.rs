@@ -19,12 +19,14 @@
 //! the releases, so a release's tree is exactly the tree that was pushed.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::files::{sync_dir, write_atomic};
 
 /// Where older bootlace kept a release's mark, inside it: read once, to move it out.
 const LEGACY_MARK: &str = ".bootlace-release.json";
@@ -299,11 +301,8 @@ impl StateDir {
         // Last: the mark, once every byte of the release is in place.
         let marks = self.root.join(MARKS);
         fs::create_dir_all(&marks)?;
-        let mut temp = tempfile::NamedTempFile::new_in(&marks)?;
-        temp.write_all(&serde_json::to_vec(&mark).expect("a mark always serialises"))?;
-        temp.as_file().sync_all()?;
-        temp.persist(self.mark_path(tag)).map_err(|e| e.error)?;
-        sync_dir(&marks)
+        let bytes = serde_json::to_vec(&mark).expect("a mark always serialises");
+        write_atomic(&self.mark_path(tag), &bytes, 0o600)
     }
 
     /// Removes `tag`'s mark (synced): it is no release from then on.
@@ -385,11 +384,8 @@ impl StateDir {
     }
 
     fn write_record<T: Serialize>(&self, name: &str, record: &T) -> io::Result<()> {
-        let mut temp = tempfile::NamedTempFile::new_in(&self.root)?;
-        temp.write_all(&serde_json::to_vec(record).expect("a record always serialises"))?;
-        temp.as_file().sync_all()?;
-        temp.persist(self.root.join(name)).map_err(|e| e.error)?;
-        sync_dir(&self.root)
+        let bytes = serde_json::to_vec(record).expect("a record always serialises");
+        write_atomic(&self.root.join(name), &bytes, 0o600)
     }
 
     /// Switches back to `good` after the current release failed: `previous` becomes
@@ -553,11 +549,6 @@ fn flock_holder(meta: &fs::Metadata) -> Option<u32> {
             && ino.parse::<u64>().ok()? == meta.ino();
         same.then(|| fields.get(4)?.parse().ok()).flatten()
     })
-}
-
-/// Syncs a directory's entries to disk.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Removes a tree, first making its directories writable where needed (a release may

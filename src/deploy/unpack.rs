@@ -21,7 +21,7 @@ use crate::archive::Compression;
 use crate::archive::entries::{EntryError, walk};
 use crate::archive::policy::{Checked, Kind, Limits, Totals};
 use crate::config::SyncMode;
-use crate::deploy::state::sync_dir;
+use crate::files::sync_dir;
 
 /// Files up to this size go to the writer thread; larger ones are streamed in place.
 const SMALL_FILE: u64 = 256 << 10;

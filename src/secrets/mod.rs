@@ -376,9 +376,7 @@ fn written_names(dir: &Path) -> std::collections::BTreeSet<String> {
 
 fn record_names(dir: &Path, names: &std::collections::BTreeSet<String>) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec(names).expect("names always serialise");
-    let temporary = dir.join(format!("{MARKER}.tmp-{}", std::process::id()));
-    std::fs::write(&temporary, bytes)
-        .and_then(|()| std::fs::rename(&temporary, dir.join(MARKER)))
+    crate::files::write_atomic(&dir.join(MARKER), &bytes, 0o600)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", dir.join(MARKER).display()))
 }
 
@@ -407,6 +405,7 @@ fn remove_stale(config: &SecretsConfig) -> anyhow::Result<()> {
             .iter()
             .chain(&configured)
             .any(|n| name.starts_with(&format!(".{n}.tmp-")))
+            || name.starts_with(&format!(".{MARKER}.tmp-"))
             || name.starts_with(&format!("{MARKER}.tmp-"));
         if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
             let _ = std::fs::remove_file(entry.path());
