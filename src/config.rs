@@ -395,7 +395,9 @@ impl Config {
         }
         if self.report.instance_tag
             && let Some(url) = &self.store.url
-            && !url.starts_with("s3://")
+            && !url
+                .split_once("://")
+                .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("s3"))
         {
             return Err(invalid(
                 "report.instance_tag",

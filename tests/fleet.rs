@@ -815,6 +815,18 @@ fn reports_carry_the_instance_tag_the_iam_policy_matches() {
         s3::moto().tags(place, &key),
         [("bootlace-instance".to_owned(), MACHINE_ID.to_owned())]
     );
+    // The agent's uploads too; AWS_DISABLE_TAGGING cannot drop the tag.
+    s3::moto().put(place, &key, b"{}".to_vec());
+    assert!(s3::moto().tags(place, &key).is_empty());
+    host.set_env("AWS_DISABLE_TAGGING", "true");
+    host.push("v2", Some("true"), &[], true);
+    let out = host.run(&["agent", "--once"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_ne!(s3::moto().object(place, &key).unwrap(), b"{}", "{}", out.stderr);
+    assert_eq!(
+        s3::moto().tags(place, &key),
+        [("bootlace-instance".to_owned(), MACHINE_ID.to_owned())]
+    );
     // Without it, no tag: the policy for untagged reports (docs/image.md) still works.
     let plain = Host::on_moto("");
     plain.push("v1", Some("true"), &[], true);

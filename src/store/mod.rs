@@ -159,6 +159,8 @@ pub struct Store {
     prefix_path: ObjectPath,
     /// A `file://` store's directory: listed and deleted from without following links.
     local_root: Option<PathBuf>,
+    /// Whether the store keeps object tags for IAM to match (S3).
+    takes_tags: bool,
     url: String,
     guard: Guard,
     /// Whether parallel ranged GETs are the fast way to read a large object here: yes
@@ -341,7 +343,7 @@ impl Store {
         self.no_links("writing", key)?;
         let mut options = PutOptions::default();
         if let Some((name, value)) = tag {
-            if !self.url.starts_with("s3://") {
+            if !self.takes_tags {
                 return Err(StoreError {
                     refused: true,
                     action: "writing",

@@ -115,6 +115,7 @@ pub fn open(
         },
         prefix_path: prefix,
         local_root,
+        takes_tags: url.scheme() == "s3",
         url: display,
         guard,
         prefers_ranges,
@@ -145,8 +146,11 @@ fn s3_builder(
     credentials: Option<&Credentials>,
 ) -> anyhow::Result<AmazonS3Builder> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    // A tag is sent only where the config asks for one ([report] instance_tag), and
+    // then it must arrive: AWS_DISABLE_TAGGING would drop it without a word.
     let mut builder = AmazonS3Builder::from_env()
         .with_url(url)
+        .with_disable_tagging(false)
         .with_retry(retry(config));
     let endpoint = config
         .endpoint
