@@ -102,10 +102,10 @@ pub fn duration(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(duration) = crate::config::duration::parse(text) {
+    if let Ok(duration) = crate::units::duration::parse(text) {
         assert!(duration <= Duration::from_secs(366 * 86400), "{duration:?}");
     }
-    let _ = crate::config::size::parse(text);
+    let _ = crate::units::size::parse(text);
     let _ = crate::release::sign::Expiry::parse(text, SystemTime::now());
 }
 

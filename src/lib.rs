@@ -51,3 +51,4 @@ pub mod store;
 pub mod text;
 pub mod tls;
 pub mod trust;
+pub mod units;

@@ -270,7 +270,7 @@ pub struct SignArgs {
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    config::duration::parse(text)
+    crate::units::duration::parse(text)
 }
 
 #[derive(Debug, Subcommand)]

@@ -281,7 +281,7 @@ fn resumed(rollout: &Rollout, now: SystemTime) -> Rollout {
         after: "0s".into(),
     }];
     let later: Vec<&Wave> = waves.iter().filter(|w| w.percent > frozen).collect();
-    let cap = crate::config::duration::MAX.as_secs();
+    let cap = crate::units::duration::MAX.as_secs();
     let mut last = 0;
     for (i, wave) in later.iter().enumerate() {
         let Some(after) = wave_after(wave) else {
@@ -309,7 +309,7 @@ fn resumed(rollout: &Rollout, now: SystemTime) -> Rollout {
 }
 
 fn wave_after(wave: &Wave) -> Option<Duration> {
-    crate::config::duration::parse(&wave.after).ok()
+    crate::units::duration::parse(&wave.after).ok()
 }
 
 /// The last second RFC 3339 can write: 9999-12-31T23:59:59Z.
@@ -368,7 +368,7 @@ pub fn parse_waves(spec: &str) -> Result<Vec<Wave>, BadInput> {
                 ))
             })?;
             let percent = parse_percent(percent)?;
-            crate::config::duration::parse(after).map_err(|e| BadInput(format!("wave {step:?}: {e}")))?;
+            crate::units::duration::parse(after).map_err(|e| BadInput(format!("wave {step:?}: {e}")))?;
             Ok(Wave {
                 percent,
                 after: after.trim().to_owned(),

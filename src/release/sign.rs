@@ -188,7 +188,7 @@ impl Expiry {
             }
             return Ok(Expiry::At(at));
         }
-        let after = crate::config::duration::parse(text).map_err(|why| {
+        let after = crate::units::duration::parse(text).map_err(|why| {
             BadInput(format!(
                 "--expires {text:?}: a duration (90d) or an RFC 3339 time: {why}"
             ))

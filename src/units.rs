@@ -1,0 +1,101 @@
+//! Values as people write them, in the config file and on the command line:
+//! durations ("120s", "10m"), byte sizes ("64MiB"), and strings that may be left
+//! empty. Serde helpers (`#[serde(with = "crate::units::duration")]`) and their
+//! parsers. The ground floor: imports nothing of the crate.
+
+use serde::Deserialize;
+
+/// An empty string as `None`.
+pub fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok((!text.is_empty()).then_some(text))
+}
+
+/// Durations written as humans do: "120s", "10m", "1h 30m".
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    /// The longest duration any setting takes: a year. Longer ones are typing errors,
+    /// and would overflow the clock arithmetic of deadlines.
+    pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let duration = humantime::parse_duration(text.trim()).map_err(|_| {
+            format!("invalid duration `{text}`: write a number and a unit, like \"120s\" or \"10m\"")
+        })?;
+        if duration > MAX {
+            return Err(format!("duration `{text}` is longer than the one-year maximum"));
+        }
+        Ok(duration)
+    }
+}
+
+/// A duration that may be left empty (`""`) for its computed default.
+pub mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        super::duration::parse(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Byte sizes as humans write them: 65536, "64KiB", "64MiB", "1GiB", "1GB".
+pub mod size {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Number(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Written::deserialize(d)? {
+            Written::Number(n) => Ok(n),
+            Written::Text(text) => parse(&text).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<u64, String> {
+        let trimmed = text.trim();
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        let (number, unit) = trimmed.split_at(split);
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            _ => {
+                return Err(format!(
+                    "invalid size `{text}`: write a number and a unit, like \"64MiB\""
+                ));
+            }
+        };
+        number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(scale))
+            .ok_or_else(|| format!("invalid size `{text}`: write a number and a unit, like \"64MiB\""))
+    }
+}
