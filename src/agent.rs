@@ -43,7 +43,7 @@ pub async fn run(config: &Config, once: bool, json: bool) -> anyhow::Result<Exit
     let mut hangup = signal(SignalKind::hangup())?;
     let identity = identity::resolve(&config.identity, &config.identity.source).await?;
     let store = store::open(&config.store, identity.credentials.as_ref(), store::Access::Read)?;
-    let trust = crate::trust::Trust::for_instance(config, true)?;
+    let trust = crate::trust::Trust::for_instance(&config.trust, &config.deploy.state_dir, true)?;
     let mut agent = Agent {
         trust,
         last_refusal: None,

@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::archive::policy::Limits;
-use crate::identity::SourceSpec;
 use crate::units::{duration, empty_as_none, optional_duration, size};
 
 /// Where the config file is read from when neither `--config` nor `BOOTLACE_CONFIG`
@@ -32,80 +31,15 @@ pub enum ConfigError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub identity: IdentityConfig,
+    pub identity: crate::identity::Config,
     pub store: StoreConfig,
     pub deploy: DeployConfig,
     pub init: InitConfig,
     pub health: HealthConfig,
     pub agent: AgentConfig,
     pub report: ReportConfig,
-    pub trust: TrustConfig,
-    pub secrets: SecretsConfig,
-}
-
-/// `[secrets]` (DESIGN §6.6): values fetched at boot from SSM Parameter Store and
-/// Secrets Manager into files under `dir`, one per item, for the init script.
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SecretsConfig {
-    /// On tmpfs or ramfs (checked, unless `require_tmpfs = false`); made 0700.
-    pub dir: PathBuf,
-    /// Refuse a `dir` whose filesystem keeps what is written after power-off.
-    pub require_tmpfs: bool,
-    /// The AWS region of both services; unset: the identity's region, then
-    /// `AWS_REGION`, then `AWS_DEFAULT_REGION`.
-    #[serde(deserialize_with = "empty_as_none")]
-    pub region: Option<String>,
-    /// How long fetching all of them may take, retries of throttled calls included.
-    #[serde(with = "duration")]
-    pub deadline: Duration,
-    /// File name → `ssm:NAME` or `secretsmanager:ID`, with identity templates.
-    pub items: std::collections::BTreeMap<crate::secrets::Name, crate::secrets::Source>,
-}
-
-impl Default for SecretsConfig {
-    fn default() -> Self {
-        Self {
-            dir: PathBuf::from("/run/bootlace/secrets"),
-            require_tmpfs: true,
-            region: None,
-            deadline: Duration::from_secs(60),
-            items: Default::default(),
-        }
-    }
-}
-
-/// `[trust]` (DESIGN §6.5): the minisign public keys whose signatures an instance
-/// accepts. Empty: releases are not checked for signatures.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrustConfig {
-    /// Public keys as `minisign -G` and `bootlace key generate` print them (`RWQ…`).
-    pub keys: Vec<String>,
-    /// The name signatures bind to (a store's, shared by the operator and its
-    /// instances); empty: the store's URL as configured.
-    pub namespace: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IdentityConfig {
-    pub source: SourceSpec,
-    pub imds_v1_fallback: bool,
-    #[serde(with = "duration")]
-    pub deadline: Duration,
-    pub required: Vec<String>,
-}
-
-impl Default for IdentityConfig {
-    fn default() -> Self {
-        Self {
-            source: SourceSpec::Imds,
-            imds_v1_fallback: false,
-            deadline: Duration::from_secs(120),
-            required: ["environment", "role", "context"].map(String::from).to_vec(),
-        }
-    }
+    pub trust: crate::trust::Config,
+    pub secrets: crate::secrets::Config,
 }
 
 #[derive(Debug, Deserialize)]
@@ -436,6 +370,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::SourceSpec;
 
     #[test]
     fn sizes_parse() {

@@ -92,7 +92,7 @@ pub async fn read_target(
     store: &Store,
     run: &mut Run,
 ) -> anyhow::Result<Target> {
-    let trust = crate::trust::Trust::for_instance(config, true)?;
+    let trust = crate::trust::Trust::for_instance(&config.trust, &config.deploy.state_dir, true)?;
     let reading = deploy::target(config, identity, store, trust.as_ref());
     let target = tokio::time::timeout(config.deploy.timeout, reading)
         .await

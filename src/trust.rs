@@ -15,10 +15,21 @@ use minisign::{PublicKey, SignatureBox};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
 use crate::release::Manifest;
 use crate::release::pointer::{self, Checked, Pointer};
 use crate::store::{Fetched, Store, StoreError, layout};
+
+/// `[trust]` (DESIGN §6.5): the minisign public keys whose signatures an instance
+/// accepts. Empty: releases are not checked for signatures.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Public keys as `minisign -G` and `bootlace key generate` print them (`RWQ…`).
+    pub keys: Vec<String>,
+    /// The name signatures bind to (a store's, shared by the operator and its
+    /// instances); empty: the store's URL as configured.
+    pub namespace: String,
+}
 
 /// What a signature's key is named by, beside the object it signs.
 pub const SIGNATURE_SUFFIX: &str = ".minisig";
@@ -150,9 +161,9 @@ impl Keys {
     pub fn from_config(config: &Config) -> Result<Keys, crate::error::BadInput> {
         let mut keys = Keys(
             Vec::new(),
-            Some(config.trust.namespace.clone()).filter(|n| !n.is_empty()),
+            Some(config.namespace.clone()).filter(|n| !n.is_empty()),
         );
-        for (i, text) in config.trust.keys.iter().enumerate() {
+        for (i, text) in config.keys.iter().enumerate() {
             let key =
                 parse_key(text).map_err(|why| crate::error::BadInput(format!("trust.keys[{i}]: {why}")))?;
             keys.add(key);
@@ -354,12 +365,17 @@ pub struct Trust {
 }
 
 impl Trust {
-    /// The instance's trust from its config: `None` without `[trust] keys`.
-    pub fn for_instance(config: &Config, record: bool) -> Result<Option<Trust>, crate::error::BadInput> {
+    /// The instance's trust from `[trust]`, its ledger in `state_dir`: `None` without
+    /// keys.
+    pub fn for_instance(
+        config: &Config,
+        state_dir: &Path,
+        record: bool,
+    ) -> Result<Option<Trust>, crate::error::BadInput> {
         let keys = Keys::from_config(config)?;
         Ok((!keys.is_empty()).then(|| Trust {
             keys,
-            ledger: config.deploy.state_dir.join(LEDGER_FILE),
+            ledger: state_dir.join(LEDGER_FILE),
             record,
         }))
     }

@@ -246,7 +246,7 @@ fn secrets_plan(
     say: &dyn Fn(&str) -> anyhow::Result<()>,
     identity: &identity::Identity,
 ) -> anyhow::Result<()> {
-    let mut config = crate::config::SecretsConfig::default();
+    let mut config = crate::secrets::Config::default();
     for (name, source) in [
         ("db_password", "ssm:/{environment}/{role}/db_password"),
         ("api_token", "secretsmanager:{environment}/{role}/api-token"),
@@ -349,7 +349,7 @@ async fn more_instances(
         stale: std::time::Duration::from_secs(2 * 3600),
         instances: true,
         pointer_template: config.deploy.pointer.clone(),
-        keys: crate::trust::Keys::from_config(config)?,
+        keys: crate::trust::Keys::from_config(&config.trust)?,
         now: std::time::SystemTime::now(),
     };
     let fleet = crate::fleet::read(store, &scope, |_| {}).await?;

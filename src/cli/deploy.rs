@@ -25,7 +25,7 @@ pub fn deploy(global: &GlobalArgs, tag: Option<&str>) -> anyhow::Result<Exit> {
         };
         let credentials = identity.as_ref().and_then(|i| i.credentials.as_ref());
         let store = store::open(&config.store, credentials, store::Access::Read)?;
-        let trust = crate::trust::Trust::for_instance(&config, true)?;
+        let trust = crate::trust::Trust::for_instance(&config.trust, &config.deploy.state_dir, true)?;
         let manifest = match &identity {
             Some(identity) => {
                 deploy::target(&config, identity, &store, trust.as_ref())

@@ -89,7 +89,7 @@ fn scope(
         stale,
         instances,
         pointer_template: config.deploy.pointer.clone(),
-        keys: crate::trust::Keys::from_config(config)?,
+        keys: crate::trust::Keys::from_config(&config.trust)?,
         now: SystemTime::now(),
     })
 }

@@ -251,7 +251,7 @@ fn author(config: &Config, sign: &SignArgs, needs_verified_base: bool) -> anyhow
         Some(text) => Expiry::parse(text, release::clock())?,
         None => Expiry::default(),
     };
-    let keys = crate::trust::Keys::from_config(config)?;
+    let keys = crate::trust::Keys::from_config(&config.trust)?;
     let mut author = Author::new(release::who(), sign.sign_key.as_ref(), expires, keys)?;
     author.needs_verified_base = needs_verified_base;
     Ok(author)
@@ -351,7 +351,7 @@ pub(super) async fn list(
         Some(env) => vec![pointer_name(&config.deploy.pointer, env)?],
         None => names(store, layout::POINTERS).await?,
     };
-    let keys = crate::trust::Keys::from_config(config)?;
+    let keys = crate::trust::Keys::from_config(&config.trust)?;
     let mut pointers = BTreeMap::new();
     let mut pointer_signatures = BTreeMap::new();
     for name in pointer_names {
@@ -526,7 +526,7 @@ async fn show(global: &GlobalArgs, config: &Config, store: &Store, tag: &str) ->
         };
         outln!("{key:16}{text}");
     }
-    let keys = crate::trust::Keys::from_config(config)?;
+    let keys = crate::trust::Keys::from_config(&config.trust)?;
     let signature = Signature::of(store, &key, &bytes, &keys).await?;
     outln!("{:16}{}", "signature", signature.describe());
     // Which pointers name it, for everyone or in a rollout.

@@ -139,7 +139,7 @@ async fn standing(
         stale,
         instances: true,
         pointer_template: config.deploy.pointer.clone(),
-        keys: crate::trust::Keys::from_config(config)?,
+        keys: crate::trust::Keys::from_config(&config.trust)?,
         now: SystemTime::now(),
     };
     let fleet = fleet::read(store, &scope, |_| {}).await?;

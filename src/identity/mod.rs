@@ -10,14 +10,35 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::config::IdentityConfig;
 use crate::error::BadInput;
 use userdata::{Credentials, UserData};
+
+/// `[identity]`: where the identity comes from, and what it must hold.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub source: SourceSpec,
+    pub imds_v1_fallback: bool,
+    #[serde(with = "crate::units::duration")]
+    pub deadline: Duration,
+    pub required: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            source: SourceSpec::Imds,
+            imds_v1_fallback: false,
+            deadline: Duration::from_secs(120),
+            required: ["environment", "role", "context"].map(String::from).to_vec(),
+        }
+    }
+}
 
 /// Which identity source to use: `imds` or `file:PATH`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -91,7 +112,7 @@ pub struct Identity {
 /// Resolves the identity from `source`, within `config.deadline`.
 /// Every source is bounded by the deadline: those that retry stop at it with their own
 /// reason, and whatever else hangs is cut off just after it.
-pub async fn resolve(config: &IdentityConfig, source: &SourceSpec) -> anyhow::Result<Identity> {
+pub async fn resolve(config: &Config, source: &SourceSpec) -> anyhow::Result<Identity> {
     let deadline = Instant::now() + config.deadline;
     let resolving = async {
         match source {

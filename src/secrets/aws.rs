@@ -17,8 +17,8 @@ use secrecy::zeroize::Zeroize;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::Deserialize;
 
+use super::Config as SecretsConfig;
 use super::Service;
-use crate::config::SecretsConfig;
 use crate::error::BadInput;
 use crate::identity::Identity;
 use crate::retry::Backoff;

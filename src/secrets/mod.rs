@@ -17,17 +17,48 @@ mod aws;
 use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretSlice};
 use serde::Deserialize;
 
-use crate::config::SecretsConfig;
 use crate::error::BadInput;
 use crate::identity::Identity;
 
 pub use aws::unanswered;
+
+/// `[secrets]` (DESIGN §6.6): values fetched at boot from SSM Parameter Store and
+/// Secrets Manager into files under `dir`, one per item, for the init script.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// On tmpfs or ramfs (checked, unless `require_tmpfs = false`); made 0700.
+    pub dir: PathBuf,
+    /// Refuse a `dir` whose filesystem keeps what is written after power-off.
+    pub require_tmpfs: bool,
+    /// The AWS region of both services; unset: the identity's region, then
+    /// `AWS_REGION`, then `AWS_DEFAULT_REGION`.
+    #[serde(deserialize_with = "crate::units::empty_as_none")]
+    pub region: Option<String>,
+    /// How long fetching all of them may take, retries of throttled calls included.
+    #[serde(with = "crate::units::duration")]
+    pub deadline: Duration,
+    /// File name → `ssm:NAME` or `secretsmanager:ID`, with identity templates.
+    pub items: std::collections::BTreeMap<Name, Source>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/run/bootlace/secrets"),
+            require_tmpfs: true,
+            region: None,
+            deadline: Duration::from_secs(60),
+            items: Default::default(),
+        }
+    }
+}
 
 /// An item's name, which is also its file name: `[A-Za-z0-9][A-Za-z0-9._-]*`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -118,7 +149,7 @@ pub struct Planned {
 
 /// The items for this identity, templates filled (a placeholder user-data does not
 /// give is bad input, naming the item).
-pub fn plan(config: &SecretsConfig, identity: &Identity) -> Result<Vec<Planned>, BadInput> {
+pub fn plan(config: &Config, identity: &Identity) -> Result<Vec<Planned>, BadInput> {
     config
         .items
         .iter()
@@ -257,7 +288,7 @@ const MIN_ANYWHERE: usize = 8;
 
 /// Fetches every item, all or nothing, within `secrets.deadline`. The first failure
 /// names its item and source.
-pub async fn fetch(config: &SecretsConfig, identity: &Identity) -> anyhow::Result<Fetched> {
+pub async fn fetch(config: &Config, identity: &Identity) -> anyhow::Result<Fetched> {
     let planned = plan(config, identity)?;
     if planned.is_empty() {
         return Ok(Fetched::default());
@@ -322,7 +353,7 @@ const MARKER: &str = ".bootlace-secrets";
 /// value or the new one, never a part; makes `dir` 0700; removes the files of names
 /// bootlace wrote there before and no longer configured (and temporary files a crash
 /// left). Nothing else in `dir` is touched.
-pub fn write(config: &SecretsConfig, fetched: &Fetched) -> anyhow::Result<()> {
+pub fn write(config: &Config, fetched: &Fetched) -> anyhow::Result<()> {
     let dir = &config.dir;
     prepare_dir(config)?;
     let on_disk = !config.require_tmpfs && !is_memory(dir)?;
@@ -358,7 +389,7 @@ pub fn write(config: &SecretsConfig, fetched: &Fetched) -> anyhow::Result<()> {
 
 /// With no items configured: the files an earlier config left in `dir` are removed,
 /// when it is bootlace's.
-pub fn clear(config: &SecretsConfig) -> anyhow::Result<()> {
+pub fn clear(config: &Config) -> anyhow::Result<()> {
     match std::fs::symlink_metadata(config.dir.join(MARKER)) {
         Ok(meta) if meta.is_file() => remove_stale(config),
         _ => Ok(()),
@@ -382,7 +413,7 @@ fn record_names(dir: &Path, names: &std::collections::BTreeSet<String>) -> anyho
 
 /// Removes what bootlace wrote in `dir` and no longer configures: the names its marker
 /// lists, and its own temporary files. Other files are never touched.
-fn remove_stale(config: &SecretsConfig) -> anyhow::Result<()> {
+fn remove_stale(config: &Config) -> anyhow::Result<()> {
     let dir = &config.dir;
     let configured: std::collections::BTreeSet<String> = config.items.keys().map(|n| n.0.clone()).collect();
     let written = written_names(dir);
@@ -418,7 +449,7 @@ fn remove_stale(config: &SecretsConfig) -> anyhow::Result<()> {
 /// Creates `dir` (0700) when missing and marks it as bootlace's; refuses a dir that
 /// holds anything but what bootlace wrote (a shared `/run`, say), one not on tmpfs or
 /// ramfs (unless `require_tmpfs = false`), or one owned by another user; makes it 0700.
-fn prepare_dir(config: &SecretsConfig) -> anyhow::Result<()> {
+fn prepare_dir(config: &Config) -> anyhow::Result<()> {
     let dir = &config.dir;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -471,7 +502,7 @@ fn prepare_dir(config: &SecretsConfig) -> anyhow::Result<()> {
 }
 
 /// `secrets.dir` as `plan` shows it: the path, and whether a run would accept it.
-pub fn dir_note(config: &SecretsConfig) -> String {
+pub fn dir_note(config: &Config) -> String {
     let dir = &config.dir;
     // A dir not made yet is made on the filesystem of its nearest existing parent.
     let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
