@@ -177,7 +177,7 @@ async fn promote(
                 store.url_of(&layout::pointer(&name))
             );
         }
-        let moved = release::pointer::edit_pointer(store, &name, author, |current| {
+        let moved = release::moves::edit_pointer(store, &name, author, |current| {
             rollout::start(current, &manifest, &plan, salt, &now).map(Some)
         })
         .await?;
@@ -235,7 +235,7 @@ async fn resign(op: &Op<'_>, env: &str) -> anyhow::Result<()> {
     }
     let name = pointer_name(&config.deploy.pointer, env)?;
     let moved =
-        release::pointer::edit_pointer(store, &name, author, |current| Ok(Some(current.clone()))).await?;
+        release::moves::edit_pointer(store, &name, author, |current| Ok(Some(current.clone()))).await?;
     report_moved(global, &name, &moved)
 }
 

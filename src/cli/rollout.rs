@@ -14,7 +14,7 @@ use crate::error::BadInput;
 use crate::exit::Exit;
 use crate::fleet::{self, Fleet, Instance};
 use crate::release::rollout::{self, Action, Rollout};
-use crate::release::{self, Pointer, pointer::edit_pointer, pointer_name};
+use crate::release::{self, Pointer, moves::edit_pointer, pointer_name};
 use crate::report::Status;
 use crate::store::{Store, layout};
 

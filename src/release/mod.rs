@@ -3,6 +3,7 @@
 //! pointer is the single commit point.
 
 pub mod manifest;
+pub mod moves;
 pub mod pointer;
 pub mod push;
 pub mod rollout;
@@ -11,7 +12,8 @@ pub mod sign;
 use crate::error::BadInput;
 
 pub use manifest::Manifest;
-pub use pointer::{Moved, Pointer, move_pointer};
+pub use moves::{Moved, move_pointer};
+pub use pointer::Pointer;
 
 /// Checks a tag: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}`.
 pub fn check_tag(tag: &str) -> Result<(), BadInput> {

@@ -55,7 +55,7 @@ pub async fn push(
     // does a signed pointer this push could not move (the tag would be spent).
     store.check_writes().await?;
     if let Some(name) = pointer {
-        super::pointer::refuse_unsigned_change(store, &layout::pointer(name), author).await?;
+        super::moves::refuse_unsigned_change(store, &layout::pointer(name), author).await?;
     }
     // The temp archive belongs to this future, not to the packaging thread: when the
     // push is dropped (interrupted by a signal, say), it is removed at once.

@@ -17,7 +17,7 @@ use secrecy::zeroize::Zeroize;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::Deserialize;
 
-use super::Config as SecretsConfig;
+use super::Config;
 use super::Service;
 use crate::error::BadInput;
 use crate::identity::Identity;
@@ -89,7 +89,7 @@ pub struct Client {
 impl Client {
     /// Builds the client on a blocking thread: loading the system's root certificates
     /// takes milliseconds, during which the pointer read goes on.
-    pub async fn new(config: &SecretsConfig, identity: &Identity) -> anyhow::Result<Self> {
+    pub async fn new(config: &Config, identity: &Identity) -> anyhow::Result<Self> {
         crate::tls::init();
         let region = region(config, identity)?;
         let ssm = endpoint("AWS_ENDPOINT_URL_SSM", "ssm", &region)?;
@@ -513,7 +513,7 @@ fn short(err: &reqwest::Error) -> String {
 }
 
 /// `secrets.region`, the identity's region, `AWS_REGION`, `AWS_DEFAULT_REGION`.
-fn region(config: &SecretsConfig, identity: &Identity) -> anyhow::Result<String> {
+fn region(config: &Config, identity: &Identity) -> anyhow::Result<String> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let region = config
         .region
