@@ -7,9 +7,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::archive::policy::Limits;
-use crate::units::{duration, empty_as_none, optional_duration, size};
-
 /// Where the config file is read from when neither `--config` nor `BOOTLACE_CONFIG`
 /// names one. An absent file here means "all defaults".
 pub const DEFAULT_PATH: &str = "/etc/bootlace/config.toml";
@@ -32,241 +29,14 @@ pub enum ConfigError {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub identity: crate::identity::Config,
-    pub store: StoreConfig,
-    pub deploy: DeployConfig,
-    pub init: InitConfig,
-    pub health: HealthConfig,
-    pub agent: AgentConfig,
-    pub report: ReportConfig,
+    pub store: crate::store::Config,
+    pub deploy: crate::deploy::Config,
+    pub init: crate::init::Config,
+    pub health: crate::health::Config,
+    pub agent: crate::agent::config::Config,
+    pub report: crate::report::Config,
     pub trust: crate::trust::Config,
     pub secrets: crate::secrets::Config,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    /// `""` is the same as unset, so that the packaged config's defaults read as such.
-    #[serde(deserialize_with = "empty_as_none")]
-    pub url: Option<String>,
-    #[serde(deserialize_with = "empty_as_none")]
-    pub endpoint: Option<String>,
-    #[serde(deserialize_with = "empty_as_none")]
-    pub region: Option<String>,
-    #[serde(with = "duration")]
-    pub deadline: Duration,
-    /// How long a store call may go without a byte before it is retried.
-    #[serde(with = "duration")]
-    pub idle_timeout: Duration,
-    /// Refuse S3-compatible servers that ignore `If-None-Match`/`If-Match`.
-    pub require_conditional_writes: bool,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            url: None,
-            endpoint: None,
-            region: None,
-            deadline: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(10),
-            require_conditional_writes: true,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DeployConfig {
-    pub state_dir: PathBuf,
-    pub pointer: String,
-    pub keep: u32,
-    /// How archives are fetched: one stream, parallel ranges, or chosen per store.
-    pub download: Download,
-    /// Bytes of ranged parts in flight at once.
-    #[serde(with = "size")]
-    pub download_window: u64,
-    pub max_entries: u64,
-    #[serde(with = "size")]
-    pub max_unpacked_bytes: u64,
-    pub max_path_bytes: usize,
-    /// How a new release is made durable before it is renamed into place.
-    pub sync: SyncMode,
-    /// Bytes a deploy leaves free on the state dir's filesystem.
-    #[serde(with = "size")]
-    pub reserve: u64,
-    /// The most one release's download and unpack may take, however steadily it
-    /// progresses.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// How long a command waits for another to release the state dir's lock.
-    #[serde(with = "duration")]
-    pub lock_timeout: Duration,
-}
-
-/// `filesystem`: one `syncfs` after all writes (the default, measured faster);
-/// `files`: an fsync per file and directory, for filesystems shared with heavy writers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncMode {
-    #[default]
-    Filesystem,
-    Files,
-}
-
-impl Default for DeployConfig {
-    fn default() -> Self {
-        let limits = Limits::default();
-        Self {
-            state_dir: PathBuf::from("/var/lib/bootlace"),
-            pointer: "{environment}".into(),
-            keep: 5,
-            download: Download::Auto,
-            download_window: 64 << 20,
-            max_entries: limits.max_entries,
-            max_unpacked_bytes: limits.max_unpacked_bytes,
-            max_path_bytes: limits.max_path_bytes,
-            sync: SyncMode::Filesystem,
-            reserve: 64 << 20,
-            timeout: Duration::from_secs(3600),
-            lock_timeout: Duration::from_secs(300),
-        }
-    }
-}
-
-impl DeployConfig {
-    /// The caps an archive must stay within.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_entries: self.max_entries,
-            max_unpacked_bytes: self.max_unpacked_bytes,
-            max_path_bytes: self.max_path_bytes,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Download {
-    /// Parallel ranges from network stores, one stream from local directories.
-    #[default]
-    Auto,
-    Stream,
-    Ranges,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct InitConfig {
-    pub root: String,
-    pub candidates: Vec<String>,
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// Whether a release with no init script for this instance fails the run.
-    pub required: bool,
-}
-
-impl Default for InitConfig {
-    fn default() -> Self {
-        Self {
-            root: "{release}/bootstrap".into(),
-            candidates: [
-                "{context}/{environment}/{machine_id}.sh",
-                "{context}/{environment}/bootstrapper.sh",
-                "{context}/bootstrapper.sh",
-            ]
-            .map(String::from)
-            .to_vec(),
-            timeout: Duration::from_secs(600),
-            required: false,
-        }
-    }
-}
-
-/// The agent (DESIGN §6.2): how often it checks the pointer, and when it reports.
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AgentConfig {
-    #[serde(with = "duration")]
-    pub interval: Duration,
-    /// Extra random delay up to this; `None`: min(interval / 10, 60 s).
-    #[serde(with = "optional_duration")]
-    pub jitter: Option<Duration>,
-    /// The stored report is refreshed at least this often, even when nothing changed.
-    #[serde(with = "duration")]
-    pub report_interval: Duration,
-    /// While it exists, a new release is fetched but not switched to.
-    pub hold_file: PathBuf,
-}
-
-impl Default for AgentConfig {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(300),
-            jitter: None,
-            report_interval: Duration::from_secs(3600),
-            hold_file: PathBuf::from("/run/bootlace/hold"),
-        }
-    }
-}
-
-impl AgentConfig {
-    /// The most random delay added to each interval.
-    pub fn jitter(&self) -> Duration {
-        self.jitter
-            .unwrap_or_else(|| (self.interval / 10).min(Duration::from_secs(60)))
-    }
-}
-
-/// How a release is judged healthy after its init (DESIGN §6.2). Without a command or
-/// URL, a release is healthy when its init succeeded.
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HealthConfig {
-    /// `sh -c` in the release dir with the init environment; exit 0 = healthy.
-    pub command: String,
-    /// Or: GET; any 2xx = healthy.
-    pub url: String,
-    /// One try.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    pub tries: u32,
-    /// Between tries.
-    #[serde(with = "duration")]
-    pub interval: Duration,
-    /// A failed init or health check switches back to the last good release.
-    pub rollback: bool,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        Self {
-            command: String::new(),
-            url: String::new(),
-            timeout: Duration::from_secs(10),
-            tries: 6,
-            interval: Duration::from_secs(5),
-            rollback: true,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ReportConfig {
-    pub upload: bool,
-    /// Uploads carry the S3 object tag `bootlace-instance=<machine_id>`, which the IAM
-    /// policy of docs/fleet.md ties to the writer, so that an instance can write only
-    /// its own report. S3 stores only.
-    pub instance_tag: bool,
-}
-
-impl Default for ReportConfig {
-    fn default() -> Self {
-        Self {
-            upload: true,
-            instance_tag: false,
-        }
-    }
 }
 
 impl Config {
@@ -370,7 +140,9 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deploy::fetch::Download;
     use crate::identity::SourceSpec;
+    use crate::units::size;
 
     #[test]
     fn sizes_parse() {

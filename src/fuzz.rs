@@ -145,7 +145,7 @@ fn fuzz_store() -> crate::store::Store {
         let _ = std::fs::create_dir_all(&dir);
         dir
     });
-    let config = crate::config::StoreConfig {
+    let config = crate::store::Config {
         url: Some(format!("file://{}", dir.display())),
         ..Default::default()
     };

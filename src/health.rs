@@ -8,8 +8,42 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::config::HealthConfig;
+use serde::Deserialize;
+
 use crate::init;
+
+/// How a release is judged healthy after its init (DESIGN §6.2). Without a command or
+/// URL, a release is healthy when its init succeeded.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `sh -c` in the release dir with the init environment; exit 0 = healthy.
+    pub command: String,
+    /// Or: GET; any 2xx = healthy.
+    pub url: String,
+    /// One try.
+    #[serde(with = "crate::units::duration")]
+    pub timeout: Duration,
+    pub tries: u32,
+    /// Between tries.
+    #[serde(with = "crate::units::duration")]
+    pub interval: Duration,
+    /// A failed init or health check switches back to the last good release.
+    pub rollback: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            command: String::new(),
+            url: String::new(),
+            timeout: Duration::from_secs(10),
+            tries: 6,
+            interval: Duration::from_secs(5),
+            rollback: true,
+        }
+    }
+}
 use crate::report::Health;
 
 /// Bytes of a URL answer's body kept for the report.
@@ -18,7 +52,7 @@ const BODY_TAIL: usize = 1 << 10;
 /// Checks the release in `release`; `None` when no check is configured.
 /// `forward_signals`: as for init scripts ([`init::execute`]).
 pub async fn check(
-    config: &HealthConfig,
+    config: &Config,
     release: &Path,
     env: &BTreeMap<String, String>,
     forward_signals: bool,

@@ -15,11 +15,39 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::InitConfig;
 use crate::error::BadInput;
 use crate::identity::Identity;
+
+/// `[init]`: where the init scripts are, which run, and for how long.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub root: String,
+    pub candidates: Vec<String>,
+    #[serde(with = "crate::units::duration")]
+    pub timeout: Duration,
+    /// Whether a release with no init script for this instance fails the run.
+    pub required: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            root: "{release}/bootstrap".into(),
+            candidates: [
+                "{context}/{environment}/{machine_id}.sh",
+                "{context}/{environment}/bootstrapper.sh",
+                "{context}/bootstrapper.sh",
+            ]
+            .map(String::from)
+            .to_vec(),
+            timeout: Duration::from_secs(600),
+            required: false,
+        }
+    }
+}
 
 /// Output kept for the report.
 pub const TAIL_BYTES: usize = 64 << 10;
@@ -41,11 +69,7 @@ pub struct Candidate {
 }
 
 /// The candidates of `config` for `identity`, in order, under the release at `release`.
-pub fn candidates(
-    config: &InitConfig,
-    identity: &Identity,
-    release: &Path,
-) -> Result<Vec<Candidate>, BadInput> {
+pub fn candidates(config: &Config, identity: &Identity, release: &Path) -> Result<Vec<Candidate>, BadInput> {
     let root = PathBuf::from(config.root.replace("{release}", &release.display().to_string()));
     config
         .candidates

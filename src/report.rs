@@ -11,6 +11,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::files::write_atomic;
 
+/// `[report]`: whether and how reports are uploaded.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub upload: bool,
+    /// Uploads carry the S3 object tag `bootlace-instance=<machine_id>`, which the IAM
+    /// policy of docs/fleet.md ties to the writer, so that an instance can write only
+    /// its own report. S3 stores only.
+    pub instance_tag: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            upload: true,
+            instance_tag: false,
+        }
+    }
+}
+
 pub const FORMAT_VERSION: u32 = 2;
 pub const LAST_RUN: &str = "last-run.json";
 /// The most bytes of a report read, locally or from the store (DESIGN §6.5's caps).

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use crate::config::{Config, ReportConfig};
+use crate::config::Config;
 use crate::deploy::state::{Failed, StateDir};
 use crate::deploy::{self, Target};
 use crate::exit::{self, Exit};
@@ -93,7 +93,7 @@ pub async fn read_target(
     run: &mut Run,
 ) -> anyhow::Result<Target> {
     let trust = crate::trust::Trust::for_instance(&config.trust, &config.deploy.state_dir, true)?;
-    let reading = deploy::target(config, identity, store, trust.as_ref());
+    let reading = deploy::target(&config.deploy, identity, store, trust.as_ref());
     let target = tokio::time::timeout(config.deploy.timeout, reading)
         .await
         .unwrap_or_else(|_| {
@@ -255,7 +255,15 @@ impl Flow<'_> {
         let started = Instant::now();
         run.previous_link = self.state.previous();
         let hold = (self.phase == Phase::Update).then_some(self.config.agent.hold_file.as_path());
-        let deployed = deploy::deploy(self.config, self.state, store, &target.manifest, progress, hold).await;
+        let deployed = deploy::deploy(
+            &self.config.deploy,
+            self.state,
+            store,
+            &target.manifest,
+            progress,
+            hold,
+        )
+        .await;
         run.timings.deploy = started.elapsed().as_millis() as u64;
         let deployed = deployed.inspect_err(|err| run.store_unanswered = StoreError::unanswered(err))?;
         run.tag = Some(deployed.tag);
@@ -742,7 +750,7 @@ fn hostname() -> Option<String> {
 }
 
 /// Uploads the report; a failure is logged, never fatal.
-async fn upload(report: &Report, identity: &Identity, store: &Store, config: &ReportConfig) {
+async fn upload(report: &Report, identity: &Identity, store: &Store, config: &crate::report::Config) {
     if identity.environment.is_none() || identity.role.is_none() {
         warn!("not uploading the report: user-data gives no environment or role");
         return;
@@ -759,7 +767,7 @@ pub(crate) async fn upload_report(
     report: &Report,
     identity: &Identity,
     store: &Store,
-    config: &ReportConfig,
+    config: &crate::report::Config,
 ) -> Result<(), StoreError> {
     let (Some(environment), Some(role)) = (&identity.environment, &identity.role) else {
         return Ok(());

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bootlace::archive::Compression;
-use bootlace::config::{Config, SyncMode};
+use bootlace::config::Config;
+use bootlace::deploy::unpack::SyncMode;
 use bootlace::deploy::unpack::{Options, unpack};
 use bootlace::identity::userdata;
 use bootlace::release::{Manifest, Pointer, check_tag};

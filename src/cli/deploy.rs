@@ -28,14 +28,14 @@ pub fn deploy(global: &GlobalArgs, tag: Option<&str>) -> anyhow::Result<Exit> {
         let trust = crate::trust::Trust::for_instance(&config.trust, &config.deploy.state_dir, true)?;
         let manifest = match &identity {
             Some(identity) => {
-                deploy::target(&config, identity, &store, trust.as_ref())
+                deploy::target(&config.deploy, identity, &store, trust.as_ref())
                     .await?
                     .manifest
             }
             None => deploy::target_tag(&store, tag.unwrap_or_default(), trust.as_ref()).await?,
         };
         deploy::deploy(
-            &config,
+            &config.deploy,
             &state,
             &store,
             &manifest,

@@ -60,7 +60,7 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
         let store = store::open(&config.store, identity.credentials.as_ref(), store::Access::Read)?;
         // Checked as a run would, but nothing is recorded: plan changes nothing.
         let trust = crate::trust::Trust::for_instance(&config.trust, &config.deploy.state_dir, false)?;
-        let target = deploy::target(&config, &identity, &store, trust.as_ref()).await?;
+        let target = deploy::target(&config.deploy, &identity, &store, trust.as_ref()).await?;
         anyhow::Ok((identity, target))
     })?;
     let manifest = &target.manifest;

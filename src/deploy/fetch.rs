@@ -21,9 +21,21 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::unpack::{Options, Unpacked, unpack};
-use crate::config::{Config, Download};
+use serde::Deserialize;
+
 use crate::release::Manifest;
 use crate::store::{RangeAnswer, Store, StoreError};
+
+/// `deploy.download`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Download {
+    /// Parallel ranges from network stores, one stream from local directories.
+    #[default]
+    Auto,
+    Stream,
+    Ranges,
+}
 
 /// Size of one ranged GET: large enough to amortise a request, small enough to keep
 /// several in flight within the window.
@@ -40,27 +52,27 @@ type Chunk = Result<Bytes, StoreError>;
 /// Downloads `manifest`'s archive into `staging`, verified: on success the staging dir
 /// holds exactly the archive whose sha256 the manifest names.
 pub async fn fetch_and_unpack(
-    config: &Config,
+    config: &super::Config,
     store: &Store,
     manifest: &Manifest,
     staging: &Path,
     progress: Progress,
 ) -> anyhow::Result<Unpacked> {
-    let ranges = match config.deploy.download {
+    let ranges = match config.download {
         Download::Stream => false,
         Download::Ranges => true,
         Download::Auto => store.prefers_ranges,
     } && manifest.size > 2 * PART;
-    let window = (config.deploy.download_window / PART).max(1) as usize;
+    let window = (config.download_window / PART).max(1) as usize;
     let (sender, receiver) = mpsc::channel::<Chunk>(QUEUE);
     let (compression, dest) = (manifest.compression, staging.to_owned());
     // Never more than the manifest declared: a release that lies about its size is
     // stopped at the lie, not at a full disk.
-    let mut limits = config.deploy.limits();
+    let mut limits = config.limits();
     limits.max_unpacked_bytes = limits.max_unpacked_bytes.min(manifest.unpacked_bytes);
     let options = Options {
         limits,
-        sync: config.deploy.sync,
+        sync: config.sync,
         progress: progress.clone(),
     };
     let unpacker =
@@ -80,20 +92,20 @@ pub async fn fetch_and_unpack(
                 &manifest.archive,
                 manifest.size,
                 window,
-                config.store.deadline,
+                store.deadline(),
                 &mut outgoing,
             )
             .await
         } else {
-            send_stream(store, &manifest.archive, config.store.deadline, &mut outgoing).await
+            send_stream(store, &manifest.archive, store.deadline(), &mut outgoing).await
         }
     };
-    let sent = match tokio::time::timeout(config.deploy.timeout, sending).await {
+    let sent = match tokio::time::timeout(config.timeout, sending).await {
         Ok(sent) => sent.map_err(|err| anyhow::Error::new(err).context("downloading")),
         Err(_) => Err(anyhow::anyhow!(
             "downloading {}: not finished after {} (deploy.timeout)",
             store.url_of(&manifest.archive),
-            humantime::format_duration(config.deploy.timeout)
+            humantime::format_duration(config.timeout)
         )),
     };
     let Outgoing {

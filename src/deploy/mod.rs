@@ -6,19 +6,84 @@ pub mod fetch;
 pub mod state;
 pub mod unpack;
 
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use serde::Deserialize;
+
 use crate::identity::Identity;
 use crate::release::pointer::Checked;
 use crate::release::rollout::Placement;
 use crate::release::{Manifest, Pointer};
 use crate::store::Store;
 use crate::trust::Trust;
+use fetch::Download;
 use state::StateDir;
+use unpack::SyncMode;
+
+/// `[deploy]`: the state dir, the pointer, and the caps a release must stay within.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub pointer: String,
+    pub keep: u32,
+    /// How archives are fetched: one stream, parallel ranges, or chosen per store.
+    pub download: Download,
+    /// Bytes of ranged parts in flight at once.
+    #[serde(with = "crate::units::size")]
+    pub download_window: u64,
+    pub max_entries: u64,
+    #[serde(with = "crate::units::size")]
+    pub max_unpacked_bytes: u64,
+    pub max_path_bytes: usize,
+    /// How a new release is made durable before it is renamed into place.
+    pub sync: SyncMode,
+    /// Bytes a deploy leaves free on the state dir's filesystem.
+    #[serde(with = "crate::units::size")]
+    pub reserve: u64,
+    /// The most one release's download and unpack may take, however steadily it
+    /// progresses.
+    #[serde(with = "crate::units::duration")]
+    pub timeout: Duration,
+    /// How long a command waits for another to release the state dir's lock.
+    #[serde(with = "crate::units::duration")]
+    pub lock_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let limits = crate::archive::policy::Limits::default();
+        Self {
+            state_dir: PathBuf::from("/var/lib/bootlace"),
+            pointer: "{environment}".into(),
+            keep: 5,
+            download: Download::Auto,
+            download_window: 64 << 20,
+            max_entries: limits.max_entries,
+            max_unpacked_bytes: limits.max_unpacked_bytes,
+            max_path_bytes: limits.max_path_bytes,
+            sync: SyncMode::Filesystem,
+            reserve: 64 << 20,
+            timeout: Duration::from_secs(3600),
+            lock_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Config {
+    /// The caps an archive must stay within.
+    pub fn limits(&self) -> crate::archive::policy::Limits {
+        crate::archive::policy::Limits {
+            max_entries: self.max_entries,
+            max_unpacked_bytes: self.max_unpacked_bytes,
+            max_path_bytes: self.max_path_bytes,
+        }
+    }
+}
 
 /// What a deploy did.
 #[derive(Debug, serde::Serialize)]
@@ -61,7 +126,7 @@ pub async fn target(
     store: &Store,
     trust: Option<&Trust>,
 ) -> anyhow::Result<Target> {
-    let name = crate::release::pointer_name_for(&config.deploy.pointer, identity)?;
+    let name = crate::release::pointer_name_for(&config.pointer, identity)?;
     let url = store.url_of(&crate::store::layout::pointer(&name));
     let pointer = match trust {
         Some(trust) => match trust.pointer(store, &name, None).await? {
@@ -179,7 +244,7 @@ pub async fn deploy(
     state
         .activate(tag)
         .with_context(|| format!("making {tag} current"))?;
-    fetched.pruned = state.prune(config.deploy.keep as usize).unwrap_or_else(|err| {
+    fetched.pruned = state.prune(config.keep as usize).unwrap_or_else(|err| {
         warn!("pruning old releases in {}: {err}", state.root().display());
         Vec::new()
     });
@@ -204,7 +269,7 @@ pub async fn make_present(
         info!("release {tag} is already present");
         false
     } else {
-        room_for(state, manifest, config.deploy.reserve)?;
+        room_for(state, manifest, config.reserve)?;
         let staging = state.staging().context("creating a staging dir")?;
         fetch::fetch_and_unpack(config, store, manifest, staging.path(), progress)
             .await

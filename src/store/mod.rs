@@ -10,16 +10,51 @@ mod open;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tracing::{debug, warn};
 
 pub use open::{Access, aws_credentials, describe, open};
+
+/// `[store]`: where the store is and how it is talked to.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `""` is the same as unset, so that the packaged config's defaults read as such.
+    #[serde(deserialize_with = "crate::units::empty_as_none")]
+    pub url: Option<String>,
+    #[serde(deserialize_with = "crate::units::empty_as_none")]
+    pub endpoint: Option<String>,
+    #[serde(deserialize_with = "crate::units::empty_as_none")]
+    pub region: Option<String>,
+    #[serde(with = "crate::units::duration")]
+    pub deadline: Duration,
+    /// How long a store call may go without a byte before it is retried.
+    #[serde(with = "crate::units::duration")]
+    pub idle_timeout: Duration,
+    /// Refuse S3-compatible servers that ignore `If-None-Match`/`If-Match`.
+    pub require_conditional_writes: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            url: None,
+            endpoint: None,
+            region: None,
+            deadline: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(10),
+            require_conditional_writes: true,
+        }
+    }
+}
 
 /// Archives are uploaded in parts of this size, a few at a time: memory stays near
 /// `PART_SIZE * UPLOAD_CONCURRENCY` whatever the archive's size.
@@ -161,6 +196,8 @@ pub struct Store {
     local_root: Option<PathBuf>,
     /// Whether the store keeps object tags for IAM to match (S3).
     takes_tags: bool,
+    /// `store.deadline`: how long a call may go on retrying.
+    deadline: Duration,
     url: String,
     guard: Guard,
     /// Whether parallel ranged GETs are the fast way to read a large object here: yes
@@ -177,6 +214,12 @@ impl Store {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// How long one call may go on retrying (`store.deadline`): the bound of a stream
+    /// that keeps failing.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     fn path(&self, key: &str) -> ObjectPath {

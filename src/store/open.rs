@@ -14,8 +14,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use secrecy::ExposeSecret;
 
+use super::Config;
 use super::{Guard, Store};
-use crate::config::StoreConfig;
 use crate::error::BadInput;
 use crate::identity::imds::endpoint as imds_endpoint;
 use crate::identity::userdata::Credentials;
@@ -29,11 +29,7 @@ pub enum Access {
 }
 
 /// Opens the store that `config` names. `credentials` are the legacy user-data keys.
-pub fn open(
-    config: &StoreConfig,
-    credentials: Option<&Credentials>,
-    access: Access,
-) -> anyhow::Result<Store> {
+pub fn open(config: &Config, credentials: Option<&Credentials>, access: Access) -> anyhow::Result<Store> {
     crate::tls::init();
     let text = config.url.as_deref().ok_or_else(|| {
         BadInput("no store configured: set store.url in the config file, --store or BOOTLACE_STORE".into())
@@ -116,6 +112,7 @@ pub fn open(
         prefix_path: prefix,
         local_root,
         takes_tags: url.scheme() == "s3",
+        deadline: config.deadline,
         url: display,
         guard,
         prefers_ranges,
@@ -142,7 +139,7 @@ fn refuse_credentials(url: &reqwest::Url) -> Result<(), BadInput> {
 
 fn s3_builder(
     url: &str,
-    config: &StoreConfig,
+    config: &Config,
     credentials: Option<&Credentials>,
 ) -> anyhow::Result<AmazonS3Builder> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
@@ -231,7 +228,7 @@ pub fn aws_credentials(
 /// Timeouts that bound silence, never a transfer that is making progress: a connect,
 /// and each read (headers or body), must succeed within `store.idle_timeout` (and
 /// within `store.deadline`); a long download at a slow but steady rate goes on.
-fn client_options(config: &StoreConfig) -> ClientOptions {
+fn client_options(config: &Config) -> ClientOptions {
     let idle = config.idle_timeout.min(config.deadline).max(MIN_IDLE);
     ClientOptions::new()
         .with_timeout_disabled()
@@ -245,7 +242,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const MIN_IDLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Store calls retry with backoff and jitter until `store.deadline`.
-fn retry(config: &StoreConfig) -> RetryConfig {
+fn retry(config: &Config) -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig::default(),
         max_retries: usize::MAX,

@@ -9,13 +9,14 @@
 //! wait at once; a step in progress finishes first (each is bounded by its own
 //! timeouts).
 
+pub mod config;
+
 use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use tracing::{info, warn};
 
-use crate::config::Config;
 use crate::deploy::state::StateDir;
 use crate::deploy::{self, Target};
 use crate::exit::Exit;
@@ -34,7 +35,7 @@ const BACKOFF: Duration = Duration::from_secs(15);
 /// with `once` that of the check (0 nothing to do or updated, 1, 3 or 4), or of the
 /// start-up recovery when the check itself had nothing to say.
 /// `json`: stdout is for a JSON report, so init scripts' stdout goes to stderr.
-pub async fn run(config: &Config, once: bool, json: bool) -> anyhow::Result<Exit> {
+pub async fn run(config: &crate::config::Config, once: bool, json: bool) -> anyhow::Result<Exit> {
     let state = StateDir::open(&config.deploy.state_dir)
         .map_err(|e| anyhow::anyhow!("opening state dir {}: {e}", config.deploy.state_dir.display()))?;
     let _agent = state.agent_lock()?;
@@ -100,7 +101,7 @@ fn stopping(stop: &Stop, exit: Exit) -> Exit {
 }
 
 struct Agent<'a> {
-    config: &'a Config,
+    config: &'a crate::config::Config,
     state: StateDir,
     identity: Identity,
     store: Store,
@@ -440,7 +441,7 @@ impl Agent<'_> {
         let hold = self.config.agent.hold_file.display().to_string();
         let tag = target.manifest.tag.clone();
         let fetched = deploy::make_present(
-            self.config,
+            &self.config.deploy,
             &self.state,
             &self.store,
             &target.manifest,
@@ -700,7 +701,7 @@ struct StopShared {
 }
 
 impl Stop {
-    fn watch(config: &Config) -> std::io::Result<Self> {
+    fn watch(config: &crate::config::Config) -> std::io::Result<Self> {
         let shared = std::sync::Arc::new(StopShared::default());
         let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])?;
         let handle = signals.handle();
@@ -806,7 +807,7 @@ struct LongStep {
 }
 
 impl LongStep {
-    fn start(config: &Config) -> Self {
+    fn start(config: &crate::config::Config) -> Self {
         let mut usual = 0;
         if !sd_notify::watchdog_enabled(false, &mut usual) {
             return Self { usual: None };
@@ -818,7 +819,7 @@ impl LongStep {
 
     /// The longest one step (an update, a recovery) can take: the lock, the pointer and
     /// manifest, the fetch, init and health, then a rollback's init and health.
-    fn bound(config: &Config) -> Duration {
+    fn bound(config: &crate::config::Config) -> Duration {
         let health = (config.health.timeout + config.health.interval) * config.health.tries;
         config.deploy.lock_timeout
             + config.store.deadline

@@ -1,0 +1,41 @@
+//! `[agent]` (DESIGN §6.2): how often the agent checks the pointer, when it reports,
+//! and the hold file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    #[serde(with = "crate::units::duration")]
+    pub interval: Duration,
+    /// Extra random delay up to this; `None`: min(interval / 10, 60 s).
+    #[serde(with = "crate::units::optional_duration")]
+    pub jitter: Option<Duration>,
+    /// The stored report is refreshed at least this often, even when nothing changed.
+    #[serde(with = "crate::units::duration")]
+    pub report_interval: Duration,
+    /// While it exists, a new release is fetched but not switched to.
+    pub hold_file: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(300),
+            jitter: None,
+            report_interval: Duration::from_secs(3600),
+            hold_file: PathBuf::from("/run/bootlace/hold"),
+        }
+    }
+}
+
+impl Config {
+    /// The most random delay added to each interval.
+    pub fn jitter(&self) -> Duration {
+        self.jitter
+            .unwrap_or_else(|| (self.interval / 10).min(Duration::from_secs(60)))
+    }
+}
