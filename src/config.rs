@@ -1,11 +1,14 @@
 //! The config file (DESIGN §3): TOML, every key optional, unknown keys and bad values
-//! rejected with the key named. Flags and `BOOTLACE_*` variables are merged on top by
-//! [`crate::cli`]; this module only knows the file and the defaults.
+//! rejected with the key named. Each table is its module's own section (its type,
+//! defaults and value checks: `crate::deploy::Config` for `[deploy]`, …); this module
+//! composes them, reads the file and checks what spans sections. Flags and
+//! `BOOTLACE_*` variables are merged on top by [`crate::cli`].
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::units::Invalid;
 
 /// Where the config file is read from when neither `--config` nor `BOOTLACE_CONFIG`
 /// names one. An absent file here means "all defaults".
@@ -68,68 +71,32 @@ impl Config {
         Ok(config)
     }
 
+    /// Each section's own checks, then those that span sections.
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+        let invalid = |refused: Invalid| ConfigError::Invalid {
             path: path.to_owned(),
-            key: key.into(),
-            message: message.into(),
+            key: refused.key,
+            message: refused.message,
             line: 1,
         };
-        if !self.health.command.is_empty() && !self.health.url.is_empty() {
-            return Err(invalid("health", "set command or url, not both"));
-        }
-        if self.health.tries == 0 {
-            return Err(invalid("health.tries", "at least 1"));
-        }
-        if !self.health.url.is_empty() {
-            match reqwest::Url::parse(&self.health.url) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                Ok(url) => {
-                    let why = format!("a health check GETs http:// or https://, not {}://", url.scheme());
-                    return Err(invalid("health.url", &why));
-                }
-                Err(_) => return Err(invalid("health.url", "not a URL")),
-            }
-        }
-        // Every check is a request to the store, from every instance at once.
-        if self.agent.interval < MIN_AGENT_INTERVAL {
-            return Err(invalid(
-                "agent.interval",
-                "at least 100ms (each check is a request to the store from every instance; minutes are usual)",
-            ));
-        }
+        self.identity.check().map_err(invalid)?;
+        self.health.check().map_err(invalid)?;
+        self.agent.check().map_err(invalid)?;
+        self.trust.check().map_err(invalid)?;
         if self.report.instance_tag
             && let Some(url) = &self.store.url
             && !url
                 .split_once("://")
                 .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("s3"))
         {
-            return Err(invalid(
+            return Err(invalid(Invalid::new(
                 "report.instance_tag",
                 "object tags are for s3:// stores (the IAM policy that reads them is AWS's)",
-            ));
-        }
-        for (i, key) in self.trust.keys.iter().enumerate() {
-            if let Err(why) = crate::trust::parse_key(key) {
-                return Err(invalid(&format!("trust.keys[{i}]"), &why));
-            }
-        }
-        for key in &self.identity.required {
-            if !crate::identity::userdata::is_valid_key(key) {
-                return Err(ConfigError::Invalid {
-                    path: path.to_owned(),
-                    key: "identity.required".into(),
-                    message: format!("`{key}` is not a user-data key ([a-z][a-z0-9_]*)"),
-                    line: 1,
-                });
-            }
+            )));
         }
         Ok(())
     }
 }
-
-/// The shortest `agent.interval` accepted: shorter is a flood, not a check.
-const MIN_AGENT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// 1-based line number of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
@@ -140,6 +107,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::deploy::fetch::Download;
     use crate::identity::SourceSpec;
     use crate::units::size;

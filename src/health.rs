@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::init;
+use crate::units::Invalid;
 
 /// How a release is judged healthy after its init (DESIGN §6.2). Without a command or
 /// URL, a release is healthy when its init succeeded.
@@ -30,6 +31,29 @@ pub struct Config {
     pub interval: Duration,
     /// A failed init or health check switches back to the last good release.
     pub rollback: bool,
+}
+
+impl Config {
+    /// The values a health check cannot work with.
+    pub fn check(&self) -> Result<(), Invalid> {
+        if !self.command.is_empty() && !self.url.is_empty() {
+            return Err(Invalid::new("health", "set command or url, not both"));
+        }
+        if self.tries == 0 {
+            return Err(Invalid::new("health.tries", "at least 1"));
+        }
+        if !self.url.is_empty() {
+            match reqwest::Url::parse(&self.url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                Ok(url) => {
+                    let why = format!("a health check GETs http:// or https://, not {}://", url.scheme());
+                    return Err(Invalid::new("health.url", why));
+                }
+                Err(_) => return Err(Invalid::new("health.url", "not a URL")),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {

@@ -31,6 +31,16 @@ pub struct Config {
     pub namespace: String,
 }
 
+impl Config {
+    /// Every key must be one signatures can be checked against.
+    pub fn check(&self) -> Result<(), crate::units::Invalid> {
+        for (i, key) in self.keys.iter().enumerate() {
+            parse_key(key).map_err(|why| crate::units::Invalid::new(format!("trust.keys[{i}]"), why))?;
+        }
+        Ok(())
+    }
+}
+
 /// What a signature's key is named by, beside the object it signs.
 pub const SIGNATURE_SUFFIX: &str = ".minisig";
 /// The most bytes of a signature read: minisign's are about 300, plus the comment.

@@ -5,6 +5,23 @@
 
 use serde::Deserialize;
 
+/// A value a section's check refused: its key within the config (`health.url`), and
+/// why. The config file's loader adds the path and the line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub key: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// An empty string as `None`.
 pub fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(d)?;

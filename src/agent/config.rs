@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::units::Invalid;
+
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -32,7 +34,21 @@ impl Default for Config {
     }
 }
 
+/// The shortest `agent.interval` accepted: shorter is a flood, not a check.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
 impl Config {
+    /// Every check is a request to the store, from every instance at once.
+    pub fn check(&self) -> Result<(), Invalid> {
+        if self.interval < MIN_INTERVAL {
+            return Err(Invalid::new(
+                "agent.interval",
+                "at least 100ms (each check is a request to the store from every instance; minutes are usual)",
+            ));
+        }
+        Ok(())
+    }
+
     /// The most random delay added to each interval.
     pub fn jitter(&self) -> Duration {
         self.jitter

@@ -29,6 +29,19 @@ pub struct Config {
     pub required: Vec<String>,
 }
 
+impl Config {
+    /// `required` names user-data keys.
+    pub fn check(&self) -> Result<(), crate::units::Invalid> {
+        match self.required.iter().find(|key| !userdata::is_valid_key(key)) {
+            Some(key) => Err(crate::units::Invalid::new(
+                "identity.required",
+                format!("`{key}` is not a user-data key ([a-z][a-z0-9_]*)"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
