@@ -368,7 +368,7 @@ pub(super) async fn list(
     let build_keys = store.list(layout::BUILDS).await?;
     let signed: std::collections::HashSet<&str> = build_keys
         .iter()
-        .filter_map(|k| k.strip_suffix(crate::trust::SIGNATURE_SUFFIX))
+        .filter_map(|k| k.strip_suffix(crate::release::signature::SIGNATURE_SUFFIX))
         .filter_map(|k| layout::name_in(layout::BUILDS, k))
         .collect();
     let mut tags: Vec<String> = build_keys
@@ -594,20 +594,20 @@ impl Signature {
         bytes: &[u8],
         keys: &crate::trust::Keys,
     ) -> anyhow::Result<Signature> {
-        let Some(text) = crate::trust::read_signature(store, key).await? else {
+        let Some(text) = crate::release::signature::read_signature(store, key).await? else {
             return Ok(Signature::UNSIGNED);
         };
         let key_id = std::str::from_utf8(&text)
             .ok()
             .and_then(|text| minisign::SignatureBox::from_string(text).ok())
-            .map(|sig| crate::trust::key_id(sig.keynum()));
+            .map(|sig| crate::release::signature::key_id(sig.keynum()));
         let checked = (!keys.is_empty()).then(|| keys.verify(store, key, bytes, Some(&text)));
         Ok(Signature {
             verified: checked.as_ref().map(Result::is_ok),
             problem: match (&key_id, checked) {
                 (None, _) => Some(format!(
                     "{} is not a minisign signature",
-                    crate::trust::signature_key(key)
+                    crate::release::signature::signature_key(key)
                 )),
                 (_, Some(Err(refused))) => Some(refused.to_string()),
                 _ => None,

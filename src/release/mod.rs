@@ -8,6 +8,7 @@ pub mod pointer;
 pub mod push;
 pub mod rollout;
 pub mod sign;
+pub mod signature;
 
 use crate::error::BadInput;
 

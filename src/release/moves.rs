@@ -191,7 +191,7 @@ async fn serial_after_unverified(
     unverified: u64,
 ) -> anyhow::Result<u64> {
     let key = layout::pointer(name);
-    let signature = crate::trust::read_signature(store, &key).await?;
+    let signature = crate::release::signature::read_signature(store, &key).await?;
     let signed = signature.and_then(|s| author.keys.signed_serial(store, &key, &s));
     let floor = match std::env::var(SERIAL_FLOOR_VAR) {
         Ok(text) => Some(text.trim().parse::<u64>().map_err(|_| {
@@ -228,9 +228,12 @@ async fn serial_after_unverified(
 /// an older signature over a newer one, and after concurrent changes the signature
 /// matches the pointer that won.
 async fn install_signature(store: &Store, name: &str, serial: u64, signature: Bytes) -> anyhow::Result<()> {
-    let sig_key = crate::trust::signature_key(&layout::pointer(name));
+    let sig_key = crate::release::signature::signature_key(&layout::pointer(name));
     for attempt in 0..ATTEMPTS {
-        let before = match store.get(&sig_key, crate::trust::MAX_SIGNATURE_BYTES).await {
+        let before = match store
+            .get(&sig_key, crate::release::signature::MAX_SIGNATURE_BYTES)
+            .await
+        {
             Ok(before) => before,
             // Too large to be a signature: replaced as it is.
             Err(err) if err.refused => {
@@ -263,7 +266,7 @@ pub(crate) async fn refuse_unsigned_change(store: &Store, key: &str, author: &Au
     if author.signer.is_some() {
         return Ok(());
     }
-    let sig_key = crate::trust::signature_key(key);
+    let sig_key = crate::release::signature::signature_key(key);
     if store.size_of(&sig_key).await?.is_some() {
         return Err(crate::error::BadInput(format!(
             "pointer {} is signed ({sig_key} exists): sign this change with --sign-key or {} \
@@ -289,7 +292,7 @@ async fn verify_base(
         return Ok(Ok(()));
     }
     let key = layout::pointer(name);
-    let signature = crate::trust::read_signature(store, &key).await?;
+    let signature = crate::release::signature::read_signature(store, &key).await?;
     Ok(author
         .keys
         .verify(store, &key, &read.bytes, signature.as_deref())

@@ -113,7 +113,10 @@ pub async fn push(
     if let Some(signer) = &author.signer {
         let signature = signer.sign(&author.keys.namespace(store), &manifest_key, &bytes, None)?;
         store
-            .put(&crate::trust::signature_key(&manifest_key), signature)
+            .put(
+                &crate::release::signature::signature_key(&manifest_key),
+                signature,
+            )
             .await
             .with_context(|| {
                 format!(

@@ -75,7 +75,7 @@ impl Signer {
                 Err(e) => return Err(not_a_key(e).into()),
             };
         let public = PublicKey::from_secret_key(&secret).map_err(not_a_key)?;
-        let key_id = trust::key_id(public.keynum());
+        let key_id = super::signature::key_id(public.keynum());
         Ok(Signer {
             secret,
             public,
@@ -97,7 +97,7 @@ impl Signer {
         bytes: &[u8],
         serial: Option<u64>,
     ) -> anyhow::Result<Bytes> {
-        let comment = trust::trusted_comment(namespace, key, serial, SystemTime::now());
+        let comment = super::signature::trusted_comment(namespace, key, serial, SystemTime::now());
         let untrusted = format!("signature from bootlace secret key {}", self.key_id);
         let signature = minisign::sign(
             Some(&self.public),
@@ -284,7 +284,7 @@ pub async fn check_manifest(store: &crate::store::Store, tag: &str, author: &Aut
         .get(&key, super::manifest::MAX_BYTES)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no release {tag}: {url} is missing"))?;
-    let signature = trust::read_signature(store, &key).await?;
+    let signature = super::signature::read_signature(store, &key).await?;
     author
         .keys
         .verify(store, &key, &object.bytes, signature.as_deref())
