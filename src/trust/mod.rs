@@ -6,19 +6,24 @@
 //! names the rule that failed. The format and the cryptography are the `minisign`
 //! crate's; the rules are bootlace's.
 
-use std::collections::BTreeMap;
-use std::io::Cursor;
+mod keys;
+mod ledger;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use minisign::{PublicKey, SignatureBox};
-use serde::{Deserialize, Serialize};
+use minisign::SignatureBox;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::release::Manifest;
 use crate::release::pointer::{self, Checked, Pointer};
-use crate::release::signature::{comment_field, key_id, parse_key, read_signature, signature_key};
+use crate::release::signature::{key_id, parse_key, read_signature, signature_key};
 use crate::store::{Fetched, Store, StoreError, layout};
+
+pub use keys::Keys;
+pub use ledger::LEDGER_FILE;
+use ledger::{Ledger, MANIFESTS_KEPT, Seen};
 
 /// `[trust]` (DESIGN §6.5): the minisign public keys whose signatures an instance
 /// accepts. Empty: releases are not checked for signatures.
@@ -42,8 +47,6 @@ impl Config {
     }
 }
 
-/// The file under the state dir that remembers the pointers accepted.
-pub const LEDGER_FILE: &str = "trust.json";
 /// Reads of a pointer whose signature does not match it, before refusing it: a signed
 /// change writes the signature first and the pointer right after, so a reader can
 /// catch the new signature beside the old pointer for a moment.
@@ -109,163 +112,6 @@ fn refused(rule: Rule, why: impl Into<String>) -> Refused {
     Refused {
         rule,
         why: why.into(),
-    }
-}
-
-/// The public keys signatures are checked against, and the store namespace they must
-/// have been made for (`[trust] namespace`; the store's URL when unset).
-#[derive(Clone, Debug, Default)]
-pub struct Keys(Vec<(PublicKey, String)>, Option<String>);
-
-impl Keys {
-    /// `[trust] keys` and `namespace` (checked when the config was read).
-    pub fn from_config(config: &Config) -> Result<Keys, crate::error::BadInput> {
-        let mut keys = Keys(
-            Vec::new(),
-            Some(config.namespace.clone()).filter(|n| !n.is_empty()),
-        );
-        for (i, text) in config.keys.iter().enumerate() {
-            let key =
-                parse_key(text).map_err(|why| crate::error::BadInput(format!("trust.keys[{i}]: {why}")))?;
-            keys.add(key);
-        }
-        Ok(keys)
-    }
-
-    pub fn add(&mut self, key: PublicKey) {
-        let id = key_id(key.keynum());
-        if !self.0.iter().any(|(_, known)| *known == id) {
-            self.0.push((key, id));
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Whether the key with this id is one of them.
-    pub fn has(&self, id: &str) -> bool {
-        self.0.iter().any(|(_, known)| known == id)
-    }
-
-    /// The namespace signatures for `store` name: `[trust] namespace`, else the store's
-    /// URL as configured (`s3://my-builds/app`).
-    pub fn namespace(&self, store: &Store) -> String {
-        self.1.clone().unwrap_or_else(|| store.url().to_owned())
-    }
-
-    /// The serial that a signature file's trusted comment names for pointer `key` of
-    /// `store`, when that comment's own signature verifies against one of the keys:
-    /// the last serial signed for it, whatever the pointer beside it now says.
-    pub fn signed_serial(&self, store: &Store, key: &str, signature: &[u8]) -> Option<u64> {
-        use base64::Engine;
-        let text = std::str::from_utf8(signature).ok()?;
-        let sig = SignatureBox::from_string(text).ok()?;
-        let (public, _) = self.0.iter().find(|(_, id)| *id == key_id(sig.keynum()))?;
-        let lines: Vec<&str> = text.lines().collect();
-        let decode = |line: &str| base64::engine::general_purpose::STANDARD.decode(line.trim()).ok();
-        let (signed, global) = (decode(lines.get(1)?)?, decode(lines.get(3)?)?);
-        let comment = sig.trusted_comment().ok()?;
-        // minisign's global signature covers the signature's 64 bytes and the comment.
-        let mut message = signed.get(10..74)?.to_vec();
-        message.extend_from_slice(comment.trim().as_bytes());
-        let pk = public.to_bytes();
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, pk.get(10..42)?)
-            .verify(&message, &global)
-            .ok()?;
-        let bound = comment_field(&comment, "file") == Some(key)
-            && comment_field(&comment, "store") == Some(self.namespace(store).as_str());
-        bound
-            .then(|| comment_field(&comment, "serial")?.parse().ok())
-            .flatten()
-    }
-
-    /// Checks `signature` (the bytes of `<key>.minisig`, `None` when there is none)
-    /// over `bytes`, the object at `key`. The id of the key that signed it.
-    /// Pointers must name `store` (their namespace); a manifest that names another store
-    /// is refused, one that names none (signed before stores were named) is accepted,
-    /// since a pointer, always bound, names the archive it must have.
-    pub fn verify(
-        &self,
-        store: &Store,
-        key: &str,
-        bytes: &[u8],
-        signature: Option<&[u8]>,
-    ) -> Result<String, Refused> {
-        let sig_key = signature_key(key);
-        let signature =
-            signature.ok_or_else(|| refused(Rule::Unsigned, format!("it has no signature ({sig_key})")))?;
-        let text = std::str::from_utf8(signature).map_err(|_| {
-            refused(
-                Rule::Garbage,
-                format!("{sig_key} is not a minisign signature (not text)"),
-            )
-        })?;
-        let sig = SignatureBox::from_string(text).map_err(|e| {
-            refused(
-                Rule::Garbage,
-                format!("{sig_key} is not a minisign signature: {e}"),
-            )
-        })?;
-        // minisign checks the comment's signature without checking its length first:
-        // a short one would panic there, so it is refused here (64 bytes, 88 in base64).
-        if sig.to_string().lines().nth(3).map(str::len) != Some(88) {
-            return Err(refused(
-                Rule::Garbage,
-                format!("{sig_key} is not a minisign signature: its comment signature is not 64 bytes"),
-            ));
-        }
-        let id = key_id(sig.keynum());
-        let Some((public, _)) = self.0.iter().find(|(_, known)| *known == id) else {
-            return Err(refused(
-                Rule::UnknownKey,
-                format!("it is signed by key {id}, which is not one of [trust] keys"),
-            ));
-        };
-        if !sig.is_prehashed() {
-            return Err(refused(
-                Rule::Garbage,
-                format!("{sig_key} is a legacy signature; only prehashed (ED) signatures are accepted"),
-            ));
-        }
-        minisign::verify(public, &sig, Cursor::new(bytes), true, false, false).map_err(|e| {
-            refused(
-                Rule::Mismatch,
-                format!("its signature by key {id} does not verify ({e}): changed after signing?"),
-            )
-        })?;
-        let comment = sig.trusted_comment().unwrap_or_default();
-        let named = comment_field(&comment, "file").unwrap_or("");
-        if named != key {
-            return Err(refused(
-                Rule::Object,
-                format!(
-                    "its signature was made for {:?}, not {key}",
-                    crate::text::printable(named, 200)
-                ),
-            ));
-        }
-        let namespace = self.namespace(store);
-        match comment_field(&comment, "store") {
-            Some(named) if named == namespace => {}
-            Some(named) => {
-                return Err(refused(
-                    Rule::Object,
-                    format!(
-                        "its signature was made for store {:?}, not {namespace:?} (copied from another store?)",
-                        crate::text::printable(named, 200)
-                    ),
-                ));
-            }
-            None if key.starts_with(layout::POINTERS) => {
-                return Err(refused(
-                    Rule::Object,
-                    "its signature names no store (signed by an older bootlace: run `bootlace release resign`)",
-                ));
-            }
-            None => {}
-        }
-        Ok(id)
     }
 }
 
@@ -415,7 +261,7 @@ impl Trust {
     /// The key id that verified exactly `bytes` before, if that key is still trusted:
     /// the same bytes need not be checked again.
     fn known(&self, seen: &Seen, bytes: &[u8]) -> Option<String> {
-        let trusted = self.keys.0.iter().any(|(_, id)| *id == seen.key_id);
+        let trusted = self.keys.has(&seen.key_id);
         (trusted && seen.sha256 == digest(bytes)).then(|| seen.key_id.clone())
     }
 
@@ -537,128 +383,6 @@ impl Signed {
             Signed::Unchecked(id) => format!("serial {serial}, signed by {id}, not checked: no [trust] keys"),
             Signed::Bad(_) => format!("serial {serial}, signature DOES NOT VERIFY"),
         }
-    }
-}
-
-/// `trust.json`: for each pointer name, the highest serial accepted, the digest of
-/// its bytes and the key that signed them; and the manifests verified lately.
-struct Ledger<'a>(&'a Path);
-
-/// Manifests remembered as verified: enough for the releases an instance keeps.
-const MANIFESTS_KEPT: usize = 64;
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct LedgerFile {
-    format_version: u32,
-    #[serde(default)]
-    pointers: BTreeMap<String, Seen>,
-    #[serde(default)]
-    manifests: BTreeMap<String, Seen>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Seen {
-    /// A pointer's serial (0 for a manifest).
-    #[serde(default)]
-    serial: u64,
-    /// The sha256 of the object's bytes.
-    sha256: String,
-    /// The key id that verified them.
-    key_id: String,
-    accepted_at: String,
-}
-
-impl Seen {
-    fn new(serial: u64, digest: &str, key_id: &str) -> Seen {
-        Seen {
-            serial,
-            sha256: digest.to_owned(),
-            key_id: key_id.to_owned(),
-            accepted_at: crate::release::now(),
-        }
-    }
-
-    /// The rollback rule: `serial` is not below the one accepted, and an equal one
-    /// comes with the same bytes.
-    fn check(&self, serial: u64, digest: &str) -> Result<(), Refused> {
-        if serial < self.serial {
-            return Err(refused(
-                Rule::Serial,
-                format!(
-                    "serial {serial} is lower than {}, accepted at {}: an older pointer replayed?",
-                    self.serial, self.accepted_at
-                ),
-            ));
-        }
-        if serial == self.serial && digest != self.sha256 {
-            return Err(refused(
-                Rule::Serial,
-                format!("serial {serial} was accepted before with other bytes"),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Ledger<'_> {
-    fn read(&self) -> Result<LedgerFile, Refused> {
-        let broken = |why: String| {
-            refused(
-                Rule::Ledger,
-                format!(
-                    "{}: {why} (remove it to accept pointers from scratch)",
-                    self.0.display()
-                ),
-            )
-        };
-        let bytes = match std::fs::read(self.0) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(LedgerFile::default()),
-            Err(err) => return Err(broken(err.to_string())),
-        };
-        if bytes.len() > 1 << 20 {
-            return Err(broken("over 1 MiB".into()));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| broken(e.to_string()))
-    }
-
-    /// Applies `change` to the file as it is now, under a lock, and writes it
-    /// atomically.
-    fn record(&self, change: impl FnOnce(&mut LedgerFile)) -> Result<(), Refused> {
-        let failed = |e: std::io::Error| refused(Rule::Ledger, format!("writing {}: {e}", self.0.display()));
-        let lock = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.0.with_extension("lock"))
-            .map_err(failed)?;
-        // Held by other bootlace processes for a moment at most: waited for a bounded time.
-        let mut tries = 0;
-        loop {
-            match lock.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) if tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(refused(
-                        Rule::Ledger,
-                        format!(
-                            "{} stayed locked for 2 s",
-                            self.0.with_extension("lock").display()
-                        ),
-                    ));
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
-            }
-        }
-        let mut file = self.read()?;
-        change(&mut file);
-        file.format_version = 1;
-        let mut bytes = serde_json::to_vec_pretty(&file).expect("the ledger always serialises");
-        bytes.push(b'\n');
-        crate::files::write_atomic(self.0, &bytes, 0o600).map_err(failed)
     }
 }
 
