@@ -122,7 +122,7 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     ))?;
     say("   $ bootlace release list")?;
     if !global.json {
-        runtime.block_on(super::release::list(global, &config, &store, None))?;
+        runtime.block_on(super::list::list(global, &config, &store, None))?;
     }
 
     config.deploy.state_dir = dir.path().join("state");

@@ -14,6 +14,7 @@ mod deploy;
 mod fleet;
 mod identity;
 mod key;
+mod list;
 mod release;
 mod rollout;
 mod run;

@@ -1,9 +1,7 @@
 //! `bootlace release …`: the operator's commands.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use futures::StreamExt;
 use serde_json::json;
 
 use super::{GlobalArgs, Op, ReleaseCommand, SignArgs, print_json, progress_bar, runtime};
@@ -13,7 +11,7 @@ use crate::exit::Exit;
 use crate::release::push::{Progress, push};
 use crate::release::sign::{self, Author, Expiry};
 use crate::release::{self, Manifest, Moved, Pointer, check_tag, move_pointer, pointer_name, rollout};
-use crate::store::{self, Store, layout};
+use crate::store::{self, layout};
 
 pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit> {
     let config = global.settings()?;
@@ -63,10 +61,12 @@ pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit
                 rollback(op, env, to.as_deref()).await.map(|()| Exit::Ok)
             }
             ReleaseCommand::Resign { env, .. } => resign(op, env).await.map(|()| Exit::Ok),
-            ReleaseCommand::List { env } => list(global, &config, &store, env.as_deref())
+            ReleaseCommand::List { env } => super::list::list(global, &config, &store, env.as_deref())
                 .await
                 .map(|()| Exit::Ok),
-            ReleaseCommand::Show { tag } => show(global, &config, &store, tag).await.map(|()| Exit::Ok),
+            ReleaseCommand::Show { tag } => super::list::show(global, &config, &store, tag)
+                .await
+                .map(|()| Exit::Ok),
         }
     });
     // An interrupted push may leave packaging running on a blocking thread: do not
@@ -132,13 +132,13 @@ async fn push_cmd(op: &Op<'_>, path: &Path, tag: &str, env: Option<&str>) -> any
     outln!(
         "pushed {tag}: {} ({}, {sent})",
         store.url_of(&manifest.archive),
-        size(manifest.size)
+        super::list::size(manifest.size)
     );
     outln!("  sha256 {}", manifest.sha256);
     outln!(
         "  {} files, {} unpacked",
         manifest.files,
-        size(manifest.unpacked_bytes)
+        super::list::size(manifest.unpacked_bytes)
     );
     if let Some(signer) = &author.signer {
         outln!("  signed by key {}", signer.key_id);
@@ -339,319 +339,4 @@ fn print_moved(name: &str, moved: &Moved) -> anyhow::Result<()> {
 
 fn pointer_json(name: &str, moved: &Moved) -> serde_json::Value {
     json!({"name": name, "changed": moved.changed, "retries": moved.retries, "pointer": moved.pointer})
-}
-
-pub(super) async fn list(
-    global: &GlobalArgs,
-    config: &Config,
-    store: &Store,
-    env: Option<&str>,
-) -> anyhow::Result<()> {
-    let pointer_names: Vec<String> = match env {
-        Some(env) => vec![pointer_name(&config.deploy.pointer, env)?],
-        None => names(store, layout::POINTERS).await?,
-    };
-    let keys = crate::trust::Keys::from_config(&config.trust)?;
-    let mut pointers = BTreeMap::new();
-    let mut pointer_signatures = BTreeMap::new();
-    for name in pointer_names {
-        match load_pointer(store, &name, &keys).await {
-            Ok(Some((pointer, signed))) => {
-                pointer_signatures.insert(name.clone(), signed);
-                pointers.insert(name, pointer);
-            }
-            Ok(None) => {}
-            Err(err) if crate::store::StoreError::unanswered(&err) => return Err(err),
-            Err(err) => tracing::warn!("skipping pointer {name}: {}", crate::error::one_line(&err)),
-        }
-    }
-    let build_keys = store.list(layout::BUILDS).await?;
-    let signed: std::collections::HashSet<&str> = build_keys
-        .iter()
-        .filter_map(|k| k.strip_suffix(crate::release::signature::SIGNATURE_SUFFIX))
-        .filter_map(|k| layout::name_in(layout::BUILDS, k))
-        .collect();
-    let mut tags: Vec<String> = build_keys
-        .iter()
-        .filter_map(|k| layout::name_in(layout::BUILDS, k))
-        .map(str::to_owned)
-        .collect();
-    tags.retain(|tag| match check_tag(tag) {
-        Ok(()) => true,
-        Err(why) => {
-            tracing::warn!("skipping {}: {why}", layout::manifest(tag));
-            false
-        }
-    });
-    let (keys, signed) = (&keys, &signed);
-    type Loaded = anyhow::Result<Option<(Manifest, Signature)>>;
-    let loaded: Vec<(String, Loaded)> = futures::stream::iter(tags)
-        .map(|tag| async move {
-            let loaded = async {
-                let key = layout::manifest(&tag);
-                let Some(object) = store.get(&key, release::manifest::MAX_BYTES).await? else {
-                    return Ok(None);
-                };
-                let manifest = Manifest::parse(&object.bytes, &tag)
-                    .map_err(|why| anyhow::anyhow!("reading manifest {}: {why}", store.url_of(&key)))?;
-                let signature = match signed.contains(tag.as_str()) {
-                    true => Signature::of(store, &key, &object.bytes, keys).await?,
-                    false => Signature::UNSIGNED,
-                };
-                anyhow::Ok(Some((manifest, signature)))
-            }
-            .await;
-            (tag, loaded)
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    // One unreadable manifest does not hide the others: it is named and skipped. A
-    // store that fails to answer still fails the listing.
-    let mut manifests = Vec::new();
-    let mut signatures = BTreeMap::new();
-    let mut unreadable = BTreeMap::new();
-    for (tag, loaded) in loaded {
-        match loaded {
-            Ok(Some((manifest, signature))) => {
-                signatures.insert(tag, signature);
-                manifests.push(manifest);
-            }
-            Ok(None) => {}
-            Err(err) if crate::store::StoreError::unanswered(&err) => return Err(err),
-            Err(err) => {
-                let why = crate::error::one_line(&err);
-                tracing::warn!("skipping {tag}: {why}");
-                unreadable.insert(tag, why);
-            }
-        }
-    }
-    manifests.sort_by(|a, b| (&b.created_at, &b.tag).cmp(&(&a.created_at, &a.tag)));
-    let marks = |tag: &str| -> Vec<&str> {
-        pointers
-            .iter()
-            .filter(|(_, p)| p.tag == tag)
-            .map(|(n, _)| n.as_str())
-            .collect()
-    };
-    let now = release::clock();
-    // Pointers rolling a tag out, with the share they give it now.
-    let rollouts = |tag: &str| -> Vec<String> {
-        pointers
-            .iter()
-            .filter_map(|(n, p)| {
-                let r = p.rollout.as_ref().filter(|r| r.tag == tag)?;
-                Some(format!("{n} (rollout {}%)", r.effective_percent(now)))
-            })
-            .collect()
-    };
-    if global.json {
-        let releases: Vec<_> = manifests
-            .iter()
-            .map(|m| {
-                json!({"tag": m.tag, "created_at": m.created_at, "sha256": m.sha256, "size": m.size,
-                            "files": m.files, "pointers": marks(&m.tag), "rollouts": rollouts(&m.tag),
-                            "signature": signatures.get(&m.tag)})
-            })
-            .collect();
-        return print_json(&json!({"releases": releases, "pointers": pointers, "unreadable": unreadable}));
-    }
-    if manifests.is_empty() {
-        outln!("no releases in {}", store.url());
-        return Ok(());
-    }
-    let width = manifests.iter().map(|m| m.tag.len()).max().unwrap_or(3).max(3);
-    outln!(
-        "{:width$}  {:20}  {:>10}  {:>8}  {:16}  POINTERS",
-        "TAG",
-        "CREATED",
-        "SIZE",
-        "FILES",
-        "SIGNED BY"
-    );
-    for m in &manifests {
-        let mut marks = marks(&m.tag)
-            .iter()
-            .map(|n| {
-                let p = &pointers[*n];
-                let signed = &pointer_signatures[*n];
-                format!(
-                    "{n} ({})",
-                    signed.describe_pointer(p.serial, p.expires.as_deref(), !keys.is_empty())
-                )
-            })
-            .collect::<Vec<_>>();
-        marks.extend(rollouts(&m.tag));
-        let signed_by = signatures.get(&m.tag).map(Signature::column).unwrap_or_default();
-        outln!(
-            "{:width$}  {:20}  {:>10}  {:>8}  {:16}  {}",
-            m.tag,
-            m.created_at,
-            size(m.size),
-            m.files,
-            signed_by,
-            marks.join(", ")
-        );
-    }
-    let dangling: Vec<_> = pointers
-        .iter()
-        .filter(|(_, p)| !manifests.iter().any(|m| m.tag == p.tag))
-        .collect();
-    for (name, p) in dangling {
-        tracing::warn!("pointer {name} names {}, which has no manifest", p.tag);
-    }
-    Ok(())
-}
-
-async fn show(global: &GlobalArgs, config: &Config, store: &Store, tag: &str) -> anyhow::Result<()> {
-    check_tag(tag)?;
-    // Read once: the manifest's bytes are also what its signature is checked over.
-    let key = layout::manifest(tag);
-    let bytes = store
-        .get(&key, release::manifest::MAX_BYTES)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no release {tag} in {}", store.url()))?
-        .bytes;
-    let manifest = Manifest::parse(&bytes, tag)
-        .map_err(|why| anyhow::anyhow!("reading manifest {}: {why}", store.url_of(&key)))?;
-    if global.json {
-        return print_json(&manifest);
-    }
-    let value = serde_json::to_value(&manifest)?;
-    for (key, value) in value.as_object().into_iter().flatten() {
-        let text = match value {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Null => "-".into(),
-            other => other.to_string(),
-        };
-        outln!("{key:16}{text}");
-    }
-    let keys = crate::trust::Keys::from_config(&config.trust)?;
-    let signature = Signature::of(store, &key, &bytes, &keys).await?;
-    outln!("{:16}{}", "signature", signature.describe());
-    // Which pointers name it, for everyone or in a rollout.
-    let now = release::clock();
-    for name in names(store, layout::POINTERS).await? {
-        let Ok(Some((pointer, signed))) = load_pointer(store, &name, &keys).await else {
-            continue;
-        };
-        if pointer.tag == tag {
-            outln!(
-                "{:16}{name} (stable, {})",
-                "pointer",
-                signed.describe_pointer(pointer.serial, pointer.expires.as_deref(), !keys.is_empty())
-            );
-        }
-        if let Some(r) = pointer.rollout.as_ref().filter(|r| r.tag == tag) {
-            let halted = if r.halted { ", halted" } else { "" };
-            outln!(
-                "{:16}{name} ({}% of instances now{halted}, serial {})",
-                "rollout",
-                r.effective_percent(now),
-                pointer.serial
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Pointer `name`, and what its signature says: whether it verifies, and by which key.
-async fn load_pointer(
-    store: &Store,
-    name: &str,
-    keys: &crate::trust::Keys,
-) -> anyhow::Result<Option<(Pointer, crate::trust::Signed)>> {
-    let key = layout::pointer(name);
-    let Some(object) = store.get(&key, release::pointer::MAX_BYTES).await? else {
-        return Ok(None);
-    };
-    let pointer = Pointer::parse(&object.bytes)
-        .map_err(|why| anyhow::anyhow!("reading pointer {}: {why}", store.url_of(&key)))?;
-    let signed = crate::trust::Signed::of(keys, store, &key, &object.bytes).await?;
-    if let crate::trust::Signed::Bad(why) = &signed {
-        tracing::warn!("pointer {} does not verify: {why}", store.url_of(&key));
-    }
-    Ok(Some((pointer, signed)))
-}
-
-/// Whether an object is signed, by which key, and whether that key is one of
-/// `[trust] keys` and the signature verifies.
-#[derive(Debug, serde::Serialize)]
-struct Signature {
-    /// The key id the signature names; `None` when unsigned.
-    key_id: Option<String>,
-    /// Checked against `[trust] keys`: `None` without any.
-    verified: Option<bool>,
-    /// Why it does not verify.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    problem: Option<String>,
-}
-
-impl Signature {
-    async fn of(
-        store: &Store,
-        key: &str,
-        bytes: &[u8],
-        keys: &crate::trust::Keys,
-    ) -> anyhow::Result<Signature> {
-        let Some(text) = crate::release::signature::read_signature(store, key).await? else {
-            return Ok(Signature::UNSIGNED);
-        };
-        let key_id = std::str::from_utf8(&text)
-            .ok()
-            .and_then(|text| minisign::SignatureBox::from_string(text).ok())
-            .map(|sig| crate::release::signature::key_id(sig.keynum()));
-        let checked = (!keys.is_empty()).then(|| keys.verify(store, key, bytes, Some(&text)));
-        Ok(Signature {
-            verified: checked.as_ref().map(Result::is_ok),
-            problem: match (&key_id, checked) {
-                (None, _) => Some(format!(
-                    "{} is not a minisign signature",
-                    crate::release::signature::signature_key(key)
-                )),
-                (_, Some(Err(refused))) => Some(refused.to_string()),
-                _ => None,
-            },
-            key_id,
-        })
-    }
-
-    const UNSIGNED: Signature = Signature {
-        key_id: None,
-        verified: None,
-        problem: None,
-    };
-
-    /// For a table: the key id, `-` when unsigned, `BAD` when it does not verify.
-    fn column(&self) -> String {
-        match (&self.key_id, &self.problem) {
-            (_, Some(_)) => "BAD".into(),
-            (Some(id), None) => id.clone(),
-            (None, None) => "-".into(),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match (&self.key_id, self.verified, &self.problem) {
-            (None, _, None) => "unsigned".into(),
-            (_, _, Some(problem)) => format!("DOES NOT VERIFY: {problem}"),
-            (Some(id), Some(true), None) => format!("key {id} (verified against [trust] keys)"),
-            (Some(id), _, None) => format!("key {id} (not checked: no [trust] keys here)"),
-        }
-    }
-}
-
-/// The names of bootlace's JSON objects in a layout folder.
-async fn names(store: &Store, dir: &str) -> anyhow::Result<Vec<String>> {
-    let keys = store.list(dir).await?;
-    Ok(keys
-        .iter()
-        .filter_map(|k| layout::name_in(dir, k))
-        .map(str::to_owned)
-        .collect())
-}
-
-/// Bytes for people: 1.2 MiB.
-fn size(bytes: u64) -> String {
-    indicatif::BinaryBytes(bytes).to_string()
 }
