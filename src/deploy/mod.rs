@@ -3,6 +3,7 @@
 //! atomically — or leave everything as it was and say why.
 
 pub mod fetch;
+pub mod lock;
 pub mod state;
 pub mod unpack;
 
