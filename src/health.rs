@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::init;
 use crate::units::Invalid;
 
 /// How a release is judged healthy after its init (DESIGN §6.2). Without a command or
@@ -74,7 +73,7 @@ use crate::report::Health;
 const BODY_TAIL: usize = 1 << 10;
 
 /// Checks the release in `release`; `None` when no check is configured.
-/// `forward_signals`: as for init scripts ([`init::execute`]).
+/// `forward_signals`: as for init scripts ([`crate::process::execute`]).
 pub async fn check(
     config: &Config,
     release: &Path,
@@ -89,8 +88,8 @@ pub async fn check(
     let started = Instant::now();
     // A boot run told to stop ends the checks, between tries as during one: the release
     // is then neither healthy nor failed, and stays uncommitted for recovery.
-    let signals = init::Signals::catch(forward_signals).ok();
-    let stopped = || signals.as_ref().and_then(init::Signals::caught_name);
+    let signals = crate::process::Signals::catch(forward_signals).ok();
+    let stopped = || signals.as_ref().and_then(crate::process::Signals::caught_name);
     let mut tries = 0;
     let (ok, output, stopped_by) = loop {
         tries += 1;
@@ -152,7 +151,7 @@ pub fn shown_url(url: &str) -> String {
 }
 
 /// Resolves with the signal's name once one is caught.
-async fn stop_of(signals: &init::Signals) -> &'static str {
+async fn stop_of(signals: &crate::process::Signals) -> &'static str {
     loop {
         if let Some(signal) = signals.caught_name() {
             return signal;
@@ -191,14 +190,14 @@ impl Probe<'_> {
             Probe::Command(command) => {
                 let mut sh = Command::new("/bin/sh");
                 sh.arg("-c").arg(command);
-                let how = init::How {
+                let how = crate::process::How {
                     timeout,
                     quiet_stdout: true,
                     forward_signals,
                     what: "health command",
                     started: None,
                 };
-                match init::execute(sh, release, env, &how) {
+                match crate::process::execute(sh, release, env, &how) {
                     Ok(outcome) => {
                         let healthy = outcome.succeeded();
                         let mut said = outcome.output_tail;

@@ -42,6 +42,7 @@ pub mod identity;
 pub mod init;
 pub mod keys;
 pub mod logging;
+pub mod process;
 pub mod release;
 pub mod report;
 pub mod retry;

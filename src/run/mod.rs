@@ -409,11 +409,11 @@ impl Flow<'_> {
         };
         let Some(group) = record
             .group
-            .filter(|_| !record.finished && record.boot_id == init::boot_id())
+            .filter(|_| !record.finished && record.boot_id == crate::process::boot_id())
         else {
             return;
         };
-        if init::end_group(group) {
+        if crate::process::end_group(group) {
             warn!(
                 "ended what was left of {}'s init (process group {group}): the bootlace that ran it stopped before it finished",
                 record.tag
@@ -426,7 +426,7 @@ impl Flow<'_> {
         let record = crate::deploy::state::InitRecord {
             tag: tag.to_owned(),
             group,
-            boot_id: init::boot_id(),
+            boot_id: crate::process::boot_id(),
             finished,
         };
         if let Err(err) = self.state.record_init(&record) {
@@ -465,7 +465,7 @@ impl Flow<'_> {
         };
         info!("running init script {}", chosen.script);
         let started = |group: u32| self.record_init(tag, Some(group), false);
-        let how = init::How {
+        let how = crate::process::How {
             timeout: config.init.timeout,
             quiet_stdout: self.json,
             forward_signals: self.forward_signals(),
