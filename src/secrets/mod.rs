@@ -12,6 +12,7 @@
 //! print can; the run scrubs it before its report, its log lines and its record of a
 //! failed release keep it. The report lists the names fetched.
 
+mod answers;
 mod aws;
 mod dir;
 
@@ -330,7 +331,7 @@ pub async fn fetch(config: &Config, identity: &Identity) -> anyhow::Result<Fetch
     let secrets = tokio::time::timeout(config.deadline + CUT_OFF_MARGIN, fetching)
         .await
         .unwrap_or_else(|_| {
-            Err(aws::CallError::unanswered(format!(
+            Err(answers::CallError::unanswered(format!(
                 "fetching secrets: not finished after {} (secrets.deadline)",
                 humantime::format_duration(config.deadline)
             ))
