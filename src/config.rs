@@ -67,17 +67,17 @@ impl Config {
         let document = toml::Deserializer::parse(text).map_err(|e| invalid("syntax".into(), e))?;
         let config: Config = serde_path_to_error::deserialize(document)
             .map_err(|e| invalid(e.path().to_string(), e.into_inner()))?;
-        config.validate(path)?;
+        config.validate(path, text)?;
         Ok(config)
     }
 
     /// Each section's own checks, then those that span sections.
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+    fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
         let invalid = |refused: Invalid| ConfigError::Invalid {
             path: path.to_owned(),
+            line: line_of_key(text, &refused.key),
             key: refused.key,
             message: refused.message,
-            line: 1,
         };
         self.identity.check().map_err(invalid)?;
         self.health.check().map_err(invalid)?;
@@ -98,6 +98,34 @@ impl Config {
     }
 }
 
+/// The 1-based line where `key` (`health.url`, `trust.keys[1]`, `health`) is set in
+/// `text`: its own line under its table's header, else the header; 1 when neither is
+/// found (a value left at its default).
+fn line_of_key(text: &str, key: &str) -> usize {
+    let key = key.split('[').next().unwrap_or(key);
+    let (table, leaf) = key.rsplit_once('.').unwrap_or((key, ""));
+    let mut current = String::new();
+    let mut header = None;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            current = name.trim().to_owned();
+            if current == table {
+                header.get_or_insert(i + 1);
+            }
+            continue;
+        }
+        let Some((name, _)) = line.split_once('=') else {
+            continue;
+        };
+        let name = name.trim();
+        if (current == table && name == leaf) || (current.is_empty() && name == key) {
+            return i + 1;
+        }
+    }
+    header.unwrap_or(1)
+}
+
 /// 1-based line number of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
@@ -112,6 +140,24 @@ mod tests {
     use crate::deploy::fetch::Download;
     use crate::identity::SourceSpec;
     use crate::units::size;
+
+    #[test]
+    fn a_refused_value_names_its_line() {
+        let text = "[store]\nurl = \"file:///x\"\n\n[health]\n# a comment\ntries = 0\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("health.tries") && err.ends_with("(line 6)"), "{err}");
+        let err = parse("[health]\ncommand = \"true\"\nurl = \"http://x/\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("(line 1)"), "{err}");
+        let err = parse("[agent]\n\ninterval = \"1ms\"\n").unwrap_err().to_string();
+        assert!(err.ends_with("(line 3)"), "{err}");
+        assert_eq!(line_of_key("trust.keys = [\"x\"]\n", "trust.keys[0]"), 1);
+        assert_eq!(
+            line_of_key("\n[trust]\nkeys = [\"a\",\n\"b\"]\n", "trust.keys[1]"),
+            3
+        );
+    }
 
     #[test]
     fn sizes_parse() {
