@@ -51,12 +51,7 @@ where
         if let (Some((ours, signature)), Some(p)) = (&written, previous)
             && ours == p
         {
-            install_signature(store, name, ours.serial, signature.clone()).await?;
-            return Ok(Moved {
-                pointer: ours.clone(),
-                changed: true,
-                retries: attempt,
-            });
+            return written_as(store, name, ours.clone(), Some(signature.clone()), attempt).await;
         }
         if let Some(p) = previous.filter(|p| {
             p.tag == manifest.tag
@@ -90,14 +85,7 @@ where
             .swap(&key, bytes, current.as_ref().map(|(_, read)| read))
             .await?
         {
-            if let Some(signature) = signature {
-                install_signature(store, name, next.serial, signature).await?;
-            }
-            return Ok(Moved {
-                pointer: next,
-                changed: true,
-                retries: attempt,
-            });
+            return written_as(store, name, next, signature, attempt).await;
         }
         // Lost the race (or our own write landed and its answer was lost: the next
         // round finds it, and installs its signature if it is signed, or reports no
@@ -219,6 +207,25 @@ async fn serial_after_unverified(
         ))
         .into()),
     }
+}
+
+/// A change that went through (`pointer` is what was written, after `retries` lost
+/// races): its signature, if it has one, goes beside it.
+async fn written_as(
+    store: &Store,
+    name: &str,
+    pointer: Pointer,
+    signature: Option<Bytes>,
+    retries: u32,
+) -> anyhow::Result<Moved> {
+    if let Some(signature) = signature {
+        install_signature(store, name, pointer.serial, signature).await?;
+    }
+    Ok(Moved {
+        pointer,
+        changed: true,
+        retries,
+    })
 }
 
 /// Puts `signature`, made for the pointer at `key` with `serial`, beside it — unless
@@ -357,14 +364,7 @@ where
         // Our own write landed, though its answer was lost: done, not to be redone
         // (but its signature still goes beside it).
         if let Some((ours, signature)) = written.take_if(|(ours, _)| *ours == current) {
-            if let Some(signature) = signature {
-                install_signature(store, name, ours.serial, signature).await?;
-            }
-            return Ok(Moved {
-                pointer: ours,
-                changed: true,
-                retries: attempt,
-            });
+            return written_as(store, name, ours, signature, attempt).await;
         }
         let desired = match edit(&current)? {
             Some(desired) => desired,
@@ -385,14 +385,7 @@ where
         }
         let (next, bytes, signature) = seal(store, &key, name, author, next)?;
         if store.swap(&key, bytes, Some(&read)).await? {
-            if let Some(signature) = signature {
-                install_signature(store, name, next.serial, signature).await?;
-            }
-            return Ok(Moved {
-                pointer: next,
-                changed: true,
-                retries: attempt,
-            });
+            return written_as(store, name, next, signature, attempt).await;
         }
         written = Some((next, signature));
         lost_race(store, &key, attempt).await;
