@@ -21,7 +21,7 @@
 //! - [`cli`]: the command line (one file per command) and its dispatch;
 //! - [`config`]: the TOML config file, merged with flags and environment variables;
 //! - [`retry`]: backoff with jitter until a deadline, for the IMDS client;
-//! - [`exit`]: exit codes and how an error maps to one;
+//! - [`error`]: the shared error kinds, exit codes and errors on one line;
 //! - [`logging`]: `tracing` to stderr;
 //! - [`text`]: text from outside made safe to print;
 //! - `fuzz`: the fuzz targets, one per parser of untrusted input (`fuzz/`).
@@ -32,7 +32,6 @@ pub mod cli;
 pub mod config;
 pub mod deploy;
 pub mod error;
-pub mod exit;
 pub mod files;
 pub mod fleet;
 #[doc(hidden)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use bootlace::cli::Cli;
-use bootlace::exit;
+use bootlace::error::Exit;
 use bootlace::logging;
 
 fn main() -> ExitCode {
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         Err(err) if bootlace::cli::is_broken_pipe(&err) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", bootlace::error::one_line(&err));
-            exit::classify(&err).into()
+            Exit::of(&err).into()
         }
     }
 }

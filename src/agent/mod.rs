@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::deploy::state::StateDir;
 use crate::deploy::{self, Target};
-use crate::exit::Exit;
+use crate::error::Exit;
 use crate::identity::{self, Identity};
 use crate::init::Phase;
 use crate::release::pointer::{Checked, Pointer};

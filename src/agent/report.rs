@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::{Agent, BACKOFF};
-use crate::exit::Exit;
+use crate::error::Exit;
 use crate::report::Report;
 use crate::run::Run;
 use crate::{identity, secrets};

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::{GlobalArgs, print_json, runtime};
 use crate::config::Config;
-use crate::exit::Exit;
+use crate::error::Exit;
 use crate::identity::{self, SourceSpec};
 use crate::release::push::push;
 use crate::release::sign::{Author, Expiry};

@@ -5,7 +5,7 @@ use anyhow::Context;
 
 use super::{GlobalArgs, print_json, progress_bar, runtime};
 use crate::deploy::{self, state::StateDir};
-use crate::exit::Exit;
+use crate::error::Exit;
 use crate::identity;
 use crate::store;
 

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{FleetArgs, FleetCommand, GlobalArgs, print_json, runtime};
 use crate::error::BadInput;
-use crate::exit::Exit;
+use crate::error::Exit;
 use crate::fleet::{self, Fleet, Scope, html::status_name};
 use crate::store;
 

@@ -1,7 +1,7 @@
 //! `bootlace identity`: print who this instance is.
 
 use super::{GlobalArgs, print_json, runtime};
-use crate::exit::Exit;
+use crate::error::Exit;
 use crate::identity;
 
 pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {

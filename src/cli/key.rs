@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::{GlobalArgs, print_json};
 use crate::error::BadInput;
-use crate::exit::Exit;
+use crate::error::Exit;
 use crate::keys;
 
 pub fn generate(global: &GlobalArgs, dir: Option<&Path>, unencrypted: bool) -> anyhow::Result<Exit> {

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Config};
-use crate::exit::Exit;
+use crate::error::Exit;
 use crate::identity::SourceSpec;
 use crate::logging::Verbosity;
 
@@ -345,7 +345,7 @@ impl GlobalArgs {
     /// The config file with flags and variables applied on top.
     pub fn settings(&self) -> anyhow::Result<Config> {
         let path = self.config.clone().unwrap_or_else(|| config::DEFAULT_PATH.into());
-        let mut config = Config::load(&path, self.config.is_some())?;
+        let mut config = Config::load(&path, self.config.is_some()).map_err(crate::error::user_input)?;
         if let Some(url) = &self.store {
             config.store.url = Some(url.clone());
         }

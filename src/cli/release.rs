@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{GlobalArgs, Op, ReleaseCommand, SignArgs, print_json, progress_bar, runtime};
 use crate::config::Config;
 use crate::error::BadInput;
-use crate::exit::Exit;
+use crate::error::Exit;
 use crate::release::push::{Progress, push};
 use crate::release::sign::{self, Author, Expiry};
 use crate::release::{self, Manifest, Moved, Pointer, check_tag, move_pointer, pointer_name, rollout};

@@ -11,7 +11,7 @@ use super::Op;
 use super::{GlobalArgs, RolloutCommand, print_json};
 use crate::config::Config;
 use crate::error::BadInput;
-use crate::exit::Exit;
+use crate::error::Exit;
 use crate::fleet::{self, Fleet, Instance};
 use crate::release::rollout::{self, Action, Rollout};
 use crate::release::{self, Pointer, moves::edit_pointer, pointer_name};

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::{GlobalArgs, print_json, runtime};
-use crate::exit::Exit;
+use crate::error::Exit;
 use crate::report::{Report, Status};
 use crate::{deploy, identity, init, release, store};
 

@@ -154,11 +154,14 @@ async fn from_source(source: &mut impl IdentitySource, required: &[String]) -> a
     let facts = source.facts().await?;
     let parsing = || format!("parsing user-data from {}", source.describe());
     let mut user_data = match &facts.user_data {
-        Some(raw) => userdata::parse(raw).with_context(parsing)?,
+        Some(raw) => userdata::parse(raw)
+            .map_err(crate::error::user_input)
+            .with_context(parsing)?,
         None => UserData::default(),
     };
     user_data
         .require(required)
+        .map_err(crate::error::user_input)
         .with_context(|| match facts.user_data {
             Some(_) => parsing(),
             None => format!("{} has no user-data", source.describe()),

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::deploy::state::StateDir;
-use crate::exit::{self, Exit};
+use crate::error::Exit;
 use crate::identity::Identity;
 use crate::report::{self, Report, RolledBackFrom, Status, Timings, Trigger};
 use crate::store::{Store, StoreError, layout};
@@ -193,11 +193,7 @@ impl Run {
             self.warnings.push(why);
         }
         let (status, exit, error) = match (&result, &self.rolled_back_from, &self.degraded) {
-            (Err(err), ..) => (
-                Status::Failed,
-                exit::classify(err),
-                Some(crate::error::one_line(err)),
-            ),
+            (Err(err), ..) => (Status::Failed, Exit::of(err), Some(crate::error::one_line(err))),
             (Ok(()), Some(from), _) => (Status::RolledBack, Exit::RolledBack, Some(from.reason.clone())),
             (Ok(()), None, Some(why)) => (Status::Degraded, Exit::Degraded, Some(why.clone())),
             (Ok(()), None, None) => (Status::Ok, Exit::Ok, None),
