@@ -43,182 +43,73 @@ const RELEASE: [(&str, &str, u32); 4] = [
     ),
 ];
 
-pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
-    let dir = tempfile::Builder::new().prefix("bootlace-demo-").tempdir()?;
-    let say = |line: &str| -> anyhow::Result<()> {
-        if !global.json {
+/// The demo's temp dir, config and store, and how it speaks (not at all with `--json`).
+struct Demo<'a> {
+    global: &'a GlobalArgs,
+    dir: tempfile::TempDir,
+    config: Config,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Demo<'_> {
+    fn say(&self, line: &str) -> anyhow::Result<()> {
+        if !self.global.json {
             outln!("{line}");
         }
         Ok(())
+    }
+}
+
+pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let dir = tempfile::Builder::new().prefix("bootlace-demo-").tempdir()?;
+    let mut demo = Demo {
+        global,
+        dir,
+        config: Config::default(),
+        runtime: runtime()?,
     };
-    say(&format!("bootlace demo in {}", dir.path().display()))?;
-
-    let user_data = dir.path().join("user-data");
-    std::fs::write(&user_data, USER_DATA)?;
-    say(&format!(
-        "\n== identity: a simulated instance reads its user-data from {}",
-        user_data.display()
-    ))?;
-    for line in USER_DATA.lines() {
-        say(&format!("   | {line}"))?;
-    }
-    let mut config = Config::default();
-    config.identity.source = SourceSpec::File(user_data);
-    let store_url = reqwest::Url::from_directory_path(dir.path().join("store"))
-        .map_err(|()| anyhow::anyhow!("{} is not an absolute path", dir.path().display()))?;
-    config.store.url = Some(store_url.to_string());
-    let runtime = runtime()?;
-    let identity = runtime.block_on(identity::resolve(&config.identity, &config.identity.source))?;
-    if !global.json {
-        say("\n== resolved identity (what `bootlace identity` prints)")?;
-        outln!("{}", identity.to_text().trim_end());
-    }
-
-    // Everything the operator writes is signed, and the instance checks it.
-    let generated = crate::keys::generate(dir.path(), None)?;
-    config.trust.keys = vec![generated.public_key.clone()];
-    let author = Author::new(
-        crate::release::who(),
-        Some(&generated.secret_key_file),
-        Expiry::default(),
-        Default::default(),
-    )?;
-    say(&format!(
-        "\n== keys: the release team signs what it pushes; the instance trusts its public key\n   \
-         $ bootlace key generate --unencrypted --dir {}\n   key id {}, and in the instance's config: \
-         [trust] keys = [\"{}\"]",
-        dir.path().display(),
-        generated.key_id,
-        generated.public_key
-    ))?;
-
-    let release = dir.path().join("release");
-    write_release(&release)?;
+    demo.say(&format!("bootlace demo in {}", demo.dir.path().display()))?;
+    let identity = demo.identity()?;
+    let author = demo.keys()?;
     let environment = identity.environment.clone().unwrap_or_else(|| "prod".into());
-    say(&format!(
-        "\n== release: the operator pushes {} as {TAG} and points {environment} at it",
-        release.display()
-    ))?;
-    say(&format!(
-        "   $ bootlace --store {} release push {} --tag {TAG} --env {environment} --sign-key …/bootlace.key",
-        config.store.url.as_deref().unwrap_or_default(),
-        release.display()
-    ))?;
-    let _entered = runtime.enter();
-    let store = store::open(&config.store, None, store::Access::Write)?;
-    let limits = config.deploy.limits();
-    let pushed = runtime.block_on(push(
-        &store,
-        &release,
-        TAG,
-        Some(&environment),
-        limits,
-        &author,
-        |_| {},
-    ))?;
-    say(&format!(
-        "   pushed {TAG}: {} files, sha256 {}",
-        pushed.manifest.files, pushed.manifest.sha256
-    ))?;
-    say("   $ bootlace release list")?;
-    if !global.json {
-        runtime.block_on(super::list::list(global, &config, &store, None))?;
-    }
-
-    config.deploy.state_dir = dir.path().join("state");
-    say(&format!(
-        "\n== boot: the instance runs `bootlace run` with its state in {}",
-        config.deploy.state_dir.display()
-    ))?;
-    say("   init candidates, most specific first; the first that exists runs, and only it:")?;
-    for candidate in &config.init.candidates {
-        say(&format!("     {}/{candidate}", config.init.root))?;
-    }
-    say("   --- init output ---")?;
-    let ran = runtime.block_on(crate::run::boot(
-        &config,
-        indicatif::ProgressBar::hidden(),
-        global.json,
-    ))?;
-    if !global.json {
-        say("   --- end of init output ---")?;
-        say(&format!(
-            "\n== report: {}/last-run.json",
-            config.deploy.state_dir.display()
-        ))?;
-        outln!("{}", String::from_utf8_lossy(&ran.report.to_json()).trim_end());
-        say(&format!("   {}", ran.report.summary()))?;
-    }
+    let _entered = demo.runtime.enter();
+    let store = store::open(&demo.config.store, None, store::Access::Write)?;
+    let pushed = demo.first_release(&store, &author, &environment)?;
+    let ran = demo.boot()?;
     if ran.exit != Exit::Ok {
         return Ok(ran.exit);
     }
-    secrets_plan(&say, &identity)?;
+    secrets_plan(&|line| demo.say(line), &identity)?;
 
     // The agent: a new release reaches the running instance, a broken one is undone.
-    config.agent.hold_file = dir.path().join("hold");
-    let agent_step =
-        |tag: &str, hello: &str, init_exit: &str, story: &str| -> anyhow::Result<crate::report::Report> {
-            say(&format!("\n== {story}"))?;
-            let tree = dir.path().join(tag);
-            write_release(&tree)?;
-            std::fs::write(tree.join("app/hello.txt"), hello)?;
-            if !init_exit.is_empty() {
-                let script = tree.join("bootstrap/b/prod/i-0123456789abcdef0.sh");
-                let mut text = std::fs::read_to_string(&script)?;
-                text.push_str(init_exit);
-                std::fs::write(&script, text)?;
-            }
-            say(&format!(
-                "   $ bootlace release push {} --tag {tag} --env {environment}",
-                tree.display()
-            ))?;
-            runtime.block_on(push(
-                &store,
-                &tree,
-                tag,
-                Some(&environment),
-                limits,
-                &author,
-                |_| {},
-            ))?;
-            say("   $ bootlace agent --once      (what the running agent does at its next check)")?;
-            say("   --- init output ---")?;
-            runtime.block_on(crate::agent::run(&config, true, global.json))?;
-            say("   --- end of init output ---")?;
-            let report = crate::report::Report::load(&config.deploy.state_dir)?
-                .ok_or_else(|| anyhow::anyhow!("the agent wrote no report"))?;
-            say(&format!("   {}", report.summary()))?;
-            Ok(report)
-        };
-    let update = agent_step(
+    demo.config.agent.hold_file = demo.dir.path().join("hold");
+    let update = demo.agent_step(
+        (&store, &author, &environment),
         "demo-2",
         "hello from the second release\n",
         "",
         "update: the operator pushes demo-2; the agent on the running instance picks it up",
     )?;
-    let rollback = agent_step(
+    let rollback = demo.agent_step(
+        (&store, &author, &environment),
         "demo-3",
         "hello from a broken release\n",
         "echo 'demo-3: the service does not start' >&2\nexit 1\n",
         "rollback: demo-3's init fails; the agent switches back to demo-2, the last good release",
     )?;
     if let Some(from) = &rollback.rolled_back_from {
-        say(&format!("   rolled back from {}: {}", from.tag, from.reason))?;
+        demo.say(&format!("   rolled back from {}: {}", from.tag, from.reason))?;
     }
-    let refused = runtime.block_on(tamper(global, &config, &store, &environment))?;
+    let refused = demo.runtime.block_on(demo.tamper(&store, &environment))?;
 
-    say(&format!(
+    demo.say(&format!(
         "\n== fleet: the operator points {environment} back at demo-2, two more instances boot, \
          and the store shows what runs where"
     ))?;
-    let fleet = runtime.block_on(more_instances(
-        global,
-        &mut config,
-        &store,
-        dir.path(),
-        &environment,
-        &author,
-    ))?;
+    let mut config = std::mem::take(&mut demo.config);
+    let fleet = demo
+        .runtime
+        .block_on(demo.more_instances(&mut config, &store, &environment, &author))?;
     if global.json {
         print_json(
             &serde_json::json!({"identity": identity, "manifest": pushed.manifest,
@@ -226,7 +117,7 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
             "fleet": fleet}),
         )?;
     } else {
-        say(&format!(
+        demo.say(&format!(
             "\ndemo finished: {}\n   then updated to {}, rolled back from demo-3 to {}, and refused a \
              tampered pointer",
             ran.report.summary(),
@@ -238,6 +129,169 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
         && rollback.status == crate::report::Status::RolledBack
         && refused.status == crate::report::Status::Degraded;
     Ok(if shown { Exit::Ok } else { Exit::Failed })
+}
+
+impl Demo<'_> {
+    /// Writes the sample user-data, shows it, and resolves the identity from it; the
+    /// store is a `file://` folder in the temp dir.
+    fn identity(&mut self) -> anyhow::Result<identity::Identity> {
+        let dir = self.dir.path();
+        let user_data = dir.join("user-data");
+        std::fs::write(&user_data, USER_DATA)?;
+        self.say(&format!(
+            "\n== identity: a simulated instance reads its user-data from {}",
+            user_data.display()
+        ))?;
+        for line in USER_DATA.lines() {
+            self.say(&format!("   | {line}"))?;
+        }
+        self.config.identity.source = SourceSpec::File(user_data);
+        let store_url = reqwest::Url::from_directory_path(dir.join("store"))
+            .map_err(|()| anyhow::anyhow!("{} is not an absolute path", dir.display()))?;
+        self.config.store.url = Some(store_url.to_string());
+        let identity = self.runtime.block_on(identity::resolve(
+            &self.config.identity,
+            &self.config.identity.source,
+        ))?;
+        if !self.global.json {
+            self.say("\n== resolved identity (what `bootlace identity` prints)")?;
+            outln!("{}", identity.to_text().trim_end());
+        }
+        Ok(identity)
+    }
+
+    /// Everything the operator writes is signed, and the instance checks it.
+    fn keys(&mut self) -> anyhow::Result<Author> {
+        let generated = crate::keys::generate(self.dir.path(), None)?;
+        self.config.trust.keys = vec![generated.public_key.clone()];
+        let author = Author::new(
+            crate::release::who(),
+            Some(&generated.secret_key_file),
+            Expiry::default(),
+            Default::default(),
+        )?;
+        self.say(&format!(
+            "\n== keys: the release team signs what it pushes; the instance trusts its public key\n   \
+             $ bootlace key generate --unencrypted --dir {}\n   key id {}, and in the instance's config: \
+             [trust] keys = [\"{}\"]",
+            self.dir.path().display(),
+            generated.key_id,
+            generated.public_key
+        ))?;
+        Ok(author)
+    }
+
+    /// Pushes the sample release as the first tag and lists the releases.
+    fn first_release(
+        &self,
+        store: &store::Store,
+        author: &Author,
+        environment: &str,
+    ) -> anyhow::Result<crate::release::push::Pushed> {
+        let release = self.dir.path().join("release");
+        write_release(&release)?;
+        self.say(&format!(
+            "\n== release: the operator pushes {} as {TAG} and points {environment} at it",
+            release.display()
+        ))?;
+        self.say(&format!(
+            "   $ bootlace --store {} release push {} --tag {TAG} --env {environment} --sign-key …/bootlace.key",
+            self.config.store.url.as_deref().unwrap_or_default(),
+            release.display()
+        ))?;
+        let pushed = self.runtime.block_on(push(
+            store,
+            &release,
+            TAG,
+            Some(environment),
+            self.config.deploy.limits(),
+            author,
+            |_| {},
+        ))?;
+        self.say(&format!(
+            "   pushed {TAG}: {} files, sha256 {}",
+            pushed.manifest.files, pushed.manifest.sha256
+        ))?;
+        self.say("   $ bootlace release list")?;
+        if !self.global.json {
+            self.runtime
+                .block_on(super::list::list(self.global, &self.config, store, None))?;
+        }
+        Ok(pushed)
+    }
+
+    /// The instance's first boot: `bootlace run`, and the report it writes.
+    fn boot(&mut self) -> anyhow::Result<crate::run::Ran> {
+        self.config.deploy.state_dir = self.dir.path().join("state");
+        self.say(&format!(
+            "\n== boot: the instance runs `bootlace run` with its state in {}",
+            self.config.deploy.state_dir.display()
+        ))?;
+        self.say("   init candidates, most specific first; the first that exists runs, and only it:")?;
+        for candidate in &self.config.init.candidates {
+            self.say(&format!("     {}/{candidate}", self.config.init.root))?;
+        }
+        self.say("   --- init output ---")?;
+        let ran = self.runtime.block_on(crate::run::boot(
+            &self.config,
+            indicatif::ProgressBar::hidden(),
+            self.global.json,
+        ))?;
+        if !self.global.json {
+            self.say("   --- end of init output ---")?;
+            self.say(&format!(
+                "\n== report: {}/last-run.json",
+                self.config.deploy.state_dir.display()
+            ))?;
+            outln!("{}", String::from_utf8_lossy(&ran.report.to_json()).trim_end());
+            self.say(&format!("   {}", ran.report.summary()))?;
+        }
+        Ok(ran)
+    }
+
+    /// Pushes `tag` (the sample release with another hello, and `init_exit` appended to
+    /// the init script) and lets the agent act on it once.
+    fn agent_step(
+        &self,
+        (store, author, environment): (&store::Store, &Author, &str),
+        tag: &str,
+        hello: &str,
+        init_exit: &str,
+        story: &str,
+    ) -> anyhow::Result<crate::report::Report> {
+        self.say(&format!("\n== {story}"))?;
+        let tree = self.dir.path().join(tag);
+        write_release(&tree)?;
+        std::fs::write(tree.join("app/hello.txt"), hello)?;
+        if !init_exit.is_empty() {
+            let script = tree.join("bootstrap/b/prod/i-0123456789abcdef0.sh");
+            let mut text = std::fs::read_to_string(&script)?;
+            text.push_str(init_exit);
+            std::fs::write(&script, text)?;
+        }
+        self.say(&format!(
+            "   $ bootlace release push {} --tag {tag} --env {environment}",
+            tree.display()
+        ))?;
+        self.runtime.block_on(push(
+            store,
+            &tree,
+            tag,
+            Some(environment),
+            self.config.deploy.limits(),
+            author,
+            |_| {},
+        ))?;
+        self.say("   $ bootlace agent --once      (what the running agent does at its next check)")?;
+        self.say("   --- init output ---")?;
+        self.runtime
+            .block_on(crate::agent::run(&self.config, true, self.global.json))?;
+        self.say("   --- end of init output ---")?;
+        let report = crate::report::Report::load(&self.config.deploy.state_dir)?
+            .ok_or_else(|| anyhow::anyhow!("the agent wrote no report"))?;
+        self.say(&format!("   {}", report.summary()))?;
+        Ok(report)
+    }
 }
 
 /// What a boot would also do with `[secrets]` in its config. The demo has no AWS to
@@ -272,94 +326,80 @@ fn secrets_plan(
     say("   (this demo has no SSM or Secrets Manager to fetch from: docs/secrets.md)")
 }
 
-/// Someone with write access to the bucket, but not the signing key, points the
-/// environment back at the older demo-1: the agent refuses the pointer and keeps what
-/// it runs.
-async fn tamper(
-    global: &GlobalArgs,
-    config: &Config,
-    store: &store::Store,
-    environment: &str,
-) -> anyhow::Result<crate::report::Report> {
-    let say = |line: &str| -> anyhow::Result<()> {
-        if !global.json {
-            outln!("{line}");
+impl Demo<'_> {
+    /// Someone with write access to the bucket, but not the signing key, points the
+    /// environment back at the older demo-1: the agent refuses the pointer and keeps
+    /// what it runs.
+    async fn tamper(&self, store: &store::Store, environment: &str) -> anyhow::Result<crate::report::Report> {
+        self.say(&format!(
+            "\n== signatures: someone without the key edits pointers/{environment}.json to name the older demo-1"
+        ))?;
+        let key = store::layout::pointer(environment);
+        let bad = crate::release::Manifest::load_complete(store, TAG).await?;
+        let mut pointer = crate::release::Pointer::load(store, environment)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no pointer {environment}"))?;
+        (pointer.tag, pointer.sha256, pointer.size) = (bad.tag, bad.sha256, bad.size);
+        store.put(&key, pointer.to_json()).await?;
+        self.say("   $ bootlace agent --once")?;
+        crate::agent::run(&self.config, true, true).await?;
+        let report = crate::report::Report::load(&self.config.deploy.state_dir)?
+            .ok_or_else(|| anyhow::anyhow!("the agent wrote no report"))?;
+        self.say(&format!("   {}", report.summary()))?;
+        if let Some(error) = &report.error {
+            self.say(&format!("   {error}"))?;
         }
-        Ok(())
-    };
-    say(&format!(
-        "\n== signatures: someone without the key edits pointers/{environment}.json to name the older demo-1"
-    ))?;
-    let key = store::layout::pointer(environment);
-    let bad = crate::release::Manifest::load_complete(store, TAG).await?;
-    let mut pointer = crate::release::Pointer::load(store, environment)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no pointer {environment}"))?;
-    (pointer.tag, pointer.sha256, pointer.size) = (bad.tag, bad.sha256, bad.size);
-    store.put(&key, pointer.to_json()).await?;
-    say("   $ bootlace agent --once")?;
-    crate::agent::run(config, true, true).await?;
-    let report = crate::report::Report::load(&config.deploy.state_dir)?
-        .ok_or_else(|| anyhow::anyhow!("the agent wrote no report"))?;
-    say(&format!("   {}", report.summary()))?;
-    if let Some(error) = &report.error {
-        say(&format!("   {error}"))?;
+        Ok(report)
     }
-    Ok(report)
-}
 
-/// Moves the pointer back to demo-2 (a signed rollback, which writes a good pointer
-/// over the tampered one), boots two more instances from it, and reads the fleet from
-/// their reports.
-async fn more_instances(
-    global: &GlobalArgs,
-    config: &mut Config,
-    store: &store::Store,
-    dir: &Path,
-    environment: &str,
-    author: &Author,
-) -> anyhow::Result<crate::fleet::Fleet> {
-    let say = |line: &str| -> anyhow::Result<()> {
-        if !global.json {
-            outln!("{line}");
+    /// Moves the pointer back to demo-2 (a signed rollback, which writes a good pointer
+    /// over the tampered one), boots two more instances from it (each with `config`
+    /// changed to its own identity and state dir), and reads the fleet from their
+    /// reports.
+    async fn more_instances(
+        &self,
+        config: &mut Config,
+        store: &store::Store,
+        environment: &str,
+        author: &Author,
+    ) -> anyhow::Result<crate::fleet::Fleet> {
+        self.say(&format!("   $ bootlace release rollback --env {environment}"))?;
+        let good = crate::release::Manifest::load_complete(store, "demo-2").await?;
+        let moved =
+            crate::release::move_pointer(store, environment, author, |_| std::future::ready(Ok(good)))
+                .await?;
+        self.say(&format!(
+            "   pointer {environment} -> {} at serial {}",
+            moved.pointer.tag, moved.pointer.serial
+        ))?;
+        for n in 1..=2 {
+            let machine_id = format!("i-0123456789abcdef{n}");
+            let user_data = self.dir.path().join(format!("user-data-{n}"));
+            std::fs::write(&user_data, USER_DATA.replace("i-0123456789abcdef0", &machine_id))?;
+            config.identity.source = SourceSpec::File(user_data);
+            config.deploy.state_dir = self.dir.path().join(format!("state-{n}"));
+            self.say(&format!("   $ bootlace run      (on {machine_id})"))?;
+            let ran = crate::run::boot(config, indicatif::ProgressBar::hidden(), true).await?;
+            self.say(&format!("   {}", ran.report.summary()))?;
         }
-        Ok(())
-    };
-    say(&format!("   $ bootlace release rollback --env {environment}"))?;
-    let good = crate::release::Manifest::load_complete(store, "demo-2").await?;
-    let moved =
-        crate::release::move_pointer(store, environment, author, |_| std::future::ready(Ok(good))).await?;
-    say(&format!(
-        "   pointer {environment} -> {} at serial {}",
-        moved.pointer.tag, moved.pointer.serial
-    ))?;
-    for n in 1..=2 {
-        let machine_id = format!("i-0123456789abcdef{n}");
-        let user_data = dir.join(format!("user-data-{n}"));
-        std::fs::write(&user_data, USER_DATA.replace("i-0123456789abcdef0", &machine_id))?;
-        config.identity.source = SourceSpec::File(user_data);
-        config.deploy.state_dir = dir.join(format!("state-{n}"));
-        say(&format!("   $ bootlace run      (on {machine_id})"))?;
-        let ran = crate::run::boot(config, indicatif::ProgressBar::hidden(), true).await?;
-        say(&format!("   {}", ran.report.summary()))?;
+        let scope = crate::fleet::Scope {
+            environment: None,
+            role: None,
+            stale: std::time::Duration::from_secs(2 * 3600),
+            instances: true,
+            pointer_template: config.deploy.pointer.clone(),
+            keys: crate::trust::Keys::from_config(&config.trust)?,
+            now: std::time::SystemTime::now(),
+        };
+        let fleet = crate::fleet::read(store, &scope, |_| {}).await?;
+        if !self.global.json {
+            self.say("   $ bootlace fleet")?;
+            super::fleet::print_groups(&fleet)?;
+            self.say("   $ bootlace fleet --instances")?;
+            super::fleet::print_instances(&fleet)?;
+        }
+        Ok(fleet)
     }
-    let scope = crate::fleet::Scope {
-        environment: None,
-        role: None,
-        stale: std::time::Duration::from_secs(2 * 3600),
-        instances: true,
-        pointer_template: config.deploy.pointer.clone(),
-        keys: crate::trust::Keys::from_config(&config.trust)?,
-        now: std::time::SystemTime::now(),
-    };
-    let fleet = crate::fleet::read(store, &scope, |_| {}).await?;
-    if !global.json {
-        say("   $ bootlace fleet")?;
-        super::fleet::print_groups(&fleet)?;
-        say("   $ bootlace fleet --instances")?;
-        super::fleet::print_instances(&fleet)?;
-    }
-    Ok(fleet)
 }
 
 fn write_release(root: &Path) -> std::io::Result<()> {
