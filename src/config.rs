@@ -79,10 +79,10 @@ impl Config {
             key: refused.key,
             message: refused.message,
         };
-        self.identity.check().map_err(invalid)?;
+        // In the order the checks ran when config.rs held them all: the first refusal
+        // a file with several is refused for stays the same.
         self.health.check().map_err(invalid)?;
         self.agent.check().map_err(invalid)?;
-        self.trust.check().map_err(invalid)?;
         if self.report.instance_tag
             && let Some(url) = &self.store.url
             && !url
@@ -94,6 +94,8 @@ impl Config {
                 "object tags are for s3:// stores (the IAM policy that reads them is AWS's)",
             )));
         }
+        self.trust.check().map_err(invalid)?;
+        self.identity.check().map_err(invalid)?;
         Ok(())
     }
 }
@@ -183,6 +185,20 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn of_several_refused_values_the_first_checked_is_named() {
+        let text = "[identity]\nrequired = [\"Env\"]\n[health]\ntries = 0\n[trust]\nkeys = [\"x\"]\n";
+        let Err(ConfigError::Invalid { key, .. }) = parse(text) else {
+            panic!("refused");
+        };
+        assert_eq!(key, "health.tries");
+        let text = "[identity]\nrequired = [\"Env\"]\n[trust]\nkeys = [\"x\"]\n";
+        let Err(ConfigError::Invalid { key, .. }) = parse(text) else {
+            panic!("refused");
+        };
+        assert_eq!(key, "trust.keys[0]");
     }
 
     #[test]
