@@ -394,8 +394,6 @@ fn absolute_state_dir(dir: &std::path::Path) -> Result<PathBuf, crate::error::Ba
     std::path::absolute(dir).map_err(|e| BadInput(format!("state dir {}: {e}", dir.display())))
 }
 
-/// A runtime for one command. Single-threaded: bootlace's network work is a handful of
-/// requests, and a boot should not pay for starting worker threads.
 /// What a command that writes manifests or pointers works with (`release`, `rollout`).
 struct Op<'a> {
     pub global: &'a GlobalArgs,
@@ -405,6 +403,8 @@ struct Op<'a> {
     pub author: &'a crate::release::sign::Author,
 }
 
+/// A runtime for one command. Single-threaded: bootlace's network work is a handful of
+/// requests, and a boot should not pay for starting worker threads.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
