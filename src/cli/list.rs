@@ -22,19 +22,68 @@ pub(super) async fn list(
         None => names(store, layout::POINTERS).await?,
     };
     let keys = crate::trust::Keys::from_config(&config.trust)?;
+    let listing = Listing {
+        pointers: read_pointers(store, pointer_names, &keys).await?,
+        releases: read_releases(store, &keys).await?,
+        now: release::clock(),
+        checked: !keys.is_empty(),
+    };
+    if global.json {
+        return listing.print_json();
+    }
+    if listing.releases.manifests.is_empty() {
+        outln!("no releases in {}", store.url());
+        return Ok(());
+    }
+    listing.print_table()?;
+    for (name, (p, _)) in &listing.pointers {
+        if !listing.releases.manifests.iter().any(|m| m.tag == p.tag) {
+            tracing::warn!("pointer {name} names {}, which has no manifest", p.tag);
+        }
+    }
+    Ok(())
+}
+
+/// What `release list` shows: the pointers (with their signatures) and the releases.
+struct Listing {
+    pointers: BTreeMap<String, (Pointer, crate::trust::Signed)>,
+    releases: Releases,
+    now: std::time::SystemTime,
+    /// Whether there are `[trust] keys` to check signatures against.
+    checked: bool,
+}
+
+/// The releases' manifests, newest first, with their signatures, and the tags whose
+/// manifest could not be read, with why.
+struct Releases {
+    manifests: Vec<Manifest>,
+    signatures: BTreeMap<String, Signature>,
+    unreadable: BTreeMap<String, String>,
+}
+
+/// The pointers of `names`; one that cannot be read is named and skipped, a store that
+/// does not answer fails the listing.
+async fn read_pointers(
+    store: &Store,
+    names: Vec<String>,
+    keys: &crate::trust::Keys,
+) -> anyhow::Result<BTreeMap<String, (Pointer, crate::trust::Signed)>> {
     let mut pointers = BTreeMap::new();
-    let mut pointer_signatures = BTreeMap::new();
-    for name in pointer_names {
-        match load_pointer(store, &name, &keys).await {
-            Ok(Some((pointer, signed))) => {
-                pointer_signatures.insert(name.clone(), signed);
-                pointers.insert(name, pointer);
+    for name in names {
+        match load_pointer(store, &name, keys).await {
+            Ok(Some(loaded)) => {
+                pointers.insert(name, loaded);
             }
             Ok(None) => {}
             Err(err) if crate::store::StoreError::unanswered(&err) => return Err(err),
             Err(err) => tracing::warn!("skipping pointer {name}: {}", crate::error::one_line(&err)),
         }
     }
+    Ok(pointers)
+}
+
+/// Every release's manifest and signature, 16 at a time.
+async fn read_releases(store: &Store, keys: &crate::trust::Keys) -> anyhow::Result<Releases> {
     let build_keys = store.list(layout::BUILDS).await?;
     let signed: std::collections::HashSet<&str> = build_keys
         .iter()
@@ -53,7 +102,7 @@ pub(super) async fn list(
             false
         }
     });
-    let (keys, signed) = (&keys, &signed);
+    let signed = &signed;
     type Loaded = anyhow::Result<Option<(Manifest, Signature)>>;
     let loaded: Vec<(String, Loaded)> = futures::stream::iter(tags)
         .map(|tag| async move {
@@ -78,99 +127,112 @@ pub(super) async fn list(
         .await;
     // One unreadable manifest does not hide the others: it is named and skipped. A
     // store that fails to answer still fails the listing.
-    let mut manifests = Vec::new();
-    let mut signatures = BTreeMap::new();
-    let mut unreadable = BTreeMap::new();
+    let mut releases = Releases {
+        manifests: Vec::new(),
+        signatures: BTreeMap::new(),
+        unreadable: BTreeMap::new(),
+    };
     for (tag, loaded) in loaded {
         match loaded {
             Ok(Some((manifest, signature))) => {
-                signatures.insert(tag, signature);
-                manifests.push(manifest);
+                releases.signatures.insert(tag, signature);
+                releases.manifests.push(manifest);
             }
             Ok(None) => {}
             Err(err) if crate::store::StoreError::unanswered(&err) => return Err(err),
             Err(err) => {
                 let why = crate::error::one_line(&err);
                 tracing::warn!("skipping {tag}: {why}");
-                unreadable.insert(tag, why);
+                releases.unreadable.insert(tag, why);
             }
         }
     }
-    manifests.sort_by(|a, b| (&b.created_at, &b.tag).cmp(&(&a.created_at, &a.tag)));
-    let marks = |tag: &str| -> Vec<&str> {
-        pointers
+    releases
+        .manifests
+        .sort_by(|a, b| (&b.created_at, &b.tag).cmp(&(&a.created_at, &a.tag)));
+    Ok(releases)
+}
+
+impl Listing {
+    /// The pointers that name `tag`.
+    fn marks(&self, tag: &str) -> Vec<&str> {
+        self.pointers
             .iter()
-            .filter(|(_, p)| p.tag == tag)
+            .filter(|(_, (p, _))| p.tag == tag)
             .map(|(n, _)| n.as_str())
             .collect()
-    };
-    let now = release::clock();
-    // Pointers rolling a tag out, with the share they give it now.
-    let rollouts = |tag: &str| -> Vec<String> {
-        pointers
+    }
+
+    /// The pointers rolling `tag` out, with the share they give it now.
+    fn rollouts(&self, tag: &str) -> Vec<String> {
+        self.pointers
             .iter()
-            .filter_map(|(n, p)| {
+            .filter_map(|(n, (p, _))| {
                 let r = p.rollout.as_ref().filter(|r| r.tag == tag)?;
-                Some(format!("{n} (rollout {}%)", r.effective_percent(now)))
+                Some(format!("{n} (rollout {}%)", r.effective_percent(self.now)))
             })
             .collect()
-    };
-    if global.json {
-        let releases: Vec<_> = manifests
+    }
+
+    fn print_json(&self) -> anyhow::Result<()> {
+        let releases: Vec<_> = self
+            .releases
+            .manifests
             .iter()
             .map(|m| {
                 json!({"tag": m.tag, "created_at": m.created_at, "sha256": m.sha256, "size": m.size,
-                            "files": m.files, "pointers": marks(&m.tag), "rollouts": rollouts(&m.tag),
-                            "signature": signatures.get(&m.tag)})
+                            "files": m.files, "pointers": self.marks(&m.tag), "rollouts": self.rollouts(&m.tag),
+                            "signature": self.releases.signatures.get(&m.tag)})
             })
             .collect();
-        return print_json(&json!({"releases": releases, "pointers": pointers, "unreadable": unreadable}));
+        let pointers: BTreeMap<&String, &Pointer> = self.pointers.iter().map(|(n, (p, _))| (n, p)).collect();
+        print_json(
+            &json!({"releases": releases, "pointers": pointers, "unreadable": self.releases.unreadable}),
+        )
     }
-    if manifests.is_empty() {
-        outln!("no releases in {}", store.url());
-        return Ok(());
-    }
-    let width = manifests.iter().map(|m| m.tag.len()).max().unwrap_or(3).max(3);
-    outln!(
-        "{:width$}  {:20}  {:>10}  {:>8}  {:16}  POINTERS",
-        "TAG",
-        "CREATED",
-        "SIZE",
-        "FILES",
-        "SIGNED BY"
-    );
-    for m in &manifests {
-        let mut marks = marks(&m.tag)
-            .iter()
-            .map(|n| {
-                let p = &pointers[*n];
-                let signed = &pointer_signatures[*n];
-                format!(
-                    "{n} ({})",
-                    signed.describe_pointer(p.serial, p.expires.as_deref(), !keys.is_empty())
-                )
-            })
-            .collect::<Vec<_>>();
-        marks.extend(rollouts(&m.tag));
-        let signed_by = signatures.get(&m.tag).map(Signature::column).unwrap_or_default();
+
+    fn print_table(&self) -> anyhow::Result<()> {
+        let manifests = &self.releases.manifests;
+        let width = manifests.iter().map(|m| m.tag.len()).max().unwrap_or(3).max(3);
         outln!(
-            "{:width$}  {:20}  {:>10}  {:>8}  {:16}  {}",
-            m.tag,
-            m.created_at,
-            size(m.size),
-            m.files,
-            signed_by,
-            marks.join(", ")
+            "{:width$}  {:20}  {:>10}  {:>8}  {:16}  POINTERS",
+            "TAG",
+            "CREATED",
+            "SIZE",
+            "FILES",
+            "SIGNED BY"
         );
+        for m in manifests {
+            let mut marks = self
+                .marks(&m.tag)
+                .iter()
+                .map(|n| {
+                    let (p, signed) = &self.pointers[*n];
+                    format!(
+                        "{n} ({})",
+                        signed.describe_pointer(p.serial, p.expires.as_deref(), self.checked)
+                    )
+                })
+                .collect::<Vec<_>>();
+            marks.extend(self.rollouts(&m.tag));
+            let signed_by = self
+                .releases
+                .signatures
+                .get(&m.tag)
+                .map(Signature::column)
+                .unwrap_or_default();
+            outln!(
+                "{:width$}  {:20}  {:>10}  {:>8}  {:16}  {}",
+                m.tag,
+                m.created_at,
+                size(m.size),
+                m.files,
+                signed_by,
+                marks.join(", ")
+            );
+        }
+        Ok(())
     }
-    let dangling: Vec<_> = pointers
-        .iter()
-        .filter(|(_, p)| !manifests.iter().any(|m| m.tag == p.tag))
-        .collect();
-    for (name, p) in dangling {
-        tracing::warn!("pointer {name} names {}, which has no manifest", p.tag);
-    }
-    Ok(())
 }
 
 pub(super) async fn show(
