@@ -400,36 +400,7 @@ async fn watch(
         event(json!({"event": "step", "step": n + 1, "percent": percent}))?;
         tokio::time::sleep(bake).await;
         let (_, _, fleet, standing) = standing(config, store, env, Duration::from_secs(2 * 3600)).await?;
-        let covered: Vec<&Instance> = fleet
-            .instances
-            .iter()
-            .filter(|i| rollout::covers(percent, rollout::bucket(&watched.salt, &i.machine_id)))
-            .collect();
-        // An instance that moved in at an earlier step reported then; it only has to be
-        // fresh (not stale) and still on the target.
-        let behind = covered
-            .iter()
-            .filter(|i| i.stale || i.status != Status::Ok || i.tag.as_deref() != Some(watched.tag.as_str()))
-            .count();
-        let why = if fleet.instances.is_empty() {
-            Some(format!(
-                "no instance of {env} has a report: nothing shows the target works"
-            ))
-        } else if standing.failures() > max_failures {
-            Some(format!(
-                "{} instances failed {} or rolled back from it (--max-failures {max_failures})",
-                standing.failures(),
-                watched.tag
-            ))
-        } else if behind > 0 {
-            Some(format!(
-                "{behind} of the {} instances at {percent}% do not report running {} (or their reports are stale)",
-                covered.len(),
-                watched.tag
-            ))
-        } else {
-            None
-        };
+        let (covered, why) = baked(&fleet, &standing, &watched, percent, env, max_failures);
         if let Some(why) = why {
             return halt(percent, why).await;
         }
@@ -437,10 +408,10 @@ async fn watch(
             "step {}/{}: {} instances at {percent}%, all on {}",
             n + 1,
             steps.len(),
-            covered.len(),
+            covered,
             watched.tag
         );
-        event(json!({"event": "baked", "step": n + 1, "percent": percent, "instances": covered.len()}))?;
+        event(json!({"event": "baked", "step": n + 1, "percent": percent, "instances": covered}))?;
     }
     if steps.last() == Some(&100.0) {
         change(Action::Finish).await?;
@@ -448,4 +419,46 @@ async fn watch(
         event(json!({"event": "finished"}))?;
     }
     Ok(Exit::Ok)
+}
+
+/// After a step's bake: how many instances the step covers, and why the rollout must
+/// halt, if it must. An instance that moved in at an earlier step reported then; it
+/// only has to be fresh (not stale) and still on the target.
+fn baked(
+    fleet: &Fleet,
+    standing: &Standing,
+    watched: &Rollout,
+    percent: f64,
+    env: &str,
+    max_failures: u64,
+) -> (usize, Option<String>) {
+    let covered: Vec<&Instance> = fleet
+        .instances
+        .iter()
+        .filter(|i| rollout::covers(percent, rollout::bucket(&watched.salt, &i.machine_id)))
+        .collect();
+    let behind = covered
+        .iter()
+        .filter(|i| i.stale || i.status != Status::Ok || i.tag.as_deref() != Some(watched.tag.as_str()))
+        .count();
+    let why = if fleet.instances.is_empty() {
+        Some(format!(
+            "no instance of {env} has a report: nothing shows the target works"
+        ))
+    } else if standing.failures() > max_failures {
+        Some(format!(
+            "{} instances failed {} or rolled back from it (--max-failures {max_failures})",
+            standing.failures(),
+            watched.tag
+        ))
+    } else if behind > 0 {
+        Some(format!(
+            "{behind} of the {} instances at {percent}% do not report running {} (or their reports are stale)",
+            covered.len(),
+            watched.tag
+        ))
+    } else {
+        None
+    };
+    (covered.len(), why)
 }
