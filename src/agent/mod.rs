@@ -241,37 +241,7 @@ impl Agent<'_> {
             .into()),
         };
         let (pointer, e_tag) = match checked {
-            Ok(Checked::NotModified) => {
-                tracing::debug!("pointer {name} unchanged");
-                self.failures = 0;
-                // Unchanged, but a signed pointer's expiry passes with the clock: a
-                // pointer kept in place past it is a freeze, reported as one.
-                if let (Some(trust), Some((pointer, url))) = (&self.trust, &self.last_pointer)
-                    && let Err(refused) = trust.still_valid(&name, pointer)
-                {
-                    let err = anyhow::Error::new(refused).context(format!("refused pointer {url}"));
-                    return self.refused(err).await;
-                }
-                // A timed rollout may have reached this instance, or moved its place,
-                // since: act when the tag it assigns or the place changed (a new place
-                // is reported at once).
-                if let Some((pointer, url)) = self.last_pointer.clone()
-                    && pointer.rollout.is_some()
-                    && self
-                        .trust
-                        .as_ref()
-                        .is_none_or(|t| t.still_valid(&name, &pointer).is_ok())
-                {
-                    let assigned = pointer.assign(&self.identity.machine_id, crate::release::clock());
-                    let tag_moved =
-                        self.target.as_ref().map(|(tag, _)| tag.as_str()) != Some(assigned.tag.as_str());
-                    if tag_moved || self.placement != assigned.placement {
-                        return self.act_again(pointer, &url).await;
-                    }
-                }
-                self.heartbeat(false).await;
-                return Exit::Ok;
-            }
+            Ok(Checked::NotModified) => return self.unchanged(&name).await,
             Ok(Checked::Missing) => {
                 self.failures = 0;
                 if !self.pointer_missing {
@@ -309,6 +279,38 @@ impl Agent<'_> {
             }
             Acted::Again(exit) => exit,
         }
+    }
+
+    /// A check that found the pointer unchanged.
+    async fn unchanged(&mut self, name: &str) -> Exit {
+        tracing::debug!("pointer {name} unchanged");
+        self.failures = 0;
+        // Unchanged, but a signed pointer's expiry passes with the clock: a
+        // pointer kept in place past it is a freeze, reported as one.
+        if let (Some(trust), Some((pointer, url))) = (&self.trust, &self.last_pointer)
+            && let Err(refused) = trust.still_valid(name, pointer)
+        {
+            let err = anyhow::Error::new(refused).context(format!("refused pointer {url}"));
+            return self.refused(err).await;
+        }
+        // A timed rollout may have reached this instance, or moved its place,
+        // since: act when the tag it assigns or the place changed (a new place
+        // is reported at once).
+        if let Some((pointer, url)) = self.last_pointer.clone()
+            && pointer.rollout.is_some()
+            && self
+                .trust
+                .as_ref()
+                .is_none_or(|t| t.still_valid(name, &pointer).is_ok())
+        {
+            let assigned = pointer.assign(&self.identity.machine_id, crate::release::clock());
+            let tag_moved = self.target.as_ref().map(|(tag, _)| tag.as_str()) != Some(assigned.tag.as_str());
+            if tag_moved || self.placement != assigned.placement {
+                return self.act_again(pointer, &url).await;
+            }
+        }
+        self.heartbeat(false).await;
+        Exit::Ok
     }
 
     /// Acts on what the unchanged pointer assigns, and makes sure an assignment that
@@ -392,6 +394,12 @@ impl Agent<'_> {
             return self.hold(target).await;
         }
         self.last_hold = None;
+        self.update(target).await
+    }
+
+    /// Switches to `target`: secrets fetched again, then the flow's converge (fetch,
+    /// switch, init, health, commit or roll back), and the report.
+    async fn update(&mut self, target: Target) -> Acted {
         info!(
             "{} -> {} (serial {})",
             self.current_name(),
