@@ -57,24 +57,8 @@ pub async fn push(
     if let Some(name) = pointer {
         super::moves::refuse_unsigned_change(store, &layout::pointer(name), author).await?;
     }
-    // The temp archive belongs to this future, not to the packaging thread: when the
-    // push is dropped (interrupted by a signal, say), it is removed at once.
-    let temp = match source.is_dir() {
-        true => Some(
-            tempfile::Builder::new()
-                .prefix("bootlace-push-")
-                .suffix(".tar.zst")
-                .tempfile()
-                .context("creating a temporary archive")?,
-        ),
-        false => None,
-    };
-    let target = temp
-        .as_ref()
-        .map(|t| anyhow::Ok((t.path().to_owned(), t.reopen()?)))
-        .transpose()?;
-    let owned = source.to_owned();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&owned, target, limits)).await??;
+    // The temp archive (if any) lives until the push ends, and no longer.
+    let (prepared, _temp) = prepare_off_thread(source, limits).await?;
     let archive = layout::blob(&prepared.sha256, prepared.compression);
     let uploaded = if store.size_of(&archive).await? == Some(prepared.size) {
         tracing::info!("{} is already in the store", archive);
@@ -101,29 +85,7 @@ pub async fn push(
         created_by: author.who.clone(),
         source_revision: source_revision(source),
     };
-    let bytes = manifest.to_json();
-    if !store.create(&manifest_key, bytes.clone().into()).await? {
-        // Either another push won the tag, or our own write landed and its answer was lost.
-        if Manifest::load(store, tag).await?.as_ref() != Some(&manifest) {
-            return Err(tag_exists(store, tag));
-        }
-    }
-    // The tag is ours: its signature goes beside it. (Until it is there, instances
-    // that check signatures refuse the tag; no pointer names it yet.)
-    if let Some(signer) = &author.signer {
-        let signature = signer.sign(&author.keys.namespace(store), &manifest_key, &bytes, None)?;
-        store
-            .put(
-                &crate::release::signature::signature_key(&manifest_key),
-                signature,
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "pushed {tag}, but its signature was not written (push the build again under a new tag)"
-                )
-            })?;
-    }
+    write_manifest(store, &manifest, author).await?;
     let pointer = match pointer {
         Some(name) => {
             let target = manifest.clone();
@@ -141,6 +103,63 @@ pub async fn push(
         uploaded,
         pointer,
     })
+}
+
+/// [`prepare`]s `source` (a directory is packaged, an archive pushed as it is) on a
+/// blocking thread. The temp archive belongs to the caller's future, not to that
+/// thread: when the push is dropped (interrupted by a signal, say), it is removed at
+/// once.
+async fn prepare_off_thread(
+    source: &Path,
+    limits: Limits,
+) -> anyhow::Result<(Prepared, Option<tempfile::NamedTempFile>)> {
+    let temp = match source.is_dir() {
+        true => Some(
+            tempfile::Builder::new()
+                .prefix("bootlace-push-")
+                .suffix(".tar.zst")
+                .tempfile()
+                .context("creating a temporary archive")?,
+        ),
+        false => None,
+    };
+    let target = temp
+        .as_ref()
+        .map(|t| anyhow::Ok((t.path().to_owned(), t.reopen()?)))
+        .transpose()?;
+    let owned = source.to_owned();
+    let prepared = tokio::task::spawn_blocking(move || prepare(&owned, target, limits)).await??;
+    Ok((prepared, temp))
+}
+
+/// Creates the tag's manifest (refused if another push holds the tag) and signs it.
+async fn write_manifest(store: &Store, manifest: &Manifest, author: &Author) -> anyhow::Result<()> {
+    let manifest_key = layout::manifest(&manifest.tag);
+    let bytes = manifest.to_json();
+    if !store.create(&manifest_key, bytes.clone().into()).await? {
+        // Either another push won the tag, or our own write landed and its answer was lost.
+        if Manifest::load(store, &manifest.tag).await?.as_ref() != Some(manifest) {
+            return Err(tag_exists(store, &manifest.tag));
+        }
+    }
+    // The tag is ours: its signature goes beside it. (Until it is there, instances
+    // that check signatures refuse the tag; no pointer names it yet.)
+    if let Some(signer) = &author.signer {
+        let signature = signer.sign(&author.keys.namespace(store), &manifest_key, &bytes, None)?;
+        store
+            .put(
+                &crate::release::signature::signature_key(&manifest_key),
+                signature,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "pushed {}, but its signature was not written (push the build again under a new tag)",
+                    manifest.tag
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// Upload progress, for a progress bar.
