@@ -89,6 +89,31 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
         }))?;
         return Ok(Exit::Ok);
     }
+    print_plan(
+        &config,
+        &identity,
+        &pointer,
+        &target,
+        (present, current.as_deref()),
+        &candidates,
+        would_run,
+    )?;
+    print_secrets(&secrets, secrets_dir.as_deref())?;
+    Ok(Exit::Ok)
+}
+
+/// `plan`'s text: the identity, the pointer and what it names, the instance's place in
+/// a rollout, and the init candidates with the one that would run.
+fn print_plan(
+    config: &crate::config::Config,
+    identity: &identity::Identity,
+    pointer: &str,
+    target: &deploy::Target,
+    (present, current): (bool, Option<&str>),
+    candidates: &[init::Candidate],
+    would_run: Option<&init::Candidate>,
+) -> anyhow::Result<()> {
+    let manifest = &target.manifest;
     outln!(
         "identity   {} ({} / {} / {})",
         identity.machine_id,
@@ -121,9 +146,9 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
     if let Some(why) = &target.refused {
         outln!("refused    {why}");
     }
-    outln!("current    {}", current.as_deref().unwrap_or("-"));
+    outln!("current    {}", current.unwrap_or("-"));
     outln!("init       candidates under {}:", config.init.root);
-    for candidate in &candidates {
+    for candidate in candidates {
         let mark = match (present, candidate.present) {
             (false, _) => "unknown until deployed",
             (true, true) => "present",
@@ -139,14 +164,19 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
     if present && would_run.is_none() {
         outln!("no init script would run");
     }
-    if let Some(note) = &secrets_dir {
+    Ok(())
+}
+
+/// The secrets a run would fetch, and into which dir.
+fn print_secrets(secrets: &[crate::secrets::Planned], dir: Option<&str>) -> anyhow::Result<()> {
+    if let Some(note) = dir {
         outln!("secrets    {} into {note}:", secrets.len());
         let width = secrets.iter().map(|s| s.name.len()).max().unwrap_or(0);
-        for secret in &secrets {
+        for secret in secrets {
             outln!("  {:width$}  {}", secret.name, secret.source);
         }
     }
-    Ok(Exit::Ok)
+    Ok(())
 }
 
 pub fn status(global: &GlobalArgs, wait: bool) -> anyhow::Result<Exit> {
