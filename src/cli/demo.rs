@@ -51,6 +51,14 @@ struct Demo<'a> {
     runtime: tokio::runtime::Runtime,
 }
 
+/// What the operator's side of the demo pushes with: the store, the signing author,
+/// and the environment whose pointer moves.
+struct Operator<'a> {
+    store: &'a store::Store,
+    author: &'a Author,
+    environment: &'a str,
+}
+
 impl Demo<'_> {
     fn say(&self, line: &str) -> anyhow::Result<()> {
         if !self.global.json {
@@ -74,7 +82,12 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     let environment = identity.environment.clone().unwrap_or_else(|| "prod".into());
     let _entered = demo.runtime.enter();
     let store = store::open(&demo.config.store, None, store::Access::Write)?;
-    let pushed = demo.first_release(&store, &author, &environment)?;
+    let op = Operator {
+        store: &store,
+        author: &author,
+        environment: &environment,
+    };
+    let pushed = demo.first_release(&op)?;
     let ran = demo.boot()?;
     if ran.exit != Exit::Ok {
         return Ok(ran.exit);
@@ -84,14 +97,14 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     // The agent: a new release reaches the running instance, a broken one is undone.
     demo.config.agent.hold_file = demo.dir.path().join("hold");
     let update = demo.agent_step(
-        (&store, &author, &environment),
+        &op,
         "demo-2",
         "hello from the second release\n",
         "",
         "update: the operator pushes demo-2; the agent on the running instance picks it up",
     )?;
     let rollback = demo.agent_step(
-        (&store, &author, &environment),
+        &op,
         "demo-3",
         "hello from a broken release\n",
         "echo 'demo-3: the service does not start' >&2\nexit 1\n",
@@ -100,16 +113,14 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<Exit> {
     if let Some(from) = &rollback.rolled_back_from {
         demo.say(&format!("   rolled back from {}: {}", from.tag, from.reason))?;
     }
-    let refused = demo.runtime.block_on(demo.tamper(&store, &environment))?;
+    let refused = demo.runtime.block_on(demo.tamper(&op))?;
 
     demo.say(&format!(
         "\n== fleet: the operator points {environment} back at demo-2, two more instances boot, \
          and the store shows what runs where"
     ))?;
     let mut config = std::mem::take(&mut demo.config);
-    let fleet = demo
-        .runtime
-        .block_on(demo.more_instances(&mut config, &store, &environment, &author))?;
+    let fleet = demo.runtime.block_on(demo.more_instances(&mut config, &op))?;
     if global.json {
         print_json(
             &serde_json::json!({"identity": identity, "manifest": pushed.manifest,
@@ -182,12 +193,21 @@ impl Demo<'_> {
     }
 
     /// Pushes the sample release as the first tag and lists the releases.
-    fn first_release(
-        &self,
-        store: &store::Store,
-        author: &Author,
-        environment: &str,
-    ) -> anyhow::Result<crate::release::push::Pushed> {
+    /// Pushes `tree` as `tag`, signed, and points the environment at it.
+    fn push(&self, op: &Operator, tree: &Path, tag: &str) -> anyhow::Result<crate::release::push::Pushed> {
+        self.runtime.block_on(push(
+            op.store,
+            tree,
+            tag,
+            Some(op.environment),
+            self.config.deploy.limits(),
+            op.author,
+            |_| {},
+        ))
+    }
+
+    fn first_release(&self, op: &Operator) -> anyhow::Result<crate::release::push::Pushed> {
+        let (store, environment) = (op.store, op.environment);
         let release = self.dir.path().join("release");
         write_release(&release)?;
         self.say(&format!(
@@ -199,15 +219,7 @@ impl Demo<'_> {
             self.config.store.url.as_deref().unwrap_or_default(),
             release.display()
         ))?;
-        let pushed = self.runtime.block_on(push(
-            store,
-            &release,
-            TAG,
-            Some(environment),
-            self.config.deploy.limits(),
-            author,
-            |_| {},
-        ))?;
+        let pushed = self.push(op, &release, TAG)?;
         self.say(&format!(
             "   pushed {TAG}: {} files, sha256 {}",
             pushed.manifest.files, pushed.manifest.sha256
@@ -253,12 +265,13 @@ impl Demo<'_> {
     /// the init script) and lets the agent act on it once.
     fn agent_step(
         &self,
-        (store, author, environment): (&store::Store, &Author, &str),
+        op: &Operator,
         tag: &str,
         hello: &str,
         init_exit: &str,
         story: &str,
     ) -> anyhow::Result<crate::report::Report> {
+        let environment = op.environment;
         self.say(&format!("\n== {story}"))?;
         let tree = self.dir.path().join(tag);
         write_release(&tree)?;
@@ -273,15 +286,7 @@ impl Demo<'_> {
             "   $ bootlace release push {} --tag {tag} --env {environment}",
             tree.display()
         ))?;
-        self.runtime.block_on(push(
-            store,
-            &tree,
-            tag,
-            Some(environment),
-            self.config.deploy.limits(),
-            author,
-            |_| {},
-        ))?;
+        self.push(op, &tree, tag)?;
         self.say("   $ bootlace agent --once      (what the running agent does at its next check)")?;
         self.say("   --- init output ---")?;
         self.runtime
@@ -330,7 +335,8 @@ impl Demo<'_> {
     /// Someone with write access to the bucket, but not the signing key, points the
     /// environment back at the older demo-1: the agent refuses the pointer and keeps
     /// what it runs.
-    async fn tamper(&self, store: &store::Store, environment: &str) -> anyhow::Result<crate::report::Report> {
+    async fn tamper(&self, op: &Operator<'_>) -> anyhow::Result<crate::report::Report> {
+        let (store, environment) = (op.store, op.environment);
         self.say(&format!(
             "\n== signatures: someone without the key edits pointers/{environment}.json to name the older demo-1"
         ))?;
@@ -359,10 +365,9 @@ impl Demo<'_> {
     async fn more_instances(
         &self,
         config: &mut Config,
-        store: &store::Store,
-        environment: &str,
-        author: &Author,
+        op: &Operator<'_>,
     ) -> anyhow::Result<crate::fleet::Fleet> {
+        let (store, author, environment) = (op.store, op.author, op.environment);
         self.say(&format!("   $ bootlace release rollback --env {environment}"))?;
         let good = crate::release::Manifest::load_complete(store, "demo-2").await?;
         let moved =
