@@ -25,15 +25,7 @@ pub fn init(verbosity: Verbosity) {
         Verbosity::Verbose => (LevelFilter::DEBUG, LevelFilter::WARN),
         Verbosity::Trace => (LevelFilter::TRACE, LevelFilter::TRACE),
     };
-    // The AWS signer traces the canonical request it signs, session token and access key
-    // id included: no log level may print a credential, so its crates stop at INFO.
-    let signer = theirs.min(LevelFilter::INFO);
-    let filter = Targets::new()
-        .with_target("bootlace", ours)
-        .with_target("aws_sigv4", signer)
-        .with_target("aws_credential_types", signer)
-        .with_target("aws_smithy_runtime_api", signer)
-        .with_default(theirs);
+    let filter = Targets::new().with_target("bootlace", ours).with_default(theirs);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);

@@ -1,17 +1,17 @@
 //! The AWS calls secrets need: SSM `GetParameters` and `GetParameter` (decrypted),
-//! Secrets Manager `BatchGetSecretValue` and `GetSecretValue`. The AWS JSON 1.1 protocol, signed with SigV4 (`aws-sigv4`) and
+//! Secrets Manager `BatchGetSecretValue` and `GetSecretValue`. The AWS JSON 1.1 protocol,
+//! signed with SigV4 by the S3 store's own signer (`object_store`'s `AwsAuthorizer`) and
 //! sent with the reqwest client bootlace already has. Credentials come from the same
 //! chain as the S3 store's. Throttling, 5xx and connection failures are retried with
 //! backoff and jitter until the deadline; any other answer fails at once with the
 //! service's error code. Answers are read up to [`MAX_ANSWER`] bytes, and neither an
 //! answer nor a parse error is ever quoted in a message: it could hold the value.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
 use futures::StreamExt;
-use object_store::aws::{AwsCredential, AwsCredentialProvider};
+use object_store::aws::{AwsAuthorizer, AwsCredential, AwsCredentialProvider};
+use object_store::client::{HttpRequest, HttpRequestBody};
 use reqwest::Url;
 use secrecy::zeroize::Zeroize;
 use secrecy::{ExposeSecret, SecretSlice};
@@ -226,35 +226,19 @@ impl Client {
                 crate::store::describe(&e)
             )))
         })?;
-        let identity = aws_credential_types::Credentials::new(
-            &credential.key_id,
-            &credential.secret_key,
-            credential.token.clone(),
-            None,
-            "bootlace",
-        )
-        .into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name(signing_name)
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| Call::Fail(CallError::refused(format!("signing the request: {e}"))))?
-            .into();
         let headers = [("content-type", JSON_1_1), ("x-amz-target", target)];
-        let signed = SignableRequest::new(
-            "POST",
-            url.as_str(),
-            headers.into_iter(),
-            SignableBody::Bytes(body),
-        )
-        .and_then(|request| sign(request, &params))
-        .map_err(|e| Call::Fail(CallError::refused(format!("signing the request: {e}"))))?;
-        let (instructions, _) = signed.into_parts();
+        let mut signed: HttpRequest = headers
+            .iter()
+            .fold(http::Request::post(url.as_str()), |request, (name, value)| {
+                request.header(*name, *value)
+            })
+            .body(HttpRequestBody::from(body.to_vec()))
+            .map_err(|e| Call::Fail(CallError::refused(format!("{url}: {e}"))))?;
+        AwsAuthorizer::new(&credential, signing_name, &self.region)
+            .try_authorize(&mut signed, None)
+            .map_err(|e| Call::Fail(CallError::refused(format!("signing the request: {e}"))))?;
         let mut request = self.http.post(url.clone()).body(body.to_vec());
-        for (name, value) in headers.into_iter().chain(instructions.headers()) {
+        for (name, value) in signed.headers() {
             request = request.header(name, value);
         }
         let mut response = request
