@@ -538,12 +538,17 @@ fn kill_9_at_random_moments_never_leaves_a_broken_current() {
     let v2 = archives::zstd(&raw_tar(&specs));
     instance.plant("v2", &v2, "zstd", None);
     instance.deploy_ok();
-    // Timed as the trials deploy: again, into warm caches (a first deploy is slower).
-    assert_eq!(instance.run(&["rollback", "--to", "v1"]).code, 0);
-    std::fs::remove_dir_all(instance.path("state/releases/v2")).unwrap();
-    let started = std::time::Instant::now();
-    instance.deploy_ok();
-    let full = started.elapsed();
+    // Timed as the trials deploy: again, into warm caches (a first deploy is slower);
+    // the fastest of three, so that one slow deploy on a busy machine does not put the
+    // kills after the end.
+    let mut full = std::time::Duration::MAX;
+    for _ in 0..3 {
+        assert_eq!(instance.run(&["rollback", "--to", "v1"]).code, 0);
+        std::fs::remove_dir_all(instance.path("state/releases/v2")).unwrap();
+        let started = std::time::Instant::now();
+        instance.deploy_ok();
+        full = full.min(started.elapsed());
+    }
     let mut rng = fastrand::Rng::with_seed(2026);
     let mut interrupted = 0;
     for _ in 0..12 {

@@ -553,6 +553,35 @@ fn secrets_are_read_with_the_instance_role_in_the_identitys_region() {
 }
 
 #[test]
+fn an_instance_role_token_no_header_can_carry_fails_in_one_line_not_a_panic() {
+    // A compromised instance's metadata service: the role's token holds a newline.
+    let imds = Imds::start(imds::Options {
+        role_credentials_ttl: Some(Duration::from_secs(3600)),
+        role_token: Some("t\u{f6}ken\n\u{7f}".into()),
+        ..imds::Options::default()
+    });
+    let tmpfs = tmpfs_dir();
+    let host = host(&config(tmpfs.path(), &[("db", "ssm:/prod/{role}/db".into())]));
+    host.push("v1", Some("true"), &[], true);
+    host.set_env("BOOTLACE_IDENTITY", "imds");
+    host.set_env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint());
+    let out = run(host
+        .command()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .arg("run"));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.assert_one_error_line();
+    assert!(line.contains("not printable ASCII"), "{line}");
+    assert!(
+        !out.all().contains("panicked") && !out.all().contains('\u{f6}'),
+        "{}",
+        out.all()
+    );
+    assert!(host.link("current").is_none(), "a release was made current");
+}
+
+#[test]
 fn an_update_whose_secret_is_missing_is_not_switched_to() {
     let (moto, p) = (&s3::moto().endpoint, unique());
     aws::put_parameter(moto, &format!("/{p}/db"), "update-VALUE");

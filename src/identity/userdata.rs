@@ -53,6 +53,9 @@ pub enum UserDataError {
     },
     #[error("line {line}: the value of `{key}` contains a control character")]
     ControlCharacter { line: usize, key: String },
+    // AWS keys and tokens are printable ASCII; a signed request carries them in headers.
+    #[error("line {line}: the value of `{key}` is not printable ASCII")]
+    NotAscii { line: usize, key: &'static str },
     #[error("`{given}` is given without `{missing}`; store credentials need both")]
     HalfCredentials {
         given: &'static str,
@@ -145,6 +148,12 @@ pub fn parse(raw: &[u8]) -> Result<UserData, UserDataError> {
             return Err(UserDataError::ControlCharacter { line: number, key });
         }
         if let Some(&secret_key) = SECRET_KEYS.iter().find(|k| **k == key) {
+            if !value.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(UserDataError::NotAscii {
+                    line: number,
+                    key: secret_key,
+                });
+            }
             secrets.insert(secret_key, SecretString::from(value));
             continue;
         }
@@ -398,6 +407,34 @@ mod tests {
             matches!(err, UserDataError::ControlCharacter { line: 1, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn aws_keys_that_are_not_printable_ascii_are_refused_without_their_value() {
+        for (text, key) in [
+            (
+                "aws_access_key_id=AKIA\u{e9}\naws_secret_access_key=s\n",
+                "aws_access_key_id",
+            ),
+            (
+                "aws_access_key_id=AKIA\naws_secret_access_key=s3cr\u{a0}t\n",
+                "aws_secret_access_key",
+            ),
+            (
+                "aws_access_key_id=AKIA\naws_secret_access_key=s\naws_session_token=t\u{f6}k\n",
+                "aws_session_token",
+            ),
+        ] {
+            let err = parse(text.as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, UserDataError::NotAscii { key: k, .. } if k == key),
+                "{err}"
+            );
+            assert!(
+                !err.to_string().contains('\u{e9}') && !err.to_string().contains("s3cr"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

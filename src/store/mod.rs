@@ -19,7 +19,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, UpdateVersion};
 use serde::Deserialize;
 
-pub use open::{Access, aws_credentials, describe, open};
+pub use open::{Access, aws_credentials, describe, header_safe, open};
 
 /// `[store]`: where the store is and how it is talked to.
 #[derive(Debug, Deserialize)]

@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredential, AwsCredentialProvider};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, CredentialProvider, ObjectStore, RetryConfig};
 use secrecy::ExposeSecret;
 
 use super::Config;
@@ -189,10 +189,11 @@ fn with_credentials(
                 builder = builder.with_token(token.expose_secret());
             }
         }
-        _ if env_keys => {}
+        // The environment's keys, or what its web identity or container endpoint gives.
+        _ if env_keys => builder = checked(builder),
         // No keys: the instance role, through the IMDS endpoint identity uses.
         _ => match imds_endpoint::settings(false, |name| std::env::var(name).ok()) {
-            Ok(imds) => builder = builder.with_metadata_endpoint(imds.endpoint),
+            Ok(imds) => builder = checked(builder.with_metadata_endpoint(imds.endpoint)),
             Err(why) => {
                 return Err(BadInput(format!(
                     "no AWS credentials: AWS_ACCESS_KEY_ID is not set and the instance role cannot be used ({})",
@@ -205,13 +206,47 @@ fn with_credentials(
     Ok(builder)
 }
 
+/// `builder` with its credential chain wrapped in [`Checked`]. When the builder cannot
+/// be built, it is returned as it is, for its own build to say why.
+fn checked(builder: AmazonS3Builder) -> AmazonS3Builder {
+    match builder.clone().build() {
+        Ok(s3) => builder.with_credentials(Arc::new(Checked(s3.credentials().clone()))),
+        Err(_) => builder,
+    }
+}
+
+/// The chain's keys, checked before they are signed with: an instance role's come from
+/// the metadata service, and object_store's signer panics on a key id or session token
+/// that an HTTP header cannot carry.
+#[derive(Debug)]
+struct Checked(AwsCredentialProvider);
+
+#[async_trait::async_trait]
+impl CredentialProvider for Checked {
+    type Credential = AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
+        let credential = self.0.get_credential().await?;
+        if header_safe(&credential) {
+            return Ok(credential);
+        }
+        Err(object_store::Error::Generic {
+            store: "S3",
+            source: "the AWS credentials (key id or session token) are not printable ASCII".into(),
+        })
+    }
+}
+
+/// Whether a signer can put `credential`'s key id and session token in headers.
+pub fn header_safe(credential: &AwsCredential) -> bool {
+    let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+    printable(&credential.key_id) && credential.token.as_deref().is_none_or(printable)
+}
+
 /// Credentials for other AWS services (SSM, Secrets Manager) in `region`: `keys`
 /// (the user-data keys) when given, else the chain the S3 store uses (environment, web
 /// identity, container, instance role), with its refreshing of expiring credentials.
-pub fn aws_credentials(
-    region: &str,
-    keys: Option<object_store::aws::AwsCredential>,
-) -> anyhow::Result<object_store::aws::AwsCredentialProvider> {
+pub fn aws_credentials(region: &str, keys: Option<AwsCredential>) -> anyhow::Result<AwsCredentialProvider> {
     if let Some(keys) = keys {
         return Ok(Arc::new(object_store::StaticCredentialProvider::new(keys)));
     }

@@ -65,6 +65,9 @@ pub struct Options {
     pub reject_tokens: bool,
     /// An instance role whose credentials expire this long after each is issued.
     pub role_credentials_ttl: Option<Duration>,
+    /// The role's session token as a compromised instance serves it, instead of a
+    /// fresh one.
+    pub role_token: Option<String>,
 }
 
 impl Default for Options {
@@ -80,6 +83,7 @@ impl Default for Options {
             expire_first_token: false,
             reject_tokens: false,
             role_credentials_ttl: None,
+            role_token: None,
         }
     }
 }
@@ -277,7 +281,11 @@ fn decide(state: &mut State, request: &Request<Incoming>) -> (StatusCode, Vec<u8
             .role_credentials_ttl
             .map(|_| ROLE.as_bytes().to_vec()),
         path if path == format!("/latest/meta-data/iam/security-credentials/{ROLE}") => {
-            state.options.role_credentials_ttl.map(role_credentials)
+            let token = state.options.role_token.clone();
+            state
+                .options
+                .role_credentials_ttl
+                .map(|ttl| role_credentials(ttl, token))
         }
         _ => None,
     };
@@ -291,15 +299,21 @@ fn decide(state: &mut State, request: &Request<Incoming>) -> (StatusCode, Vec<u8
 pub const ROLE: &str = "bootlace-test-role";
 
 /// A fresh set of role credentials, expiring `ttl` from now.
-fn role_credentials(ttl: Duration) -> Vec<u8> {
+fn role_credentials(ttl: Duration, token: Option<String>) -> Vec<u8> {
     let now = std::time::SystemTime::now();
     let at = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
     let serial = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!(
-        r#"{{"Code":"Success","LastUpdated":"{}","Type":"AWS-HMAC","AccessKeyId":"ASIAROLE{serial}","SecretAccessKey":"role-secret-{serial}","Token":"role-token-{serial}","Expiration":"{}"}}"#,
-        at(now),
-        at(now + ttl)
-    )
+    let token = token.unwrap_or_else(|| format!("role-token-{serial}"));
+    serde_json::json!({
+        "Code": "Success",
+        "LastUpdated": at(now),
+        "Type": "AWS-HMAC",
+        "AccessKeyId": format!("ASIAROLE{serial}"),
+        "SecretAccessKey": format!("role-secret-{serial}"),
+        "Token": token,
+        "Expiration": at(now + ttl),
+    })
+    .to_string()
     .into_bytes()
 }
 
