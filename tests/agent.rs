@@ -485,6 +485,35 @@ fn instance_role_credentials_are_refreshed_as_they_expire() {
     assert!(imds.token_requests() >= 1);
 }
 
+#[test]
+fn an_instance_role_token_no_header_can_carry_fails_the_s3_store_in_one_line() {
+    // A compromised instance's metadata service: the role's token holds a newline.
+    let imds = Imds::start(imds::Options {
+        role_credentials_ttl: Some(Duration::from_secs(3600)),
+        role_token: Some("role-token\n\u{7f}".into()),
+        ..imds::Options::default()
+    });
+    let host = Host::on_moto(FAST);
+    release(&host, "v1", "", true);
+    let out = support::run(
+        host.command()
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint())
+            .arg("run"),
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.assert_one_error_line();
+    assert!(
+        line.contains("instance role") && line.contains("not printable ASCII"),
+        "{line}"
+    );
+    assert!(!out.all().contains("panicked"), "{}", out.all());
+    assert!(host.inits().is_empty(), "init ran");
+    let role = format!("/latest/meta-data/iam/security-credentials/{}", imds::ROLE);
+    assert!(imds.seen().iter().any(|s| s.path == role && s.status == 200));
+}
+
 /// Starts the agent with `command` (a host's, maybe pointed elsewhere), logging to
 /// `agent.log`.
 fn spawn_agent(host: &Host, mut command: std::process::Command) -> Agent {

@@ -7,6 +7,7 @@ mod http;
 pub mod layout;
 mod local;
 mod open;
+mod role;
 mod write;
 
 use std::path::PathBuf;
@@ -19,7 +20,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, UpdateVersion};
 use serde::Deserialize;
 
-pub use open::{Access, aws_credentials, describe, header_safe, open};
+pub use open::{Access, aws_credentials, describe, open};
+pub use role::header_safe;
 
 /// `[store]`: where the store is and how it is talked to.
 #[derive(Debug, Deserialize)]

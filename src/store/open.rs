@@ -15,6 +15,7 @@ use object_store::{BackoffConfig, ClientOptions, CredentialProvider, ObjectStore
 use secrecy::ExposeSecret;
 
 use super::Config;
+use super::role::{RoleCredentials, header_safe};
 use super::{Guard, Store};
 use crate::error::BadInput;
 use crate::identity::imds::endpoint as imds_endpoint;
@@ -189,11 +190,13 @@ fn with_credentials(
                 builder = builder.with_token(token.expose_secret());
             }
         }
-        // The environment's keys, or what its web identity or container endpoint gives.
         _ if env_keys => builder = checked(builder),
+        // Keys from a web identity, a container or EKS Pod Identity endpoint, which the
+        // environment configures: object_store's providers.
+        _ if other_sources() => builder = checked(builder),
         // No keys: the instance role, through the IMDS endpoint identity uses.
         _ => match imds_endpoint::settings(false, |name| std::env::var(name).ok()) {
-            Ok(imds) => builder = checked(builder.with_metadata_endpoint(imds.endpoint)),
+            Ok(imds) => builder = builder.with_credentials(Arc::new(RoleCredentials::new(imds))),
             Err(why) => {
                 return Err(BadInput(format!(
                     "no AWS credentials: AWS_ACCESS_KEY_ID is not set and the instance role cannot be used ({})",
@@ -206,6 +209,15 @@ fn with_credentials(
     Ok(builder)
 }
 
+/// Whether the environment names a credential source the SDKs try before the instance
+/// role: a web identity token, or a container's credentials endpoint.
+fn other_sources() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    (set("AWS_WEB_IDENTITY_TOKEN_FILE") && set("AWS_ROLE_ARN"))
+        || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || (set("AWS_CONTAINER_CREDENTIALS_FULL_URI") && set("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"))
+}
+
 /// `builder` with its credential chain wrapped in [`Checked`]. When the builder cannot
 /// be built, it is returned as it is, for its own build to say why.
 fn checked(builder: AmazonS3Builder) -> AmazonS3Builder {
@@ -215,9 +227,8 @@ fn checked(builder: AmazonS3Builder) -> AmazonS3Builder {
     }
 }
 
-/// The chain's keys, checked before they are signed with: an instance role's come from
-/// the metadata service, and object_store's signer panics on a key id or session token
-/// that an HTTP header cannot carry.
+/// The chain's keys, checked before they are signed with: object_store's signer panics
+/// on a key id or session token that an HTTP header cannot carry.
 #[derive(Debug)]
 struct Checked(AwsCredentialProvider);
 
@@ -235,12 +246,6 @@ impl CredentialProvider for Checked {
             source: "the AWS credentials (key id or session token) are not printable ASCII".into(),
         })
     }
-}
-
-/// Whether a signer can put `credential`'s key id and session token in headers.
-pub fn header_safe(credential: &AwsCredential) -> bool {
-    let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
-    printable(&credential.key_id) && credential.token.as_deref().is_none_or(printable)
 }
 
 /// Credentials for other AWS services (SSM, Secrets Manager) in `region`: `keys`
