@@ -514,6 +514,25 @@ fn an_instance_role_token_no_header_can_carry_fails_the_s3_store_in_one_line() {
     assert!(imds.seen().iter().any(|s| s.path == role && s.status == 200));
 }
 
+#[test]
+fn a_session_token_in_the_environment_no_header_can_carry_is_bad_input_not_a_panic() {
+    let host = Host::on_moto(FAST);
+    release(&host, "v1", "", true);
+    let out = support::run(host.command().env("AWS_SESSION_TOKEN", "token\nmore").arg("run"));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let line = out.assert_one_error_line();
+    assert!(
+        line.contains("AWS_SESSION_TOKEN is not printable ASCII"),
+        "{line}"
+    );
+    assert!(
+        !out.all().contains("panicked") && !out.all().contains("more"),
+        "{}",
+        out.all()
+    );
+    assert!(host.inits().is_empty(), "init ran");
+}
+
 /// Starts the agent with `command` (a host's, maybe pointed elsewhere), logging to
 /// `agent.log`.
 fn spawn_agent(host: &Host, mut command: std::process::Command) -> Agent {

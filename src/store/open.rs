@@ -190,7 +190,15 @@ fn with_credentials(
                 builder = builder.with_token(token.expose_secret());
             }
         }
-        _ if env_keys => builder = checked(builder),
+        // The environment's keys: the operator's, checked as object_store's signer
+        // needs them (it panics on a header it cannot make).
+        _ if env_keys => {
+            for name in ["AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"] {
+                if std::env::var(name).is_ok_and(|v| !v.bytes().all(|b| b.is_ascii_graphic())) {
+                    return Err(BadInput(format!("{name} is not printable ASCII")).into());
+                }
+            }
+        }
         // Keys from a web identity, a container or EKS Pod Identity endpoint, which the
         // environment configures: object_store's providers.
         _ if other_sources() => builder = checked(builder),
