@@ -44,7 +44,21 @@ pub mod duration {
     pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
     pub fn parse(text: &str) -> Result<Duration, String> {
-        let duration = humantime::parse_duration(text.trim()).map_err(|_| {
+        // humantime panics when the terms' sum overflows (`1s18446744073709551611.2s…`):
+        // at most 9 digits a number and 64 characters keep any sum far below that.
+        let trimmed = text.trim();
+        let longest_number = trimmed
+            .split(|c: char| !c.is_ascii_digit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        if trimmed.len() > 64 || longest_number > 9 {
+            return Err(format!(
+                "invalid duration `{}`: write a number and a unit, like \"120s\" or \"10m\"",
+                trimmed.chars().take(64).collect::<String>()
+            ));
+        }
+        let duration = humantime::parse_duration(trimmed).map_err(|_| {
             format!("invalid duration `{text}`: write a number and a unit, like \"120s\" or \"10m\"")
         })?;
         if duration > MAX {
