@@ -226,11 +226,6 @@ impl Client {
                 crate::store::describe(&e)
             )))
         })?;
-        if !crate::store::header_safe(&credential) {
-            return Err(Call::Fail(CallError::refused(
-                "AWS credentials: the key id or session token is not printable ASCII".into(),
-            )));
-        }
         let headers = [("content-type", JSON_1_1), ("x-amz-target", target)];
         let mut signed: HttpRequest = headers
             .iter()

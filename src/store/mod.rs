@@ -21,7 +21,6 @@ use object_store::{ObjectStore, ObjectStoreExt, UpdateVersion};
 use serde::Deserialize;
 
 pub use open::{Access, aws_credentials, describe, open};
-pub use role::header_safe;
 
 /// `[store]`: where the store is and how it is talked to.
 #[derive(Debug, Deserialize)]
