@@ -47,15 +47,20 @@ pub mod duration {
         // humantime panics when the terms' sum overflows (`1s18446744073709551611.2s…`):
         // at most 9 digits a number and 64 characters keep any sum far below that.
         let trimmed = text.trim();
+        if trimmed.len() > 64 {
+            return Err(format!(
+                "invalid duration `{}…`: over 64 characters; write a number and a unit, like \"120s\" or \"10m\"",
+                trimmed.chars().take(64).collect::<String>()
+            ));
+        }
         let longest_number = trimmed
             .split(|c: char| !c.is_ascii_digit())
-            .map(str::len)
+            .map(|digits| digits.trim_start_matches('0').len())
             .max()
             .unwrap_or(0);
-        if trimmed.len() > 64 || longest_number > 9 {
+        if longest_number > 9 {
             return Err(format!(
-                "invalid duration `{}`: write a number and a unit, like \"120s\" or \"10m\"",
-                trimmed.chars().take(64).collect::<String>()
+                "duration `{trimmed}` has a number of over 9 digits; no setting takes more than the one-year maximum (31536000s)"
             ));
         }
         let duration = humantime::parse_duration(trimmed).map_err(|_| {
@@ -128,5 +133,27 @@ pub mod size {
             .ok()
             .and_then(|n| n.checked_mul(scale))
             .ok_or_else(|| format!("invalid size `{text}`: write a number and a unit, like \"64MiB\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::duration::parse;
+
+    #[test]
+    fn durations_past_what_the_clock_can_add_are_refused_with_a_reason() {
+        assert_eq!(parse("0000000000120s"), Ok(Duration::from_secs(120)));
+        let long = parse("18446744073709551615s").unwrap_err();
+        assert!(
+            long.contains("over 9 digits") && long.contains("one-year maximum"),
+            "{long}"
+        );
+        let wide = parse(&"1s".repeat(40)).unwrap_err();
+        assert!(wide.contains("over 64 characters"), "{wide}");
+        assert!(parse("1s18446744073709551611.2s1.6s").is_err());
+        let year = parse("400d").unwrap_err();
+        assert!(year.contains("one-year maximum"), "{year}");
     }
 }
