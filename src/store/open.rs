@@ -359,4 +359,13 @@ mod tests {
         );
         assert_eq!(s3_error("connection refused"), None);
     }
+
+    #[test]
+    fn a_host_in_any_script_becomes_its_ascii_name() {
+        // The IDNA back end that Cargo.toml holds url to (idna_adapter 1.1) maps
+        // non-ASCII hosts as UTS 46 says, like the default one.
+        let url = reqwest::Url::parse("https://Bücher.example/releases").unwrap();
+        assert_eq!(url.host_str(), Some("xn--bcher-kva.example"));
+        assert!(reqwest::Url::parse("https://a\u{200b}\u{202e}b.example/").is_err());
+    }
 }
