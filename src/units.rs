@@ -50,24 +50,33 @@ pub mod duration {
         if trimmed.len() > 64 {
             return Err(format!(
                 "invalid duration `{}…`: over 64 characters; write a number and a unit, like \"120s\" or \"10m\"",
-                trimmed.chars().take(64).collect::<String>()
+                trimmed.chars().take(64).collect::<String>().escape_debug()
             ));
         }
-        let longest_number = trimmed
+        // humantime reads a number's digits across whitespace (`1 000s` is 1000 s).
+        let unspaced: String = trimmed.chars().filter(|c| !c.is_whitespace()).collect();
+        let longest_number = unspaced
             .split(|c: char| !c.is_ascii_digit())
             .map(|digits| digits.trim_start_matches('0').len())
             .max()
             .unwrap_or(0);
         if longest_number > 9 {
             return Err(format!(
-                "duration `{trimmed}` has a number of over 9 digits; no setting takes more than the one-year maximum (31536000s)"
+                "duration `{}` has a number of over 9 digits; no setting takes more than the one-year maximum (31536000s)",
+                trimmed.escape_debug()
             ));
         }
         let duration = humantime::parse_duration(trimmed).map_err(|_| {
-            format!("invalid duration `{text}`: write a number and a unit, like \"120s\" or \"10m\"")
+            format!(
+                "invalid duration `{}`: write a number and a unit, like \"120s\" or \"10m\"",
+                text.escape_debug()
+            )
         })?;
         if duration > MAX {
-            return Err(format!("duration `{text}` is longer than the one-year maximum"));
+            return Err(format!(
+                "duration `{}` is longer than the one-year maximum",
+                text.escape_debug()
+            ));
         }
         Ok(duration)
     }
@@ -153,6 +162,12 @@ mod tests {
         let wide = parse(&"1s".repeat(40)).unwrap_err();
         assert!(wide.contains("over 64 characters"), "{wide}");
         assert!(parse("1s18446744073709551611.2s1.6s").is_err());
+        let spaced = parse("18446744\n0737095\n51611.6s2.2s2.2s1.264").unwrap_err();
+        assert!(
+            spaced.contains("over 9 digits") && !spaced.contains('\n'),
+            "{spaced}"
+        );
+        assert_eq!(parse("1 000s"), Ok(Duration::from_secs(1000)));
         let year = parse("400d").unwrap_err();
         assert!(year.contains("one-year maximum"), "{year}");
     }
