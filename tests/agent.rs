@@ -488,11 +488,7 @@ fn instance_role_credentials_are_refreshed_as_they_expire() {
 #[test]
 fn an_instance_role_token_no_header_can_carry_fails_the_s3_store_in_one_line() {
     // A compromised instance's metadata service: the role's token holds a newline.
-    let imds = Imds::start(imds::Options {
-        role_credentials_ttl: Some(Duration::from_secs(3600)),
-        role_token: Some("role-token\n\u{7f}".into()),
-        ..imds::Options::default()
-    });
+    let imds = Imds::with_role_token("role-token\n\u{7f}");
     let host = Host::on_moto(FAST);
     release(&host, "v1", "", true);
     let out = support::run(

@@ -555,11 +555,7 @@ fn secrets_are_read_with_the_instance_role_in_the_identitys_region() {
 #[test]
 fn an_instance_role_token_no_header_can_carry_fails_in_one_line_not_a_panic() {
     // A compromised instance's metadata service: the role's token holds a newline.
-    let imds = Imds::start(imds::Options {
-        role_credentials_ttl: Some(Duration::from_secs(3600)),
-        role_token: Some("t\u{f6}ken\n\u{7f}".into()),
-        ..imds::Options::default()
-    });
+    let imds = Imds::with_role_token("t\u{f6}ken\n\u{7f}");
     let tmpfs = tmpfs_dir();
     let host = host(&config(tmpfs.path(), &[("db", "ssm:/prod/{role}/db".into())]));
     host.push("v1", Some("true"), &[], true);

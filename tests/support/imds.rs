@@ -112,6 +112,16 @@ pub struct Imds {
 }
 
 impl Imds {
+    /// A compromised instance's metadata service: its role's credentials (valid for an
+    /// hour) carry `token` as their session token.
+    pub fn with_role_token(token: &str) -> Self {
+        Self::start(Options {
+            role_credentials_ttl: Some(std::time::Duration::from_secs(3600)),
+            role_token: Some(token.into()),
+            ..Options::default()
+        })
+    }
+
     pub fn start(options: Options) -> Self {
         // Reserve a free port now; a late start binds it again later.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
