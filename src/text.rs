@@ -28,6 +28,12 @@ pub fn is_printable(text: &str) -> bool {
     !text.chars().any(|c| c.is_control() || is_bidi_control(c))
 }
 
+/// Whether an HTTP header can carry `text` as it is, as AWS keys and session tokens
+/// must be: printable ASCII, no space.
+pub fn is_header_token(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The Unicode bidirectional controls: not `is_control`, yet they reorder a line.
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
@@ -44,5 +50,7 @@ mod tests {
         assert_eq!(printable("abcdef", 3), "abc…");
         assert!(is_printable("v1.2-ok"));
         assert!(!is_printable("v1\r"));
+        assert!(is_header_token("AKIA+/=x"));
+        assert!(!is_header_token("t\u{f6}k") && !is_header_token("a b") && !is_header_token("a\n"));
     }
 }

@@ -43,13 +43,15 @@ pub mod duration {
     /// and would overflow the clock arithmetic of deadlines.
     pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
+    const HINT: &str = "write a number and a unit, like \"120s\" or \"10m\"";
+
     pub fn parse(text: &str) -> Result<Duration, String> {
         // humantime panics when the terms' sum overflows (`1s18446744073709551611.2s…`):
         // at most 9 digits a number and 64 characters keep any sum far below that.
         let trimmed = text.trim();
         if trimmed.len() > 64 {
             return Err(format!(
-                "invalid duration `{}…`: over 64 characters; write a number and a unit, like \"120s\" or \"10m\"",
+                "invalid duration `{}…`: over 64 characters; {HINT}",
                 trimmed.chars().take(64).collect::<String>().escape_debug()
             ));
         }
@@ -66,12 +68,8 @@ pub mod duration {
                 trimmed.escape_debug()
             ));
         }
-        let duration = humantime::parse_duration(trimmed).map_err(|_| {
-            format!(
-                "invalid duration `{}`: write a number and a unit, like \"120s\" or \"10m\"",
-                text.escape_debug()
-            )
-        })?;
+        let duration = humantime::parse_duration(trimmed)
+            .map_err(|_| format!("invalid duration `{}`: {HINT}", text.escape_debug()))?;
         if duration > MAX {
             return Err(format!(
                 "duration `{}` is longer than the one-year maximum",

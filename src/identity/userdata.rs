@@ -148,7 +148,7 @@ pub fn parse(raw: &[u8]) -> Result<UserData, UserDataError> {
             return Err(UserDataError::ControlCharacter { line: number, key });
         }
         if let Some(&secret_key) = SECRET_KEYS.iter().find(|k| **k == key) {
-            if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            if !crate::text::is_header_token(value) {
                 return Err(UserDataError::NotAscii {
                     line: number,
                     key: secret_key,

@@ -194,7 +194,7 @@ fn with_credentials(
         // needs them (it panics on a header it cannot make).
         _ if env_keys => {
             for name in ["AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN"] {
-                if std::env::var(name).is_ok_and(|v| !v.bytes().all(|b| b.is_ascii_graphic())) {
+                if std::env::var(name).is_ok_and(|v| !crate::text::is_header_token(&v)) {
                     return Err(BadInput(format!("{name} is not printable ASCII")).into());
                 }
             }

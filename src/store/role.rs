@@ -91,8 +91,8 @@ struct Keys {
 
 /// Whether a signer can put `credential`'s key id and session token in headers.
 pub fn header_safe(credential: &AwsCredential) -> bool {
-    let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
-    printable(&credential.key_id) && credential.token.as_deref().is_none_or(printable)
+    use crate::text::is_header_token;
+    is_header_token(&credential.key_id) && credential.token.as_deref().is_none_or(is_header_token)
 }
 
 /// IAM's rule for role names: 1 to 64 of `[A-Za-z0-9+=,.@_-]`.
