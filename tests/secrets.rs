@@ -7,7 +7,7 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::host::{Host, eventually};
@@ -523,6 +523,21 @@ fn a_denied_call_fails_and_an_allowed_one_passes_iam_with_a_real_signature() {
     assert!(!out.all().contains("iam-VALUE"));
 }
 
+/// A host whose identity and AWS keys come from `imds` alone, with release v1 pushed
+/// and one secret, `db`, read from `source`; and its command with no keys in the
+/// environment.
+fn on_instance_role(imds: &Imds, tmpfs: &Path, source: String) -> (Host, Command) {
+    let host = host(&config(tmpfs, &[("db", source)]));
+    host.push("v1", Some("true"), &[], true);
+    host.set_env("BOOTLACE_IDENTITY", "imds");
+    host.set_env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint());
+    let mut command = host.command();
+    command
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    (host, command)
+}
+
 #[test]
 fn secrets_are_read_with_the_instance_role_in_the_identitys_region() {
     let imds = Imds::start(imds::Options {
@@ -533,16 +548,8 @@ fn secrets_are_read_with_the_instance_role_in_the_identitys_region() {
     // Only in the instance's region: found there or not at all.
     aws::put_parameter_in(moto, imds::REGION, &format!("/{p}/memcached/db"), "role-VALUE");
     let tmpfs = tmpfs_dir();
-    let host = host(&config(tmpfs.path(), &[("db", format!("ssm:/{p}/{{role}}/db"))]));
-    host.push("v1", Some("true"), &[], true);
-    host.set_env("BOOTLACE_IDENTITY", "imds");
-    host.set_env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint());
-    let out = run(host
-        .command()
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_REGION")
-        .arg("run"));
+    let (_host, mut command) = on_instance_role(&imds, tmpfs.path(), format!("ssm:/{p}/{{role}}/db"));
+    let out = run(command.env_remove("AWS_REGION").arg("run"));
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         std::fs::read_to_string(tmpfs.path().join("db")).unwrap(),
@@ -557,15 +564,8 @@ fn an_instance_role_token_no_header_can_carry_fails_in_one_line_not_a_panic() {
     // A compromised instance's metadata service: the role's token holds a newline.
     let imds = Imds::with_role_token("t\u{f6}ken\n\u{7f}");
     let tmpfs = tmpfs_dir();
-    let host = host(&config(tmpfs.path(), &[("db", "ssm:/prod/{role}/db".into())]));
-    host.push("v1", Some("true"), &[], true);
-    host.set_env("BOOTLACE_IDENTITY", "imds");
-    host.set_env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint());
-    let out = run(host
-        .command()
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .arg("run"));
+    let (host, mut command) = on_instance_role(&imds, tmpfs.path(), "ssm:/prod/{role}/db".into());
+    let out = run(command.arg("run"));
     assert_eq!(out.code, 1, "{}", out.stderr);
     let line = out.assert_one_error_line();
     assert!(line.contains("not printable ASCII"), "{line}");
