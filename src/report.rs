@@ -69,6 +69,10 @@ pub struct Report {
     pub tag: Option<String>,
     pub sha256: Option<String>,
     pub deployed: bool,
+    /// How the release deployed in this run arrived (DESIGN §6.9): `via`,
+    /// `bytes_downloaded`, `files_reused`, `fallback`; absent when nothing was deployed.
+    #[serde(flatten)]
+    pub arrival: Option<Arrival>,
     pub init: Option<Init>,
     #[serde(default)]
     pub trigger: Trigger,
@@ -102,6 +106,46 @@ pub struct Report {
     /// What went wrong without failing the run (no init script matched, say).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// How a release arrived: a delta pack or the full archive, what was downloaded, and
+/// why the full path was taken when a delta could have served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arrival {
+    pub via: Via,
+    /// Bytes downloaded for the release (the pack, or the archive and its index).
+    pub bytes_downloaded: u64,
+    /// Files copied from a release held here.
+    pub files_reused: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    Delta,
+    Full,
+}
+
+impl Arrival {
+    pub fn delta(bytes_downloaded: u64, files_reused: u64) -> Self {
+        Self {
+            via: Via::Delta,
+            bytes_downloaded,
+            files_reused,
+            fallback: None,
+        }
+    }
+
+    pub fn full(bytes_downloaded: u64, fallback: Option<String>) -> Self {
+        Self {
+            via: Via::Full,
+            bytes_downloaded,
+            files_reused: 0,
+            fallback: fallback.map(|why| crate::text::printable(&why, 512)),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -4,7 +4,8 @@
 use std::io::{self, Read};
 
 use super::entries::{EntryError, walk};
-use super::policy::{Limits, PolicyError, Totals};
+use super::index::Index;
+use super::policy::{Kind, Limits, PolicyError, Totals};
 use super::{Compression, Hashing};
 
 /// How much of the archive is read at once.
@@ -26,6 +27,8 @@ pub struct Inspected {
     pub sha256: String,
     pub size: u64,
     pub totals: Totals,
+    /// The file index of the tree it unpacks to.
+    pub index: Index,
 }
 
 /// Reads the whole archive from `reader`, decoding and checking every entry.
@@ -40,7 +43,7 @@ pub fn inspect(
     if !compression.matches_magic(&head[..got]) {
         return Err(InspectError::WrongFormat(compression));
     }
-    let totals = {
+    let (totals, index) = {
         let chained = io::BufReader::with_capacity(READ_BUFFER, (&head[..got]).chain(&mut hashing));
         let decoder = compression.decoder(chained).map_err(InspectError::Decode)?;
         check_entries(decoder, limits)?
@@ -48,14 +51,44 @@ pub fn inspect(
     // Whatever follows the tar end marker still belongs to the archive's bytes.
     io::copy(&mut hashing, &mut io::sink()).map_err(InspectError::Decode)?;
     let (_, sha256, size) = hashing.finish();
-    Ok(Inspected { sha256, size, totals })
+    Ok(Inspected {
+        sha256,
+        size,
+        totals,
+        index,
+    })
 }
 
-fn check_entries(decoded: impl Read, limits: Limits) -> Result<Totals, InspectError> {
-    // Reading the data proves the stream decodes to its end.
-    walk(decoded, limits, |_, entry| {
-        io::copy(entry, &mut io::sink()).map(drop)
+/// Every entry checked and its data hashed (which proves the stream decodes to its end).
+fn check_entries(decoded: impl Read, limits: Limits) -> Result<(Totals, Index), InspectError> {
+    let mut index = Index::default();
+    walk(decoded, limits, |checked, entry| {
+        let mode = entry
+            .header()
+            .mode()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        match checked.kind {
+            Kind::File => {
+                let mut hashing = Hashing::new(io::sink());
+                io::copy(entry, &mut hashing)?;
+                let (_, sha256, size) = hashing.finish();
+                index.add(checked, mode, Some((size, sha256)), None);
+            }
+            Kind::Symlink => {
+                // The policy took the target as UTF-8.
+                let target = entry.link_name_bytes().unwrap_or_default();
+                index.add(
+                    checked,
+                    mode,
+                    None,
+                    Some(String::from_utf8_lossy(&target).into_owned()),
+                );
+            }
+            Kind::Directory => index.add(checked, mode, None, None),
+        }
+        Ok(())
     })
+    .map(|totals| (totals, index.finish()))
     .map_err(|e| match e {
         EntryError::Policy(policy) => InspectError::Policy(policy),
         EntryError::Decode(err) | EntryError::Write(err) => InspectError::Decode(err),

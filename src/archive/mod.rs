@@ -1,7 +1,11 @@
 //! Release archives: deterministic packaging of a tree ([`pack`]), the unpack policy
-//! every entry must pass ([`policy`]), and checking an existing archive ([`inspect`]).
+//! every entry must pass ([`policy`]), checking an existing archive ([`inspect`]), and
+//! the file index of a release ([`index`]) and the delta packs built from two of them
+//! ([`delta`]).
 
+pub mod delta;
 pub mod entries;
+pub mod index;
 pub mod inspect;
 pub mod pack;
 pub mod policy;

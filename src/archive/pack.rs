@@ -7,7 +7,9 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::policy::{Checker, Limits, PolicyError, Totals};
+use super::Hashing;
+use super::index::Index;
+use super::policy::{Checked, Checker, Limits, PolicyError, Totals};
 
 /// The mtime of every entry when `SOURCE_DATE_EPOCH` is not set: 2000-01-01T00:00:00Z.
 pub const DEFAULT_MTIME: u64 = 946_684_800;
@@ -36,21 +38,27 @@ pub fn mtime_from_env() -> Result<u64, PackError> {
     }
 }
 
-/// Packs the tree at `root` as tar.zst into `out`. The tree is checked against the
-/// unpack policy as it is packed, so what is pushed will deploy.
-pub fn pack_dir<W: Write>(root: &Path, mtime: u64, limits: Limits, out: W) -> Result<(W, Totals), PackError> {
+/// Packs the tree at `root` as tar.zst into `out`, and gives its file index. The tree
+/// is checked against the unpack policy as it is packed, so what is pushed will deploy.
+pub fn pack_dir<W: Write>(
+    root: &Path,
+    mtime: u64,
+    limits: Limits,
+    out: W,
+) -> Result<(W, Totals, Index), PackError> {
     let encoder = zstd::Encoder::new(out, ZSTD_LEVEL).map_err(|e| io_error(root, e))?;
     let mut packer = Packer {
         root,
         mtime,
         builder: tar::Builder::new(encoder),
         checker: Checker::new(limits),
+        index: Index::default(),
     };
     packer.walk(Path::new(""))?;
     let totals = packer.checker.finish()?;
     let encoder = packer.builder.into_inner().map_err(|e| io_error(root, e))?;
     let out = encoder.finish().map_err(|e| io_error(root, e))?;
-    Ok((out, totals))
+    Ok((out, totals, packer.index.finish()))
 }
 
 struct Packer<'a, W: Write> {
@@ -58,6 +66,7 @@ struct Packer<'a, W: Write> {
     mtime: u64,
     builder: tar::Builder<zstd::Encoder<'static, W>>,
     checker: Checker,
+    index: Index,
 }
 
 impl<W: Write> Packer<'_, W> {
@@ -77,26 +86,33 @@ impl<W: Write> Packer<'_, W> {
             let path = self.root.join(&relative);
             let meta = fs::symlink_metadata(&path).map_err(|e| io_error(&path, e))?;
             let file_type = meta.file_type();
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
             if file_type.is_dir() {
-                self.append(&relative, &meta, tar::EntryType::Directory, io::empty(), None)?;
+                let checked = self.append(&relative, &meta, tar::EntryType::Directory, io::empty(), None)?;
+                self.index.add(&checked, mode, None, None);
                 self.walk(&relative)?;
             } else if file_type.is_file() {
                 let file = File::open(&path).map_err(|e| io_error(&path, e))?;
-                let exact = Exact {
+                let mut exact = Hashing::new(Exact {
                     inner: file.take(meta.len()),
                     left: meta.len(),
                     path: &path,
-                };
-                self.append(&relative, &meta, tar::EntryType::Regular, exact, None)?;
+                });
+                let checked = self.append(&relative, &meta, tar::EntryType::Regular, &mut exact, None)?;
+                let (_, sha256, size) = exact.finish();
+                self.index.add(&checked, mode, Some((size, sha256)), None);
             } else if file_type.is_symlink() {
                 let target = fs::read_link(&path).map_err(|e| io_error(&path, e))?;
-                self.append(
+                let checked = self.append(
                     &relative,
                     &meta,
                     tar::EntryType::Symlink,
                     io::empty(),
                     Some(&target),
                 )?;
+                // The policy took the target as UTF-8.
+                let text = target.to_string_lossy().into_owned();
+                self.index.add(&checked, mode, None, Some(text));
             } else {
                 return Err(PackError::Special {
                     path,
@@ -114,7 +130,7 @@ impl<W: Write> Packer<'_, W> {
         entry_type: tar::EntryType,
         data: impl Read,
         link: Option<&Path>,
-    ) -> Result<(), PackError> {
+    ) -> Result<Checked, PackError> {
         use std::os::unix::ffi::OsStrExt;
         use std::os::unix::fs::PermissionsExt;
 
@@ -124,7 +140,8 @@ impl<W: Write> Packer<'_, W> {
             0
         };
         let link_bytes = link.map(|l| l.as_os_str().as_bytes());
-        self.checker
+        let checked = self
+            .checker
             .check(relative.as_os_str().as_bytes(), entry_type, size, link_bytes)?;
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(entry_type);
@@ -141,7 +158,8 @@ impl<W: Write> Packer<'_, W> {
         result.map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => PackError::Changed { path },
             _ => io_error(&path, e),
-        })
+        })?;
+        Ok(checked)
     }
 }
 
@@ -220,7 +238,8 @@ mod tests {
     #[test]
     fn same_tree_same_bytes_sorted_with_modes() {
         let dir = tree();
-        let (first, totals) = pack_dir(dir.path(), DEFAULT_MTIME, Limits::default(), Vec::new()).unwrap();
+        let (first, totals, index) =
+            pack_dir(dir.path(), DEFAULT_MTIME, Limits::default(), Vec::new()).unwrap();
         // Touch everything: new mtimes must not change the archive.
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
         File::options()
@@ -229,8 +248,9 @@ mod tests {
             .unwrap()
             .set_modified(later)
             .unwrap();
-        let (second, _) = pack_dir(dir.path(), DEFAULT_MTIME, Limits::default(), Vec::new()).unwrap();
+        let (second, _, again) = pack_dir(dir.path(), DEFAULT_MTIME, Limits::default(), Vec::new()).unwrap();
         assert_eq!(first, second);
+        assert_eq!(index, again);
         assert_eq!(
             totals,
             Totals {
@@ -258,6 +278,20 @@ mod tests {
         assert_eq!(app.2, 0o755);
         assert!(listed.iter().all(|e| e.3 == DEFAULT_MTIME));
         assert_eq!(listed[1].1, tar::EntryType::Symlink);
+
+        // The index lists the same paths in the same order, with what each one holds.
+        let indexed: Vec<&str> = index.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(indexed, paths);
+        let app = index.entries.iter().find(|e| e.path == "bin/app").unwrap();
+        use sha2::Digest;
+        let body = b"#!/bin/sh\necho hi\n";
+        assert_eq!(
+            app.sha256.as_deref(),
+            Some(hex::encode(sha2::Sha256::digest(body)).as_str())
+        );
+        assert_eq!((app.size, app.mode), (Some(body.len() as u64), 0o755));
+        assert_eq!(index.entries[1].target.as_deref(), Some("bin/app"));
+        index.check(Limits::default()).unwrap();
     }
 
     #[test]

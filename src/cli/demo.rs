@@ -200,7 +200,10 @@ impl Demo<'_> {
             tree,
             tag,
             Some(op.environment),
-            self.config.deploy.limits(),
+            &crate::release::push::Options {
+                limits: self.config.deploy.limits(),
+                deltas: crate::release::push::Deltas::Recent(3),
+            },
             op.author,
             |_| {},
         ))

@@ -284,8 +284,21 @@ pub enum ReleaseCommand {
         /// Then move this environment's pointer to TAG
         #[arg(long)]
         env: Option<String>,
+        /// Make delta packs from these tags [default: the last 3 the pointer named]
+        #[arg(long, value_name = "TAG", num_args = 1..)]
+        delta_from: Vec<String>,
+        /// Make no delta packs
+        #[arg(long, conflicts_with = "delta_from")]
+        no_delta: bool,
         #[command(flatten)]
         sign: SignArgs,
+    },
+    /// Add the delta pack that rebuilds TAG from a release OLD instances hold
+    Delta {
+        tag: String,
+        /// The release the pack starts from (several: one pack each)
+        #[arg(long, value_name = "OLD", num_args = 1.., required = true)]
+        from: Vec<String>,
     },
     /// Move an environment's pointer to TAG, or roll TAG out to a share of it
     Promote {

@@ -8,7 +8,7 @@ use super::{GlobalArgs, Op, ReleaseCommand, SignArgs, print_json, progress_bar, 
 use crate::config::Config;
 use crate::error::BadInput;
 use crate::error::Exit;
-use crate::release::push::{Progress, push};
+use crate::release::push::{Deltas, Progress, push};
 use crate::release::sign::{self, Author, Expiry};
 use crate::release::{self, Manifest, Moved, Pointer, check_tag, move_pointer, pointer_name, rollout};
 use crate::store::{self, layout};
@@ -36,9 +36,24 @@ pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit
     };
     let done = runtime.block_on(async {
         match command {
-            ReleaseCommand::Push { path, tag, env, .. } => {
-                push_cmd(op, path, tag, env.as_deref()).await.map(|()| Exit::Ok)
+            ReleaseCommand::Push {
+                path,
+                tag,
+                env,
+                delta_from,
+                no_delta,
+                ..
+            } => {
+                let deltas = match (delta_from.is_empty(), no_delta) {
+                    (false, _) => Deltas::From(delta_from.clone()),
+                    (true, true) => Deltas::Recent(0),
+                    (true, false) => Deltas::Recent(DEFAULT_DELTAS),
+                };
+                push_cmd(op, path, tag, env.as_deref(), &deltas)
+                    .await
+                    .map(|()| Exit::Ok)
             }
+            ReleaseCommand::Delta { tag, from } => delta_cmd(op, tag, from).await.map(|()| Exit::Ok),
             ReleaseCommand::Promote {
                 tag,
                 env,
@@ -77,7 +92,16 @@ pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit
     done
 }
 
-async fn push_cmd(op: &Op<'_>, path: &Path, tag: &str, env: Option<&str>) -> anyhow::Result<()> {
+/// Packs a push makes by default: from the last this many tags its pointer named.
+const DEFAULT_DELTAS: usize = 3;
+
+async fn push_cmd(
+    op: &Op<'_>,
+    path: &Path,
+    tag: &str,
+    env: Option<&str>,
+    deltas: &Deltas,
+) -> anyhow::Result<()> {
     let Op {
         global,
         config,
@@ -89,12 +113,16 @@ async fn push_cmd(op: &Op<'_>, path: &Path, tag: &str, env: Option<&str>) -> any
         .map(|env| pointer_name(&config.deploy.pointer, env))
         .transpose()?;
     let bar = progress_bar(global, "uploading");
+    let options = crate::release::push::Options {
+        limits: config.deploy.limits(),
+        deltas: deltas.clone(),
+    };
     let pushing = push(
         store,
         path,
         tag,
         pointer.as_deref(),
-        config.deploy.limits(),
+        &options,
         author,
         |event| match event {
             Progress::Start(total) => {
@@ -122,7 +150,16 @@ async fn push_cmd(op: &Op<'_>, path: &Path, tag: &str, env: Option<&str>) -> any
             .pointer
             .as_ref()
             .map(|(name, moved)| pointer_json(name, moved));
-        return print_json(&json!({"manifest": manifest, "uploaded": pushed.uploaded, "pointer": pointer}));
+        let (made, skipped): (Vec<_>, Vec<_>) = pushed.deltas.iter().partition(|d| d.is_ok());
+        let made: Vec<_> = made.into_iter().flatten().collect();
+        let skipped: Vec<_> = skipped.into_iter().filter_map(|d| d.as_ref().err()).collect();
+        return print_json(&json!({
+            "manifest": manifest,
+            "uploaded": pushed.uploaded,
+            "pointer": pointer,
+            "deltas": made,
+            "delta_warnings": skipped,
+        }));
     }
     let sent = if pushed.uploaded {
         "uploaded"
@@ -143,8 +180,60 @@ async fn push_cmd(op: &Op<'_>, path: &Path, tag: &str, env: Option<&str>) -> any
     if let Some(signer) = &author.signer {
         outln!("  signed by key {}", signer.key_id);
     }
+    for delta in &pushed.deltas {
+        match delta {
+            Ok(made) => print_made(made)?,
+            Err(why) => tracing::warn!("{why}"),
+        }
+    }
     if let Some((name, moved)) = &pushed.pointer {
         print_moved(name, moved)?;
+    }
+    Ok(())
+}
+
+fn print_made(made: &crate::release::delta::Made) -> anyhow::Result<()> {
+    outln!(
+        "  delta from {}: {} ({} files carried, {} as patches, {} removed)",
+        made.from,
+        super::list::size(made.bytes),
+        made.files,
+        made.patches,
+        made.removed
+    );
+    Ok(())
+}
+
+/// `release delta TAG --from OLD…`: one pack from each OLD.
+async fn delta_cmd(op: &Op<'_>, tag: &str, from: &[String]) -> anyhow::Result<()> {
+    let Op {
+        global,
+        config,
+        store,
+        ..
+    } = *op;
+    check_tag(tag)?;
+    for base in from {
+        check_tag(base)?;
+    }
+    let mut made = Vec::new();
+    for base in from {
+        let pack = crate::release::delta::make(
+            store,
+            tag,
+            base,
+            crate::release::delta::NewFiles::Store,
+            config.deploy.limits(),
+        )
+        .await?;
+        if !global.json {
+            outln!("{tag}: {}", store.url_of(&pack.key));
+            print_made(&pack)?;
+        }
+        made.push(pack);
+    }
+    if global.json {
+        return print_json(&made);
     }
     Ok(())
 }
@@ -276,6 +365,7 @@ impl ReleaseCommand {
             ) => Some(sign),
             ReleaseCommand::Rollout(R::Status { .. })
             | ReleaseCommand::List { .. }
+            | ReleaseCommand::Delta { .. }
             | ReleaseCommand::Show { .. } => None,
         }
     }

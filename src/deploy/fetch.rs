@@ -9,13 +9,12 @@
 //! Nothing is kept but the chunks in flight: no temporary copy of the archive, and
 //! memory bounded by the window whatever the archive's size.
 
-use std::io::{self, BufRead, Read};
 use std::ops::Range;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -24,6 +23,7 @@ use super::unpack::{Options, Unpacked, unpack};
 use serde::Deserialize;
 
 use crate::release::Manifest;
+use crate::store::reader::{Chunk, Incoming, QUEUE};
 use crate::store::{RangeAnswer, Store, StoreError};
 
 /// `deploy.download`.
@@ -40,14 +40,9 @@ pub enum Download {
 /// Size of one ranged GET: large enough to amortise a request, small enough to keep
 /// several in flight within the window.
 const PART: u64 = 8 << 20;
-/// Chunks queued for the unpacker; each is one read off a socket, a few hundred KiB
-/// at most.
-const QUEUE: usize = 64;
 
 /// Where download progress is shown (a hidden bar when not on a terminal).
 pub type Progress = indicatif::ProgressBar;
-
-type Chunk = Result<Bytes, StoreError>;
 
 /// Downloads `manifest`'s archive into `staging`, verified: on success the staging dir
 /// holds exactly the archive whose sha256 the manifest names.
@@ -58,13 +53,6 @@ pub async fn fetch_and_unpack(
     staging: &Path,
     progress: Progress,
 ) -> anyhow::Result<Unpacked> {
-    let ranges = match config.download {
-        Download::Stream => false,
-        Download::Ranges => true,
-        Download::Auto => store.prefers_ranges,
-    } && manifest.size > 2 * PART;
-    let window = (config.download_window / PART).max(1) as usize;
-    let (sender, receiver) = mpsc::channel::<Chunk>(QUEUE);
     let (compression, dest) = (manifest.compression, staging.to_owned());
     // Never more than the manifest declared: a release that lies about its size is
     // stopped at the lie, not at a full disk.
@@ -75,54 +63,27 @@ pub async fn fetch_and_unpack(
         sync: config.sync,
         progress: progress.clone(),
     };
-    let unpacker =
-        tokio::task::spawn_blocking(move || unpack(Incoming::new(receiver), compression, &dest, options));
-    progress.set_length(manifest.size);
-    // Hashing here, on the download side, keeps it off the busier unpacking thread.
-    let mut outgoing = Outgoing {
-        sender,
-        hasher: Sha256::new(),
-        size: 0,
-        progress: progress.clone(),
-    };
-    let sending = async {
-        if ranges {
-            send_ranges(
-                store,
-                &manifest.archive,
-                manifest.size,
-                window,
-                store.deadline(),
-                &mut outgoing,
-            )
-            .await
-        } else {
-            send_stream(store, &manifest.archive, store.deadline(), &mut outgoing).await
-        }
-    };
-    let sent = match tokio::time::timeout(config.timeout, sending).await {
-        Ok(sent) => sent.map_err(|err| anyhow::Error::new(err).context("downloading")),
-        Err(_) => Err(anyhow::anyhow!(
-            "downloading {}: not finished after {} (deploy.timeout)",
-            store.url_of(&manifest.archive),
-            humantime::format_duration(config.timeout)
-        )),
-    };
-    let Outgoing {
-        sender, hasher, size, ..
-    } = outgoing;
-    drop(sender);
-    let unpacked = unpacker.await.context("the unpacker stopped")?;
-    progress.finish_and_clear();
-    // The unpacker's error would only echo this one.
-    sent?;
-    let unpacked =
-        unpacked.map_err(|e| anyhow::anyhow!("unpacking {}: {e}", store.url_of(&manifest.archive)))?;
-    let sha256 = hex::encode(hasher.finalize());
-    if sha256 != manifest.sha256 || size != manifest.size {
+    let piped = pipe(
+        config,
+        store,
+        &manifest.archive,
+        manifest.size,
+        None,
+        progress,
+        move |incoming| unpack(incoming, compression, &dest, options),
+    )
+    .await?;
+    // The unpacker's error would only echo the download's.
+    piped.sent?;
+    let unpacked = piped
+        .consumed
+        .map_err(|e| anyhow::anyhow!("unpacking {}: {e}", store.url_of(&manifest.archive)))?;
+    if piped.sha256 != manifest.sha256 || piped.size != manifest.size {
         anyhow::bail!(
-            "{} is not the archive the manifest names: sha256 {sha256} ({size} bytes), expected {} ({} bytes)",
+            "{} is not the archive the manifest names: sha256 {} ({} bytes), expected {} ({} bytes)",
             store.url_of(&manifest.archive),
+            piped.sha256,
+            piped.size,
             manifest.sha256,
             manifest.size
         );
@@ -130,21 +91,108 @@ pub async fn fetch_and_unpack(
     Ok(unpacked)
 }
 
+/// What [`pipe`] did: whether the bytes were all sent, what the consumer made of them,
+/// and the sha256 and length of what was sent.
+pub(super) struct Piped<T> {
+    pub sent: anyhow::Result<()>,
+    pub consumed: T,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Streams the object at `key` (`size` bytes, or a stream already opened on it) into
+/// `consume`, which runs on a blocking thread and reads the bytes in order as they
+/// arrive: by one stream, or by parallel ranges when the store prefers them and the
+/// object is large. Never more than `size` bytes are passed on.
+pub(super) async fn pipe<T: Send + 'static>(
+    config: &super::Config,
+    store: &Store,
+    key: &str,
+    size: u64,
+    opened: Option<Opened>,
+    progress: Progress,
+    consume: impl FnOnce(Incoming) -> T + Send + 'static,
+) -> anyhow::Result<Piped<T>> {
+    let ranges = match config.download {
+        Download::Stream => false,
+        Download::Ranges => true,
+        Download::Auto => store.prefers_ranges,
+    } && size > 2 * PART;
+    let window = (config.download_window / PART).max(1) as usize;
+    let (sender, receiver) = mpsc::channel::<Chunk>(QUEUE);
+    let consumer = tokio::task::spawn_blocking(move || consume(Incoming::new(receiver)));
+    progress.set_length(size);
+    // Hashing here, on the download side, keeps it off the busier consuming thread.
+    let mut outgoing = Outgoing {
+        sender,
+        hasher: Sha256::new(),
+        size: 0,
+        cap: size,
+        progress: progress.clone(),
+    };
+    let sending = async {
+        if ranges {
+            send_ranges(store, key, size, window, store.deadline(), &mut outgoing).await
+        } else {
+            send_stream(store, key, opened, store.deadline(), &mut outgoing).await
+        }
+    };
+    let sent = match tokio::time::timeout(config.timeout, sending).await {
+        Ok(sent) => sent.map_err(|err| anyhow::Error::new(err).context("downloading")),
+        Err(_) => Err(anyhow::anyhow!(
+            "downloading {}: not finished after {} (deploy.timeout)",
+            store.url_of(key),
+            humantime::format_duration(config.timeout)
+        )),
+    };
+    let Outgoing {
+        sender, hasher, size, ..
+    } = outgoing;
+    drop(sender);
+    let consumed = consumer.await.context("the unpacker stopped")?;
+    progress.finish_and_clear();
+    Ok(Piped {
+        sent,
+        consumed,
+        sha256: hex::encode(hasher.finalize()),
+        size,
+    })
+}
+
+/// A GET already answered: the stream of its body.
+pub(super) type Opened = futures::stream::BoxStream<'static, Result<Bytes, StoreError>>;
+
 /// The sending end: every chunk is hashed and counted on its way to the unpacker.
 struct Outgoing {
     sender: mpsc::Sender<Chunk>,
     hasher: Sha256,
     size: u64,
+    /// The most bytes passed on: what the object was said to hold.
+    cap: u64,
     progress: Progress,
 }
 
 impl Outgoing {
-    /// Passes a chunk on; `false` when the unpacker has stopped (it says why).
+    /// Passes a chunk on; `false` when the consumer has stopped (it says why), or when
+    /// the object runs past its size (the hash then says so).
     async fn send(&mut self, chunk: Bytes) -> bool {
-        self.hasher.update(&chunk);
-        self.size += chunk.len() as u64;
-        self.progress.inc(chunk.len() as u64);
-        self.sender.send(Ok(chunk)).await.is_ok()
+        let left = self.cap.saturating_sub(self.size);
+        let over = chunk.len() as u64 > left;
+        let passed = if over {
+            chunk.slice(..left as usize)
+        } else {
+            chunk.clone()
+        };
+        self.hasher.update(&passed);
+        self.size += passed.len() as u64;
+        self.progress.inc(passed.len() as u64);
+        let taken = passed.is_empty() || self.sender.send(Ok(passed)).await.is_ok();
+        if over {
+            // Counted, not passed on: the size then says the object is not the one named.
+            self.size = self.size.saturating_add(chunk.len() as u64 - left);
+            return false;
+        }
+        taken
     }
 
     async fn send_all(&mut self, chunks: Vec<Bytes>) -> bool {
@@ -165,10 +213,14 @@ impl Outgoing {
 async fn send_stream(
     store: &Store,
     key: &str,
+    opened: Option<Opened>,
     resume_for: Duration,
     outgoing: &mut Outgoing,
 ) -> Result<(), StoreError> {
-    let mut stream = store.get_stream(key, None).await?;
+    let mut stream = match opened {
+        Some(stream) => stream,
+        None => store.get_stream(key, None).await?,
+    };
     let mut progress_at = Instant::now();
     let mut breaks = 0u32;
     loop {
@@ -214,7 +266,7 @@ async fn send_ranges(
                 "{} answers ranges with the whole object; reading it as one stream",
                 store.url()
             );
-            return send_stream(store, key, resume_for, outgoing).await;
+            return send_stream(store, key, None, resume_for, outgoing).await;
         }
     };
     if !outgoing.send_all(first).await {
@@ -240,47 +292,4 @@ async fn send_ranges(
         }
     }
     Ok(())
-}
-
-/// The receiving end of the channel, read in place: the decoder reads each chunk
-/// where it arrived, with no copy into a buffer of its own.
-struct Incoming {
-    receiver: mpsc::Receiver<Chunk>,
-    current: Bytes,
-}
-
-impl Incoming {
-    fn new(receiver: mpsc::Receiver<Chunk>) -> Self {
-        Self {
-            receiver,
-            current: Bytes::new(),
-        }
-    }
-}
-
-impl BufRead for Incoming {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        while self.current.is_empty() {
-            match self.receiver.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(err)) => return Err(io::Error::other(err.to_string())),
-                None => break,
-            }
-        }
-        Ok(&self.current)
-    }
-
-    fn consume(&mut self, amount: usize) {
-        self.current.advance(amount);
-    }
-}
-
-impl Read for Incoming {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = buf.len().min(available.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
-    }
 }

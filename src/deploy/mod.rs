@@ -2,8 +2,10 @@
 //! streaming pass, unpack it safely, make it durable, and switch `current` to it
 //! atomically — or leave everything as it was and say why.
 
+pub mod delta;
 pub mod fetch;
 pub mod lock;
+pub mod rebuild;
 pub mod state;
 pub mod unpack;
 
@@ -15,13 +17,17 @@ use tracing::{info, warn};
 
 use serde::Deserialize;
 
+use crate::archive::index::Index;
 use crate::identity::Identity;
 use crate::release::pointer::Checked;
 use crate::release::rollout::Placement;
 use crate::release::{Manifest, Pointer};
+use crate::report::Arrival;
 use crate::store::Store;
 use crate::trust::Trust;
+use delta::Attempt;
 use fetch::Download;
+use rebuild::{DeltaMode, Reuse};
 use state::StateDir;
 use unpack::SyncMode;
 
@@ -53,6 +59,10 @@ pub struct Config {
     /// How long a command waits for another to release the state dir's lock.
     #[serde(with = "crate::units::duration")]
     pub lock_timeout: Duration,
+    /// Whether an update may arrive as a delta pack (DESIGN §6.9).
+    pub delta: DeltaMode,
+    /// How a delta's unchanged files reach the new release.
+    pub reuse: Reuse,
 }
 
 impl Default for Config {
@@ -71,6 +81,8 @@ impl Default for Config {
             reserve: 64 << 20,
             timeout: Duration::from_secs(3600),
             lock_timeout: Duration::from_secs(300),
+            delta: DeltaMode::Auto,
+            reuse: Reuse::Copy,
         }
     }
 }
@@ -97,6 +109,9 @@ pub struct Deployed {
     pub bytes: u64,
     pub duration_ms: u64,
     pub pruned: Vec<String>,
+    /// How the release arrived, when it was deployed now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arrival: Option<Arrival>,
 }
 
 /// What an instance should run: its pointer as it applies to this instance (the tag
@@ -266,29 +281,113 @@ pub async fn make_present(
         warn!("clearing unfinished deploys: {err}");
     }
     let tag = &manifest.tag;
-    let deployed = if state.has_exactly(tag, &manifest.sha256) {
+    let arrival = if state.has_exactly(tag, &manifest.sha256) {
         info!("release {tag} is already present");
-        false
+        None
     } else {
         room_for(state, manifest, config.reserve)?;
-        let staging = state.staging().context("creating a staging dir")?;
-        fetch::fetch_and_unpack(config, store, manifest, staging.path(), progress)
-            .await
-            .with_context(|| format!("deploying {tag}"))?;
-        state
-            .commit(staging, tag, &manifest.sha256)
-            .with_context(|| format!("committing release {tag}"))?;
-        true
+        Some(arrive(config, state, store, manifest, progress).await?)
     };
     Ok(Deployed {
         tag: tag.clone(),
         sha256: manifest.sha256.clone(),
-        deployed,
+        deployed: arrival.is_some(),
         files: manifest.files,
         bytes: manifest.size,
         duration_ms: started.elapsed().as_millis() as u64,
         pruned: Vec::new(),
+        arrival,
     })
+}
+
+/// Brings the release into the state dir, complete and verified: from a delta pack
+/// when one serves, else by the full download (today's path), the reason said.
+async fn arrive(
+    config: &Config,
+    state: &StateDir,
+    store: &Store,
+    manifest: &Manifest,
+    progress: fetch::Progress,
+) -> anyhow::Result<Arrival> {
+    let tag = &manifest.tag;
+    let staging = state.staging().context("creating a staging dir")?;
+    let fallback =
+        match delta::attempt(config, state, store, manifest, staging.path(), progress.clone()).await {
+            Attempt::Rebuilt { rebuilt, bytes } => {
+                state
+                    .commit(staging, tag, &manifest.sha256, Some(&rebuilt.index))
+                    .with_context(|| format!("committing release {tag}"))?;
+                info!(
+                    "{tag} rebuilt from a delta pack of {bytes} bytes: {} files reused, {} carried",
+                    rebuilt.reused, rebuilt.carried
+                );
+                return Ok(Arrival::delta(bytes, rebuilt.reused));
+            }
+            Attempt::Skipped(why) => why,
+            Attempt::Failed(why) => {
+                // The reason may quote what the pack holds.
+                let why = crate::text::printable(&why, 512);
+                warn!("{why}; downloading {tag} in full");
+                Some(why)
+            }
+        };
+    // A failed rebuild's partial tree goes before the full one starts.
+    drop(staging);
+    let staging = state.staging().context("creating a staging dir")?;
+    let (unpacked, index) = tokio::join!(
+        fetch::fetch_and_unpack(config, store, manifest, staging.path(), progress),
+        fetch_index(store, manifest, config)
+    );
+    unpacked.with_context(|| format!("deploying {tag}"))?;
+    let index_bytes = index.as_ref().map_or(0, |(_, bytes)| *bytes);
+    state
+        .commit(
+            staging,
+            tag,
+            &manifest.sha256,
+            index.as_ref().map(|(index, _)| index),
+        )
+        .with_context(|| format!("committing release {tag}"))?;
+    Ok(Arrival::full(manifest.size + index_bytes, fallback))
+}
+
+/// The file index the manifest names, kept beside the release so that a later delta
+/// can start from it; `None` (said in the log) when the manifest names none or it does
+/// not read: the deploy goes on without it.
+async fn fetch_index(store: &Store, manifest: &Manifest, config: &Config) -> Option<(Index, u64)> {
+    let named = manifest
+        .index
+        .as_ref()
+        .filter(|_| config.delta == DeltaMode::Auto)?;
+    let url = store.url_of(&named.key);
+    let read = async {
+        let object = store
+            .get(&named.key, crate::archive::index::MAX_STORED_BYTES)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("not found"))?;
+        let index = Index::from_stored(&object.bytes, &named.sha256, config.limits())?;
+        if index.totals() != (manifest.files, manifest.unpacked_bytes) {
+            anyhow::bail!(
+                "it lists {} files of {} bytes, the manifest {} of {}",
+                index.totals().0,
+                index.totals().1,
+                manifest.files,
+                manifest.unpacked_bytes
+            );
+        }
+        anyhow::Ok((index, object.bytes.len() as u64))
+    };
+    match read.await {
+        Ok(index) => Some(index),
+        Err(err) => {
+            warn!(
+                "the file index {url} of {}: {}; the next update of this release comes in full",
+                manifest.tag,
+                crate::error::one_line(&err)
+            );
+            None
+        }
+    }
 }
 
 /// Refuses a release that would not fit: the bytes and files its manifest declares,

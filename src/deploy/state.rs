@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! releases/<tag>/        complete, verified releases only: the pushed tree, nothing added
-//! marks/<tag>.json       the mark of one (its tag and archive sha256): written last,
-//!                        after the release is renamed into place
+//! marks/<tag>.json       the mark of one (its tag, archive sha256 and index sha256):
+//!                        written last, after the release is renamed into place
+//! indexes/<tag>.json.zst its file index (DESIGN §6.9), when its manifest named one:
+//!                        what a delta pack from it is checked against
 //! releases/.staging-*    in progress; removed at the start of every deploy
 //! current -> releases/<tag>
 //! previous -> releases/<tag>   what `current` named before the last switch
@@ -25,11 +27,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::archive::index::{self, Index};
+use crate::archive::policy::Limits;
 use crate::files::{sync_dir, write_atomic};
 
 /// Where older bootlace kept a release's mark, inside it: read once, to move it out.
 const LEGACY_MARK: &str = ".bootlace-release.json";
 const MARKS: &str = "marks";
+const INDEXES: &str = "indexes";
 
 const RELEASES: &str = "releases";
 const STAGING: &str = ".staging-";
@@ -69,6 +74,9 @@ pub struct InitRecord {
 struct Mark {
     tag: String,
     sha256: String,
+    /// The sha256 of the index kept beside it, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    index: Option<String>,
 }
 
 pub struct StateDir {
@@ -120,6 +128,10 @@ impl StateDir {
         self.root.join(MARKS).join(format!("{tag}.json"))
     }
 
+    fn index_path(&self, tag: &str) -> PathBuf {
+        self.root.join(INDEXES).join(format!("{tag}.json.zst"))
+    }
+
     /// The state dir at `root`, for looking only: nothing is created.
     pub fn at(root: &Path) -> Self {
         Self {
@@ -138,6 +150,10 @@ impl StateDir {
     /// The sha256 of release `tag` if it is complete and verified here: a real
     /// directory (not a symlink) holding a mark that names it.
     fn verified(&self, tag: &str) -> Option<String> {
+        self.mark(tag).map(|mark| mark.sha256)
+    }
+
+    fn mark(&self, tag: &str) -> Option<Mark> {
         let dir = self.release(tag);
         if crate::release::check_tag(tag).is_err() || !fs::symlink_metadata(&dir).ok()?.is_dir() {
             return None;
@@ -149,7 +165,24 @@ impl StateDir {
             .read_to_end(&mut text)
             .ok()?;
         let mark: Mark = serde_json::from_slice(&text).ok()?;
-        (mark.tag == tag).then_some(mark.sha256)
+        (mark.tag == tag).then_some(mark)
+    }
+
+    /// The file index kept for release `tag`: `Ok(None)` when it has none (deployed
+    /// from a manifest without one, or by an older bootlace); an error when the one kept
+    /// is not the one its mark names.
+    pub fn index_of(&self, tag: &str, limits: Limits) -> Result<Option<Index>, String> {
+        let Some(sha256) = self.mark(tag).and_then(|mark| mark.index) else {
+            return Ok(None);
+        };
+        let path = self.index_path(tag);
+        let mut stored = Vec::new();
+        File::open(&path)
+            .and_then(|f| f.take(index::MAX_STORED_BYTES + 1).read_to_end(&mut stored))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Index::from_stored(&stored, &sha256, limits)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// The archive sha256 of release `tag`, if it is complete here.
@@ -191,13 +224,21 @@ impl StateDir {
         Ok(staging)
     }
 
-    /// Marks a complete, synced staging dir as release `tag` with archive `sha256`, and
-    /// gives it its release name. Whatever held that name and was not a verified
-    /// release (an empty directory, a stray file) is replaced.
-    pub fn commit(&self, mut staging: Staging, tag: &str, sha256: &str) -> io::Result<()> {
+    /// Marks a complete, synced staging dir as release `tag` with archive `sha256` (and
+    /// its file index, when known), and gives it its release name. Whatever held that
+    /// name and was not a verified release (an empty directory, a stray file) is
+    /// replaced.
+    pub fn commit(
+        &self,
+        mut staging: Staging,
+        tag: &str,
+        sha256: &str,
+        index: Option<&Index>,
+    ) -> io::Result<()> {
         let mark = Mark {
             tag: tag.to_owned(),
             sha256: sha256.to_owned(),
+            index: index.map(|index| index.digest().0),
         };
         sync_dir(staging.path())?;
         let target = self.release(tag);
@@ -226,6 +267,10 @@ impl StateDir {
         fs::rename(staging.path(), &target)?;
         staging.path = None;
         sync_dir(&self.root.join(RELEASES))?;
+        if let Some(index) = index {
+            fs::create_dir_all(self.root.join(INDEXES))?;
+            write_atomic(&self.index_path(tag), &index.to_stored(), 0o600)?;
+        }
         // Last: the mark, once every byte of the release is in place.
         let marks = self.root.join(MARKS);
         fs::create_dir_all(&marks)?;
@@ -233,12 +278,17 @@ impl StateDir {
         write_atomic(&self.mark_path(tag), &bytes, 0o600)
     }
 
-    /// Removes `tag`'s mark (synced): it is no release from then on.
+    /// Removes `tag`'s mark (synced): it is no release from then on. Its index goes
+    /// with it.
     fn unmark(&self, tag: &str) -> io::Result<()> {
         match fs::remove_file(self.mark_path(tag)) {
-            Ok(()) => sync_dir(&self.root.join(MARKS)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(err),
+            Ok(()) => sync_dir(&self.root.join(MARKS))?,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+        match fs::remove_file(self.index_path(tag)) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
         }
     }
 
@@ -447,7 +497,7 @@ mod tests {
     fn release(state: &StateDir, tag: &str) {
         let staging = state.staging().unwrap();
         fs::write(staging.path().join("f"), tag).unwrap();
-        state.commit(staging, tag, &"ab".repeat(32)).unwrap();
+        state.commit(staging, tag, &"ab".repeat(32), None).unwrap();
     }
 
     #[test]

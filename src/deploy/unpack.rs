@@ -45,7 +45,7 @@ const QUEUE: usize = 8;
 /// The buffer a large file is copied through.
 const COPY_BUFFER: usize = 256 << 10;
 /// Mode bits a release keeps: no setuid, setgid, sticky, group or other write.
-const MODE_MASK: u32 = 0o755;
+pub(super) const MODE_MASK: u32 = 0o755;
 
 /// What an unpacked archive held.
 #[derive(Debug)]
@@ -163,7 +163,7 @@ fn invalid(err: io::Error) -> io::Error {
 }
 
 /// Creates a new file: never over an existing one, never through a symlink.
-fn create(path: &Path, mode: u32) -> io::Result<File> {
+pub(super) fn create(path: &Path, mode: u32) -> io::Result<File> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -188,7 +188,7 @@ fn umask() -> u32 {
 }
 
 /// Flushes everything written under `dir` with one `syncfs`, not one fsync per file.
-fn sync_filesystem(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_filesystem(dir: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let handle = File::open(dir)?;
     // SAFETY: the descriptor is open for the duration of the call.
@@ -201,14 +201,14 @@ fn sync_filesystem(dir: &Path) -> io::Result<()> {
 
 /// The directories of a release: created on first need, explicit modes applied last
 /// (so that a read-only directory can still be filled).
-struct Dirs {
+pub(super) struct Dirs {
     root: PathBuf,
     made: HashSet<String>,
     modes: Vec<(String, u32)>,
 }
 
 impl Dirs {
-    fn new(root: &Path) -> Self {
+    pub(super) fn new(root: &Path) -> Self {
         Self {
             root: root.to_owned(),
             made: HashSet::new(),
@@ -216,7 +216,7 @@ impl Dirs {
         }
     }
 
-    fn explicit(&mut self, path: &str, mode: u32) -> io::Result<()> {
+    pub(super) fn explicit(&mut self, path: &str, mode: u32) -> io::Result<()> {
         self.ensure(path)?;
         if mode != 0o755 {
             self.modes.push((path.to_owned(), mode));
@@ -224,7 +224,7 @@ impl Dirs {
         Ok(())
     }
 
-    fn parent_of(&mut self, path: &str) -> io::Result<()> {
+    pub(super) fn parent_of(&mut self, path: &str) -> io::Result<()> {
         match path.rsplit_once('/') {
             Some((parent, _)) => self.ensure(parent),
             None => Ok(()),
@@ -242,14 +242,14 @@ impl Dirs {
     }
 
     /// Syncs every directory of the release, the root last.
-    fn sync_all(&self) -> io::Result<()> {
+    pub(super) fn sync_all(&self) -> io::Result<()> {
         for path in &self.made {
             sync_dir(&self.root.join(path))?;
         }
         sync_dir(&self.root)
     }
 
-    fn apply_modes(&self) -> io::Result<()> {
+    pub(super) fn apply_modes(&self) -> io::Result<()> {
         for (path, mode) in self.modes.iter().rev() {
             fs::set_permissions(self.root.join(path), fs::Permissions::from_mode(*mode))?;
         }

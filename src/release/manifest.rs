@@ -25,6 +25,20 @@ pub struct Manifest {
     pub created_at: String,
     pub created_by: String,
     pub source_revision: Option<String>,
+    /// The release's file index (DESIGN §6.9); absent in manifests pushed before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexRef>,
+}
+
+/// Where a release's file index is, and what it must hash to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexRef {
+    /// `blobs/sha256/<sha256>.index.json.zst`, relative to the store prefix.
+    pub key: String,
+    /// The sha256 of the index's canonical JSON.
+    pub sha256: String,
+    /// Bytes of the stored (compressed) index.
+    pub size: u64,
 }
 
 impl Manifest {
@@ -65,6 +79,23 @@ impl Manifest {
                 "archive {:?} is not the content address of its sha256 ({expected})",
                 manifest.archive
             ));
+        }
+        if let Some(index) = &manifest.index {
+            check_sha256(&index.sha256).map_err(|why| format!("index: {why}"))?;
+            let expected = layout::index_blob(&index.sha256);
+            if index.key != expected {
+                return Err(format!(
+                    "index {:?} is not the content address of its sha256 ({expected})",
+                    crate::text::printable(&index.key, 256)
+                ));
+            }
+            if index.size > crate::archive::index::MAX_STORED_BYTES {
+                return Err(format!(
+                    "index of {} bytes, over the {}-byte limit",
+                    index.size,
+                    crate::archive::index::MAX_STORED_BYTES
+                ));
+            }
         }
         Ok(manifest)
     }

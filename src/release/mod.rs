@@ -2,6 +2,7 @@
 //! releases. The archive and manifest are complete before any pointer names them; the
 //! pointer is the single commit point.
 
+pub mod delta;
 pub mod manifest;
 pub mod moves;
 pub mod pointer;

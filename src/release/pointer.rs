@@ -291,6 +291,7 @@ mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             created_by: "test".into(),
             source_revision: None,
+            index: None,
         }
     }
 

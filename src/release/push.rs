@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::archive::index::Index;
 use crate::archive::inspect::{InspectError, inspect};
 use crate::archive::pack::{PackError, mtime_from_env, pack_dir};
 use crate::archive::policy::Limits;
@@ -14,8 +15,9 @@ use crate::archive::{Compression, Hashing};
 use crate::error::BadInput;
 use crate::store::{Store, layout};
 
+use super::manifest::{FORMAT_VERSION, IndexRef};
 use super::sign::Author;
-use super::{Manifest, Moved, manifest::FORMAT_VERSION, move_pointer};
+use super::{Manifest, Moved, move_pointer};
 
 /// What a push did.
 #[derive(Debug)]
@@ -24,6 +26,24 @@ pub struct Pushed {
     /// `false` when the store already held the archive.
     pub uploaded: bool,
     pub pointer: Option<(String, Moved)>,
+    /// The delta packs made, and why any default one was not.
+    pub deltas: Vec<Result<super::delta::Made, String>>,
+}
+
+/// What a push checks the tree against, and which packs it makes.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub limits: Limits,
+    pub deltas: Deltas,
+}
+
+/// Which delta packs a push makes (DESIGN §6.9).
+#[derive(Clone, Debug)]
+pub enum Deltas {
+    /// From the last this many tags the target pointer names (none without a pointer).
+    Recent(usize),
+    /// From these tags; a failure fails the push before its pointer moves.
+    From(Vec<String>),
 }
 
 /// An archive ready to upload: a packaged temp file or the operator's own file.
@@ -34,6 +54,7 @@ struct Prepared {
     size: u64,
     files: u64,
     unpacked_bytes: u64,
+    index: Index,
 }
 
 /// Pushes `source` as `tag`, then moves `pointer` to it when given. `progress` sees the
@@ -43,10 +64,12 @@ pub async fn push(
     source: &Path,
     tag: &str,
     pointer: Option<&str>,
-    limits: Limits,
+    options: &Options,
     author: &Author,
     mut progress: impl FnMut(Progress),
 ) -> anyhow::Result<Pushed> {
+    let Options { limits, deltas } = options;
+    let limits = *limits;
     let manifest_key = layout::manifest(tag);
     if store.size_of(&manifest_key).await?.is_some() {
         return Err(tag_exists(store, tag));
@@ -56,6 +79,28 @@ pub async fn push(
     store.check_writes().await?;
     if let Some(name) = pointer {
         super::moves::refuse_unsigned_change(store, &layout::pointer(name), author).await?;
+    }
+    // The packs asked for by name must be possible before the tag is spent.
+    if let Deltas::From(bases) = deltas {
+        for base in bases {
+            super::check_tag(base)?;
+            match Manifest::load(store, base).await? {
+                Some(manifest) if manifest.index.is_some() => {}
+                Some(_) => {
+                    return Err(BadInput(format!(
+                        "--delta-from {base}: that release has no file index (pushed by an older bootlace)"
+                    ))
+                    .into());
+                }
+                None => {
+                    return Err(BadInput(format!(
+                        "--delta-from {base}: no release {base} in {}",
+                        store.url()
+                    ))
+                    .into());
+                }
+            }
+        }
     }
     // The temp archive (if any) lives until the push ends, and no longer.
     let (prepared, _temp) = prepare_off_thread(source, limits).await?;
@@ -72,6 +117,7 @@ pub async fn push(
         progress(Progress::Done);
         true
     };
+    let index = put_index(store, &prepared.index).await?;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         tag: tag.to_owned(),
@@ -84,8 +130,11 @@ pub async fn push(
         created_at: super::now(),
         created_by: author.who.clone(),
         source_revision: source_revision(source),
+        index: Some(index),
     };
     write_manifest(store, &manifest, author).await?;
+    // Before the pointer moves: instances that follow it find the packs there.
+    let deltas = make_deltas(store, source, tag, pointer, limits, deltas).await?;
     let pointer = match pointer {
         Some(name) => {
             let target = manifest.clone();
@@ -102,7 +151,51 @@ pub async fn push(
         manifest,
         uploaded,
         pointer,
+        deltas,
     })
+}
+
+/// Makes the packs `deltas` asks for, into `tag` from each base.
+async fn make_deltas(
+    store: &Store,
+    source: &Path,
+    tag: &str,
+    pointer: Option<&str>,
+    limits: Limits,
+    deltas: &Deltas,
+) -> anyhow::Result<Vec<Result<super::delta::Made, String>>> {
+    let (bases, required) = match (deltas, pointer) {
+        (Deltas::From(tags), _) => (tags.clone(), true),
+        (Deltas::Recent(count), Some(name)) => match super::Pointer::load(store, name).await {
+            Ok(Some(current)) => (super::delta::default_bases(&current, tag, *count), false),
+            Ok(None) => (Vec::new(), false),
+            Err(err) => {
+                let why = format!(
+                    "no delta packs: reading pointer {name}: {}",
+                    crate::error::one_line(&err)
+                );
+                return Ok(vec![Err(why)]);
+            }
+        },
+        (Deltas::Recent(_), None) => (Vec::new(), false),
+    };
+    let mut made = Vec::new();
+    for base in bases {
+        match super::delta::make(store, tag, &base, super::delta::new_files_of(source), limits).await {
+            Ok(pack) => made.push(Ok(pack)),
+            Err(err) if required => {
+                return Err(err.context(format!(
+                    "pushed {tag}, but the delta pack from {base} was not made, and the pointer did not move \
+                     (`bootlace release delta {tag} --from {base}` makes it)"
+                )));
+            }
+            Err(err) => made.push(Err(format!(
+                "no delta pack from {base}: {}",
+                crate::error::one_line(&err)
+            ))),
+        }
+    }
+    Ok(made)
 }
 
 /// [`prepare`]s `source` (a directory is packaged, an archive pushed as it is) on a
@@ -130,6 +223,30 @@ async fn prepare_off_thread(
     let owned = source.to_owned();
     let prepared = tokio::task::spawn_blocking(move || prepare(&owned, target, limits)).await??;
     Ok((prepared, temp))
+}
+
+/// Uploads a release's file index at its content address, unless the store has it.
+pub(crate) async fn put_index(store: &Store, index: &Index) -> anyhow::Result<IndexRef> {
+    let (sha256, _) = index.digest();
+    let key = layout::index_blob(&sha256);
+    let stored = index.to_stored();
+    let size = stored.len() as u64;
+    if size > crate::archive::index::MAX_STORED_BYTES {
+        return Err(BadInput(format!(
+            "the release's file index is {size} bytes compressed, over the {}-byte limit",
+            crate::archive::index::MAX_STORED_BYTES
+        ))
+        .into());
+    }
+    // The same JSON may compress to other bytes under another zstd: either is the index.
+    let size = match store.size_of(&key).await? {
+        Some(size) => size,
+        None => {
+            store.put(&key, stored.into()).await?;
+            size
+        }
+    };
+    Ok(IndexRef { key, sha256, size })
 }
 
 /// Creates the tag's manifest (refused if another push holds the tag) and signs it.
@@ -210,13 +327,14 @@ fn prepare(source: &Path, temp: Option<(PathBuf, File)>, limits: Limits) -> anyh
         size: inspected.size,
         files: inspected.totals.files,
         unpacked_bytes: inspected.totals.unpacked_bytes,
+        index: inspected.index,
     })
 }
 
 fn package(dir: &Path, (path, file): (PathBuf, File), limits: Limits) -> anyhow::Result<Prepared> {
     let mtime = mtime_from_env().map_err(|e| BadInput(e.to_string()))?;
     let out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
-    let (out, totals) = pack_dir(dir, mtime, limits, out).map_err(|e| match e {
+    let (out, totals, index) = pack_dir(dir, mtime, limits, out).map_err(|e| match e {
         PackError::Io { .. } => anyhow::anyhow!("packaging {}: {e}", dir.display()),
         other => BadInput(format!("packaging {}: {other}", dir.display())).into(),
     })?;
@@ -231,6 +349,7 @@ fn package(dir: &Path, (path, file): (PathBuf, File), limits: Limits) -> anyhow:
         size,
         files: totals.files,
         unpacked_bytes: totals.unpacked_bytes,
+        index,
     })
 }
 

@@ -267,6 +267,7 @@ impl Flow<'_> {
         run.tag = Some(deployed.tag);
         run.sha256 = Some(deployed.sha256);
         run.deployed = deployed.deployed;
+        run.arrival = deployed.arrival;
         Ok(target)
     }
 

@@ -34,6 +34,7 @@ pub struct Run {
     /// The digest of `tag`'s release, as the state dir has it.
     pub(super) sha256: Option<String>,
     pub(super) deployed: bool,
+    pub(super) arrival: Option<report::Arrival>,
     pub(super) init: Option<report::Init>,
     pub(super) health: Option<report::Health>,
     pub(super) previous_tag: Option<String>,
@@ -73,6 +74,7 @@ impl Run {
             tag: None,
             sha256: None,
             deployed: false,
+            arrival: None,
             init: None,
             health: None,
             previous_tag: None,
@@ -228,6 +230,7 @@ impl Run {
             tag: self.tag.take(),
             sha256: self.sha256.take(),
             deployed: self.deployed,
+            arrival: self.arrival.take(),
             init: self.init.take(),
             trigger: self.trigger,
             previous_tag: self.previous_tag.take(),

@@ -5,6 +5,7 @@ use crate::archive::Compression;
 pub const BUILDS: &str = "builds/";
 pub const POINTERS: &str = "pointers/";
 pub const REPORTS: &str = "reports/";
+pub const DELTAS: &str = "deltas/";
 /// The object tag a report is uploaded with under `[report] instance_tag`: its
 /// machine id, which the IAM policy of docs/fleet.md matches against the writer.
 pub const INSTANCE_TAG: &str = "bootlace-instance";
@@ -23,6 +24,18 @@ pub fn pointer(name: &str) -> String {
 /// `blobs/sha256/<hex>.tar.zst` (or `.tar.gz`): archives, named by their content.
 pub fn blob(sha256: &str, compression: Compression) -> String {
     format!("blobs/sha256/{sha256}.{}", compression.extension())
+}
+
+/// `blobs/sha256/<hex>.index.json.zst`: a release's file index, named by the sha256
+/// of its canonical JSON (DESIGN §6.9).
+pub fn index_blob(sha256: &str) -> String {
+    format!("blobs/sha256/{sha256}.index.json.zst")
+}
+
+/// `deltas/<tag>/<base archive sha256>`: the pack that rebuilds `tag` from a release
+/// whose archive has that sha256.
+pub fn delta(tag: &str, base_sha256: &str) -> String {
+    format!("{DELTAS}{tag}/{base_sha256}")
 }
 
 /// `reports/<environment>/<role>/<machine_id>.json`.
@@ -61,6 +74,8 @@ mod tests {
         assert_eq!(pointer("prod"), "pointers/prod.json");
         assert_eq!(blob("ab12", Compression::Zstd), "blobs/sha256/ab12.tar.zst");
         assert_eq!(blob("ab12", Compression::Gzip), "blobs/sha256/ab12.tar.gz");
+        assert_eq!(index_blob("ab12"), "blobs/sha256/ab12.index.json.zst");
+        assert_eq!(delta("v2", "ab12"), "deltas/v2/ab12");
         assert_eq!(report("prod", "web", "i-1"), "reports/prod/web/i-1.json");
         assert_eq!(
             report_parts("reports/prod/web/i-1.json"),

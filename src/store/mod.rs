@@ -7,6 +7,7 @@ mod http;
 pub mod layout;
 mod local;
 mod open;
+pub mod reader;
 mod role;
 mod write;
 
@@ -301,17 +302,42 @@ impl Store {
         key: &str,
         from: Option<u64>,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
+        match self.open_stream(key, from).await? {
+            Some((_, stream)) => Ok(stream),
+            None => Err(StoreError {
+                refused: false,
+                action: "reading",
+                url: self.url_of(key),
+                reason: "not found".into(),
+            }),
+        }
+    }
+
+    /// As [`Store::get_stream`], but `None` when there is no object at `key`, and with
+    /// the object's whole size (as the server gives it: a bound to check, not to trust).
+    pub async fn open_stream(
+        &self,
+        key: &str,
+        from: Option<u64>,
+    ) -> Result<
+        Option<(
+            u64,
+            futures::stream::BoxStream<'static, Result<Bytes, StoreError>>,
+        )>,
+        StoreError,
+    > {
         use futures::StreamExt;
         let options = object_store::GetOptions {
             range: from.map(object_store::GetRange::Offset),
             ..Default::default()
         };
-        let result = self
-            .objects
-            .get_opts(&self.path(key), options)
-            .await
-            .map_err(|e| self.error("reading", key, &e))?;
+        let result = match self.objects.get_opts(&self.path(key), options).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(err) => return Err(self.error("reading", key, &err)),
+        };
         let url = self.url_of(key);
+        let size = result.meta.size;
         let stream = match result.payload {
             // object_store streams a local file 8 KiB at a time, each read a hop to a
             // blocking thread: 128,000 hops for a 1 GiB archive.
@@ -327,7 +353,7 @@ impl Store {
                 })
                 .boxed(),
         };
-        Ok(stream)
+        Ok(Some((size, stream)))
     }
 
     /// Bytes `range` of the object at `key`, as the chunks they arrived in (no copy

@@ -1,0 +1,121 @@
+//! The delta path of a deploy (DESIGN §6.9): when the manifest names a file index and
+//! the store holds a pack from the release `current` names here, one GET of that pack
+//! rebuilds the new release ([`super::rebuild`]); anything else, and any failure on the
+//! way, leaves the full download to do the work, with the reason said.
+
+use std::path::Path;
+
+use super::fetch::{self, Progress};
+use super::rebuild::{Base, DeltaMode, Expected, Rebuilt, rebuild};
+use super::state::StateDir;
+use crate::release::Manifest;
+use crate::store::{Store, layout};
+
+/// How a delta attempt ended.
+pub enum Attempt {
+    /// The release is rebuilt in the staging dir, from a pack of `bytes` bytes.
+    Rebuilt { rebuilt: Rebuilt, bytes: u64 },
+    /// No delta was tried: `why`, when a pack could have been expected.
+    Skipped(Option<String>),
+    /// A pack was there but did not give the release: why (the staging dir holds a
+    /// partial tree, to be discarded).
+    Failed(String),
+}
+
+/// Tries to rebuild `manifest`'s release in `staging` from a delta pack.
+pub async fn attempt(
+    config: &super::Config,
+    state: &StateDir,
+    store: &Store,
+    manifest: &Manifest,
+    staging: &Path,
+    progress: Progress,
+) -> Attempt {
+    let Some(index) = manifest
+        .index
+        .as_ref()
+        .filter(|_| config.delta == DeltaMode::Auto)
+    else {
+        return Attempt::Skipped(None);
+    };
+    let Some(tag) = state.current() else {
+        return Attempt::Skipped(None);
+    };
+    let Some(sha256) = state.sha256_of(&tag) else {
+        return Attempt::Skipped(None);
+    };
+    let mut limits = config.limits();
+    let base_index = match state.index_of(&tag, limits) {
+        Ok(Some(index)) => index,
+        Ok(None) => return Attempt::Skipped(Some(format!("no file index is kept for {tag}"))),
+        Err(why) => {
+            return Attempt::Skipped(Some(format!(
+                "the file index kept for {tag} does not read: {why}"
+            )));
+        }
+    };
+    let key = layout::delta(&manifest.tag, &sha256);
+    let url = store.url_of(&key);
+    let (size, stream) = match store.open_stream(&key, None).await {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return Attempt::Skipped(Some(format!("no delta pack from {tag} ({url})"))),
+        Err(err) => return Attempt::Failed(format!("reading the delta pack: {err}")),
+    };
+    // A pack larger than the archive saves nothing, and is not read.
+    if size >= manifest.size {
+        return Attempt::Failed(format!(
+            "the delta pack {url} is {size} bytes, not smaller than the archive ({} bytes)",
+            manifest.size
+        ));
+    }
+    limits.max_unpacked_bytes = limits.max_unpacked_bytes.min(manifest.unpacked_bytes);
+    let base = Base {
+        dir: state.release(&tag),
+        sha256,
+        index: base_index,
+    };
+    let expected = Expected {
+        tag: manifest.tag.clone(),
+        index_sha256: index.sha256.clone(),
+        limits,
+        sync: config.sync,
+        reuse: config.reuse,
+    };
+    let dest = staging.to_owned();
+    let piped = match fetch::pipe(
+        config,
+        store,
+        &key,
+        size,
+        Some(stream),
+        progress,
+        move |incoming| rebuild(incoming, &base, &expected, &dest),
+    )
+    .await
+    {
+        Ok(piped) => piped,
+        Err(err) => return Attempt::Failed(crate::error::one_line(&err)),
+    };
+    if let Err(err) = piped.sent {
+        return Attempt::Failed(format!(
+            "the delta pack from {tag}: {}",
+            crate::error::one_line(&err)
+        ));
+    }
+    match piped.consumed {
+        Ok(rebuilt) => {
+            let (files, bytes) = rebuilt.index.totals();
+            if (files, bytes) != (manifest.files, manifest.unpacked_bytes) {
+                return Attempt::Failed(format!(
+                    "the delta pack from {tag} rebuilt {files} files of {bytes} bytes, the manifest says {} of {}",
+                    manifest.files, manifest.unpacked_bytes
+                ));
+            }
+            Attempt::Rebuilt {
+                rebuilt,
+                bytes: piped.size,
+            }
+        }
+        Err(err) => Attempt::Failed(format!("the delta pack from {tag} ({url}): {err}")),
+    }
+}
