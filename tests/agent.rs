@@ -582,13 +582,14 @@ fn a_timed_wave_that_reaches_a_held_instance_is_applied_once_the_hold_is_gone() 
 #[test]
 fn a_hold_file_made_during_the_download_stops_the_switch() {
     let dir = tempfile::tempdir().unwrap();
-    let host = Host::on_moto(&config_with_hold("", dir.path()));
+    // The full download, so that the archive is what trickles.
+    let host = Host::on_moto(&config_with_hold("[deploy]\ndelta = \"off\"\n", dir.path()));
     release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
     // The archive trickles in over about 3 s.
     let proxy = Proxy::start(
         &s3::moto().endpoint,
-        "blobs/",
+        ".tar.zst",
         Fault::Trickle {
             bytes: 4096,
             every: Duration::from_millis(100),

@@ -15,7 +15,12 @@ use support::host::Host;
 use support::proxy::{Fault, Proxy};
 use support::{Outcome, run, s3};
 
-const CONFIG: &str = "[store]\ndeadline = \"2s\"\nidle_timeout = \"1s\"\n[deploy]\ndownload = \"stream\"\n";
+/// Delta packs are off: these runs exercise the full download, the path every update
+/// falls back to (the pack's own faults are at the end).
+const CONFIG: &str =
+    "[store]\ndeadline = \"2s\"\nidle_timeout = \"1s\"\n[deploy]\ndownload = \"stream\"\ndelta = \"off\"\n";
+/// The keys of archives: not their file indexes, fetched alongside.
+const ARCHIVES: &str = ".tar.zst";
 /// v2's payload: random, so the archive is as large.
 const PAYLOAD: usize = 3 << 20;
 
@@ -105,7 +110,7 @@ const GIVES_UP_WITHIN: Duration = Duration::from_secs(10);
 #[test]
 fn a_reset_mid_archive_is_resumed() {
     let host = Faulted::new(CONFIG);
-    let (out, _, report, proxy) = host.run_through("blobs/", Fault::Reset { after: 512 << 10 }, 1);
+    let (out, _, report, proxy) = host.run_through(ARCHIVES, Fault::Reset { after: 512 << 10 }, 1);
     host.assert_updated(&out, &report);
     assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
@@ -114,7 +119,7 @@ fn a_reset_mid_archive_is_resumed() {
 fn resets_after_progress_every_time_are_resumed_piece_by_piece() {
     let host = Faulted::new(CONFIG);
     let fault = Fault::Reset { after: 512 << 10 };
-    let (out, _, report, proxy) = host.run_through("blobs/", fault, usize::MAX);
+    let (out, _, report, proxy) = host.run_through(ARCHIVES, fault, usize::MAX);
     host.assert_updated(&out, &report);
     assert!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst) >= 5);
 }
@@ -123,7 +128,7 @@ fn resets_after_progress_every_time_are_resumed_piece_by_piece() {
 fn a_reset_before_any_byte_every_time_degrades_within_the_deadline() {
     let host = Faulted::new(CONFIG);
     let fault = Fault::Reset { after: 0 };
-    let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
+    let (out, took, report, _) = host.run_through(ARCHIVES, fault, usize::MAX);
     host.assert_degraded(&out, &report, "store unreachable");
     assert!(took < GIVES_UP_WITHIN, "{took:?}");
 }
@@ -131,7 +136,7 @@ fn a_reset_before_any_byte_every_time_degrades_within_the_deadline() {
 #[test]
 fn a_stalled_answer_is_cut_off_after_idle_timeout_and_retried() {
     let host = Faulted::new(CONFIG);
-    let (out, took, report, _) = host.run_through("blobs/", Fault::Stall { after: 1000 }, 1);
+    let (out, took, report, _) = host.run_through(ARCHIVES, Fault::Stall { after: 1000 }, 1);
     host.assert_updated(&out, &report);
     assert!(took >= Duration::from_secs(1), "{took:?}");
 }
@@ -139,7 +144,7 @@ fn a_stalled_answer_is_cut_off_after_idle_timeout_and_retried() {
 #[test]
 fn a_server_that_always_stalls_degrades_within_the_bound() {
     let host = Faulted::new(CONFIG);
-    let (out, took, report, _) = host.run_through("blobs/", Fault::Stall { after: 0 }, usize::MAX);
+    let (out, took, report, _) = host.run_through(ARCHIVES, Fault::Stall { after: 0 }, usize::MAX);
     host.assert_degraded(&out, &report, "store unreachable");
     assert!(took < GIVES_UP_WITHIN, "{took:?}");
 }
@@ -153,7 +158,7 @@ fn a_slow_but_steady_download_outlasts_the_deadline() {
         bytes: 64 << 10,
         every: Duration::from_millis(60),
     };
-    let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
+    let (out, took, report, _) = host.run_through(ARCHIVES, fault, usize::MAX);
     host.assert_updated(&out, &report);
     assert!(took > Duration::from_secs(2), "{took:?}");
 }
@@ -167,7 +172,7 @@ fn a_download_longer_than_30_s_is_not_cut_off() {
         bytes: 64 << 10,
         every: Duration::from_millis(700),
     };
-    let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
+    let (out, took, report, _) = host.run_through(ARCHIVES, fault, usize::MAX);
     host.assert_updated(&out, &report);
     assert!(took > Duration::from_secs(30), "{took:?}");
 }
@@ -182,7 +187,7 @@ fn a_reset_long_after_the_deadline_is_resumed() {
         every: Duration::from_millis(190),
         after: 1 << 20,
     };
-    let (out, took, report, proxy) = host.run_through("blobs/", fault, 1);
+    let (out, took, report, proxy) = host.run_through(ARCHIVES, fault, 1);
     host.assert_updated(&out, &report);
     assert!(took > Duration::from_secs(3), "{took:?}");
     assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -195,7 +200,7 @@ fn a_trickle_is_stopped_by_deploy_timeout() {
         bytes: 1024,
         every: Duration::from_millis(50),
     };
-    let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
+    let (out, took, report, _) = host.run_through(ARCHIVES, fault, usize::MAX);
     host.assert_degraded(&out, &report, "deploy.timeout");
     assert!(took < GIVES_UP_WITHIN, "{took:?}");
 }
@@ -203,7 +208,7 @@ fn a_trickle_is_stopped_by_deploy_timeout() {
 #[test]
 fn a_truncated_archive_is_resumed() {
     let host = Faulted::new(CONFIG);
-    let (out, _, report, _) = host.run_through("blobs/", Fault::Truncate { after: 100 << 10 }, 1);
+    let (out, _, report, _) = host.run_through(ARCHIVES, Fault::Truncate { after: 100 << 10 }, 1);
     host.assert_updated(&out, &report);
 }
 
@@ -211,7 +216,7 @@ fn a_truncated_archive_is_resumed() {
 fn an_archive_truncated_before_any_byte_every_time_degrades() {
     let host = Faulted::new(CONFIG);
     let fault = Fault::Truncate { after: 0 };
-    let (out, took, report, _) = host.run_through("blobs/", fault, usize::MAX);
+    let (out, took, report, _) = host.run_through(ARCHIVES, fault, usize::MAX);
     host.assert_degraded(&out, &report, "store unreachable");
     assert!(took < GIVES_UP_WITHIN, "{took:?}");
 }
@@ -245,13 +250,55 @@ fn endless_503s_degrade_within_the_deadline() {
 
 #[test]
 fn a_reset_of_one_ranged_part_is_retried() {
-    let config = "[store]\ndeadline = \"5s\"\nidle_timeout = \"2s\"\n[deploy]\ndownload = \"ranges\"\n";
+    let config = "[store]\ndeadline = \"5s\"\nidle_timeout = \"2s\"\n[deploy]\ndownload = \"ranges\"\ndelta = \"off\"\n";
     let host = Faulted::new(config);
     // v3 is large enough for three ranged parts of 8 MiB.
     host.push("v3", 20 << 20);
-    let (out, _, report, proxy) = host.run_through("blobs/", Fault::Reset { after: 1 << 20 }, 2);
+    let (out, _, report, proxy) = host.run_through(ARCHIVES, Fault::Reset { after: 1 << 20 }, 2);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(report["tag"], "v3");
     assert!(host.ran("v3"));
     assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// An instance on v1 (3 MiB of random bytes), with v2 promoted: the same bytes and
+/// 1 MiB more in a new file, so that v2 arrives as a delta pack of about 1 MiB.
+fn on_v1_with_a_delta_to_v2() -> Faulted {
+    let host = Host::on_moto("[store]\ndeadline = \"2s\"\nidle_timeout = \"1s\"\n");
+    let mut rng = fastrand::Rng::with_seed(7);
+    let old: Vec<u8> = std::iter::repeat_with(|| rng.u8(..)).take(PAYLOAD).collect();
+    let new: Vec<u8> = std::iter::repeat_with(|| rng.u8(..)).take(1 << 20).collect();
+    host.push("v1", Some("touch \"$LOG_DIR/v1\""), &[("payload", &old)], true);
+    assert_eq!(host.run(&["run"]).code, 0);
+    host.push(
+        "v2",
+        Some("touch \"$LOG_DIR/v2\""),
+        &[("payload", &old), ("added", &new)],
+        true,
+    );
+    let log = host.path("log");
+    std::fs::remove_dir_all(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    Faulted { host }
+}
+
+#[test]
+fn a_reset_mid_delta_pack_is_resumed() {
+    let host = on_v1_with_a_delta_to_v2();
+    let (out, _, report, proxy) = host.run_through("deltas/", Fault::Reset { after: 256 << 10 }, 1);
+    host.assert_updated(&out, &report);
+    assert_eq!(report["via"], "delta", "{report}");
+    assert_eq!(report["files_reused"], 1, "{report}");
+    assert_eq!(proxy.spoiled.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_delta_pack_that_never_arrives_falls_back_to_the_full_download() {
+    let host = on_v1_with_a_delta_to_v2();
+    let (out, took, report, _) = host.run_through("deltas/", Fault::Reset { after: 0 }, usize::MAX);
+    host.assert_updated(&out, &report);
+    assert_eq!(report["via"], "full", "{report}");
+    let why = report["fallback"].as_str().unwrap();
+    assert!(why.contains("delta pack from v1"), "{why}");
+    assert!(took < GIVES_UP_WITHIN, "{took:?}");
 }
