@@ -265,11 +265,13 @@ fn the_report_is_exact_and_uploaded() {
         keys,
         [
             "bootlace_version",
+            "bytes_downloaded",
             "checked_at",
             "context",
             "deployed",
             "environment",
             "error",
+            "files_reused",
             "finished_at",
             "format_version",
             "health",
@@ -285,9 +287,15 @@ fn the_report_is_exact_and_uploaded() {
             "status",
             "tag",
             "timings_ms",
-            "trigger"
+            "trigger",
+            "via"
         ]
     );
+    // DESIGN §6.9: how the release arrived; a first deploy holds nothing to reuse, so
+    // it is a full download with no fallback reason.
+    assert_eq!(report["via"], "full");
+    assert!(report["bytes_downloaded"].as_u64().unwrap() > 0);
+    assert_eq!(report["files_reused"], 0);
     assert_eq!(report["format_version"], 2);
     assert_eq!(report["trigger"], "boot");
     assert!(report["checked_at"].is_string());

@@ -26,6 +26,10 @@ macro_rules! suite {
             cases::deploy_by_ranges_and_by_stream($backend);
         }
         #[test]
+        fn delta_and_full_deploys_give_one_tree() {
+            cases::delta_and_full_deploys_give_one_tree($backend);
+        }
+        #[test]
         fn rollout_and_fleet() {
             cases::rollout_and_fleet($backend);
         }
@@ -143,7 +147,7 @@ mod cases {
         assert_eq!(pushed["uploaded"], true);
         assert_eq!(pushed["pointer"]["pointer"]["serial"], 1);
 
-        // The stored manifest is exactly DESIGN §4's.
+        // The stored manifest is exactly DESIGN §4's, with §6.9's file index.
         let manifest = env.object_json("builds/v1.json");
         assert_eq!(
             keys(&manifest),
@@ -154,6 +158,7 @@ mod cases {
                 "created_by",
                 "files",
                 "format_version",
+                "index",
                 "sha256",
                 "size",
                 "source_revision",
@@ -166,6 +171,11 @@ mod cases {
         assert_eq!(manifest["compression"], "zstd");
         assert_eq!(manifest["files"], 2);
         assert_eq!(manifest["format_version"], 1);
+        let index = &manifest["index"];
+        let index_sha = index["sha256"].as_str().unwrap();
+        assert_eq!(index["key"], format!("blobs/sha256/{index_sha}.index.json.zst"));
+        let stored = env.object(index["key"].as_str().unwrap()).expect("index stored");
+        assert_eq!(index["size"], stored.len() as u64);
         let archive = env
             .object(manifest["archive"].as_str().unwrap())
             .expect("archive stored");
@@ -431,6 +441,45 @@ mod cases {
                 "{download} on {backend:?}"
             );
         }
+    }
+
+    /// An update that arrives as a delta pack (DESIGN §6.9) gives exactly the tree a
+    /// full download gives: contents, modes, symlinks, empty directories.
+    pub fn delta_and_full_deploys_give_one_tree(backend: Backend) {
+        use std::os::unix::fs::PermissionsExt;
+        let env = Env::new(backend);
+        let tree = env.tree("t", "1");
+        for i in 0..40 {
+            std::fs::write(
+                tree.join(format!("f{i}.txt")),
+                format!("line {i}\n").repeat(i + 1),
+            )
+            .unwrap();
+        }
+        std::fs::create_dir_all(tree.join("var/empty")).unwrap();
+        env.json(&["release", "push", path(&tree), "--tag", "v1", "--env", "prod"]);
+        let out = run(env.instance("i-delta").arg("deploy"));
+        assert_eq!(out.code, 0, "{backend:?}: {}", out.stderr);
+        // A config edit, a file removed, one added, a mode changed, a symlink moved.
+        std::fs::write(tree.join("f3.txt"), "edited\n").unwrap();
+        std::fs::remove_file(tree.join("f4.txt")).unwrap();
+        std::fs::write(tree.join("new.txt"), "new\n").unwrap();
+        std::fs::set_permissions(tree.join("f5.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::remove_file(tree.join("init")).unwrap();
+        std::os::unix::fs::symlink("f6.txt", tree.join("init")).unwrap();
+        env.json(&["release", "push", path(&tree), "--tag", "v2", "--env", "prod"]);
+        let mut trees = Vec::new();
+        for (id, via) in [("i-delta", "delta"), ("i-full", "full")] {
+            let out = run(env.instance(id).args(["--json", "deploy"]));
+            assert_eq!(out.code, 0, "{id} on {backend:?}: {}", out.stderr);
+            let deployed: Value = serde_json::from_str(&out.stdout).unwrap();
+            assert_eq!(deployed["arrival"]["via"], via, "{id} on {backend:?}: {deployed}");
+            trees.push(archives::tree_listing(
+                &env.dir.path().join(id).join("state/releases/v2"),
+            ));
+        }
+        assert_eq!(trees[0], trees[1], "{backend:?}");
+        assert_eq!(trees[0], archives::tree_listing(&tree), "{backend:?}");
     }
 
     /// A rollout in the pointer reaches the instances it names, and the fleet view

@@ -58,3 +58,54 @@ pub fn decoded_len(archive: &[u8], compression: &str) -> u64 {
     };
     decoded.unwrap_or(64 << 20)
 }
+
+/// Every path of a tree with what it is: a file's mode and sha256, a symlink's target,
+/// a directory's mode; two trees are the same when their listings are.
+pub fn tree_listing(root: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut std::collections::BTreeMap<String, String>,
+    ) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.insert(name, format!("-> {}", target.display()));
+            } else if meta.is_dir() {
+                out.insert(name, format!("dir {mode:o}"));
+                walk(root, &path, out);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.insert(name, format!("file {mode:o} {}", sha256_hex(&bytes)));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// A delta pack's header, as JSON, and the bytes that follow it (DESIGN §6.9).
+pub fn split_delta_pack(pack: &[u8]) -> (serde_json::Value, Vec<u8>) {
+    let magic = b"bootlace-delta\n";
+    assert!(pack.starts_with(magic));
+    let at = magic.len();
+    let length = u32::from_le_bytes(pack[at..at + 4].try_into().unwrap()) as usize;
+    let header = serde_json::from_slice(&pack[at + 4..at + 4 + length]).unwrap();
+    (header, pack[at + 4 + length..].to_vec())
+}
+
+/// A delta pack made of `header` and the bytes that follow it.
+pub fn join_delta_pack(header: &serde_json::Value, rest: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(header).unwrap();
+    let mut pack = b"bootlace-delta\n".to_vec();
+    pack.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    pack.extend_from_slice(&json);
+    pack.extend_from_slice(rest);
+    pack
+}
