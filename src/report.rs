@@ -138,6 +138,21 @@ impl Arrival {
         }
     }
 
+    /// One line for people: `arrived as a delta pack of 491 bytes, 12 files reused`.
+    pub fn describe(&self) -> String {
+        match (self.via, &self.fallback) {
+            (Via::Delta, _) => format!(
+                "arrived as a delta pack of {} bytes, {} files reused",
+                self.bytes_downloaded, self.files_reused
+            ),
+            (Via::Full, None) => format!("arrived in full: {} bytes downloaded", self.bytes_downloaded),
+            (Via::Full, Some(why)) => format!(
+                "arrived in full: {} bytes downloaded ({why})",
+                self.bytes_downloaded
+            ),
+        }
+    }
+
     pub fn full(bytes_downloaded: u64, fallback: Option<String>) -> Self {
         Self {
             via: Via::Full,

@@ -298,6 +298,9 @@ impl Demo<'_> {
         let report = crate::report::Report::load(&self.config.deploy.state_dir)?
             .ok_or_else(|| anyhow::anyhow!("the agent wrote no report"))?;
         self.say(&format!("   {}", report.summary()))?;
+        if let Some(arrival) = &report.arrival {
+            self.say(&format!("   {}", arrival.describe()))?;
+        }
         Ok(report)
     }
 }

@@ -176,7 +176,7 @@ pub(super) fn print_instances(fleet: &Fleet) -> anyhow::Result<()> {
     if fleet.instances.is_empty() {
         print_empty(fleet)?;
     } else {
-        let rows: Vec<[String; 9]> = fleet
+        let rows: Vec<[String; 10]> = fleet
             .instances
             .iter()
             .map(|i| {
@@ -191,6 +191,7 @@ pub(super) fn print_instances(fleet: &Fleet) -> anyhow::Result<()> {
                     fleet::age(i.age_s),
                     i.init_script.clone().unwrap_or_else(|| "-".into()),
                     i.bootlace_version.clone().unwrap_or_else(|| "-".into()),
+                    arrived(i),
                 ]
             })
             .collect();
@@ -205,12 +206,26 @@ pub(super) fn print_instances(fleet: &Fleet) -> anyhow::Result<()> {
                 "AGE",
                 "INIT",
                 "VERSION",
+                "ARRIVED",
             ],
             &rows,
-            9,
+            10,
         )?;
     }
     print_unreadable(fleet)
+}
+
+/// How an instance's last deployed release arrived: `delta 491 B`, `full 12.0 MiB`.
+fn arrived(instance: &fleet::Instance) -> String {
+    let via = match instance.via {
+        Some(crate::report::Via::Delta) => "delta",
+        Some(crate::report::Via::Full) => "full",
+        None => return "-".into(),
+    };
+    match instance.bytes_downloaded {
+        Some(bytes) => format!("{via} {}", super::list::size(bytes)),
+        None => via.into(),
+    }
 }
 
 fn print_empty(fleet: &Fleet) -> anyhow::Result<()> {

@@ -268,10 +268,13 @@ pub(super) async fn show(
     outln!("{:16}{}", "signature", signature.describe());
     // Which pointers name it, for everyone or in a rollout.
     let now = release::clock();
+    let mut named = Vec::new();
     for name in names(store, layout::POINTERS).await? {
         let Ok(Some((pointer, signed))) = load_pointer(store, &name, &keys).await else {
             continue;
         };
+        named.extend(pointer.history.iter().map(|h| h.tag.clone()));
+        named.push(pointer.tag.clone());
         if pointer.tag == tag {
             outln!(
                 "{:16}{name} (stable, {})",
@@ -289,8 +292,61 @@ pub(super) async fn show(
             );
         }
     }
+    print_deltas(store, tag, named).await
+}
+
+/// The delta packs that rebuild `tag` (DESIGN §6.9), each with its size and the
+/// release it starts from: named when one of the `named` tags (those the pointers'
+/// histories hold) has that archive, else by the archive's sha256.
+async fn print_deltas(store: &Store, tag: &str, mut named: Vec<String>) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    let dir = layout::delta(tag, "");
+    let packs: Vec<crate::store::Listed> = store.list_all(&dir).try_collect().await?;
+    let mut packs: Vec<(String, u64)> = packs
+        .into_iter()
+        .filter(|l| !l.odd)
+        .filter_map(|l| {
+            let base = l.key.strip_prefix(&dir)?;
+            crate::release::check_sha256(base)
+                .is_ok()
+                .then(|| (base.to_owned(), l.size))
+        })
+        .collect();
+    if packs.is_empty() {
+        outln!("{:16}none", "deltas");
+        return Ok(());
+    }
+    packs.sort();
+    named.sort();
+    named.dedup();
+    named.retain(|t| t != tag);
+    named.truncate(MAX_NAMED_BASES);
+    // The archive each named tag has, read with a few manifests at a time.
+    let archives: BTreeMap<String, String> = futures::stream::iter(named)
+        .map(|t| async move {
+            let object = store
+                .get(&layout::manifest(&t), release::manifest::MAX_BYTES)
+                .await
+                .ok()??;
+            let manifest = Manifest::parse(&object.bytes, &t).ok()?;
+            Some((manifest.sha256, t))
+        })
+        .buffer_unordered(8)
+        .filter_map(|found| async move { found })
+        .collect()
+        .await;
+    for (base, size) in packs {
+        let from = match archives.get(&base) {
+            Some(t) => format!("{t} (archive {})", &base[..12]),
+            None => format!("archive {}", &base[..12]),
+        };
+        outln!("{:16}from {from}: {size} bytes", "delta");
+    }
     Ok(())
 }
+
+/// How many of the tags the pointers name `release show` reads to name a pack's base.
+const MAX_NAMED_BASES: usize = 64;
 
 /// Pointer `name`, and what its signature says: whether it verifies, and by which key.
 async fn load_pointer(

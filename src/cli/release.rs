@@ -193,6 +193,15 @@ async fn push_cmd(
 }
 
 fn print_made(made: &crate::release::delta::Made) -> anyhow::Result<()> {
+    if !made.stored {
+        outln!(
+            "  delta from {}: not stored: {} would not be smaller than the archive ({})",
+            made.from,
+            super::list::size(made.bytes),
+            super::list::size(made.archive_bytes)
+        );
+        return Ok(());
+    }
     outln!(
         "  delta from {}: {} ({} files carried, {} as patches, {} removed)",
         made.from,
@@ -227,7 +236,9 @@ async fn delta_cmd(op: &Op<'_>, tag: &str, from: &[String]) -> anyhow::Result<()
         )
         .await?;
         if !global.json {
-            outln!("{tag}: {}", store.url_of(&pack.key));
+            if pack.stored {
+                outln!("{tag}: {}", store.url_of(&pack.key));
+            }
             print_made(&pack)?;
         }
         made.push(pack);

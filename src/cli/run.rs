@@ -55,20 +55,25 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
     let config = global.settings()?;
     let runtime = runtime()?;
     let _entered = runtime.enter();
-    let (identity, target) = runtime.block_on(async {
+    // Read-only looks: nothing in the state dir is created or locked.
+    let state = crate::deploy::state::StateDir::at(&config.deploy.state_dir);
+    let (identity, target, arrival) = runtime.block_on(async {
         let identity = identity::resolve(&config.identity, &config.identity.source).await?;
         let store = store::open(&config.store, identity.credentials.as_ref(), store::Access::Read)?;
         // Checked as a run would, but nothing is recorded: plan changes nothing.
         let trust = crate::trust::Trust::for_instance(&config.trust, &config.deploy.state_dir, false)?;
         let target = deploy::target(&config.deploy, &identity, &store, trust.as_ref()).await?;
-        anyhow::Ok((identity, target))
+        let manifest = &target.manifest;
+        let arrival = match state.has_exactly(&manifest.tag, &manifest.sha256) {
+            true => None,
+            false => Some(deploy::delta::preview(&config.deploy, &state, &store, manifest).await),
+        };
+        anyhow::Ok((identity, target, arrival))
     })?;
     let manifest = &target.manifest;
     let pointer = release::pointer_name_for(&config.deploy.pointer, &identity)?;
-    // Read-only looks: nothing in the state dir is created or locked.
-    let state = crate::deploy::state::StateDir::at(&config.deploy.state_dir);
     let release_dir = state.release(&manifest.tag);
-    let present = state.has_exactly(&manifest.tag, &manifest.sha256);
+    let present = arrival.is_none();
     let current = state.current();
     let candidates = init::candidates(&config.init, &identity, &release_dir)?;
     let would_run = present.then(|| candidates.iter().find(|c| c.present)).flatten();
@@ -82,7 +87,7 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
             .collect();
         print_json(&json!({
             "identity": identity, "pointer": pointer, "tag": manifest.tag, "sha256": manifest.sha256,
-            "present": present, "current": current, "candidates": listed,
+            "present": present, "arrival": arrival, "current": current, "candidates": listed,
             "would_run": would_run.map(|c| &c.script), "rollout": target.placement,
             "refused": target.refused, "secrets": secrets,
             "secrets_dir": secrets_dir.as_ref().map(|_| &config.secrets.dir),
@@ -94,7 +99,7 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
         &identity,
         &pointer,
         &target,
-        (present, current.as_deref()),
+        (arrival.as_ref(), current.as_deref()),
         &candidates,
         would_run,
     )?;
@@ -109,11 +114,12 @@ fn print_plan(
     identity: &identity::Identity,
     pointer: &str,
     target: &deploy::Target,
-    (present, current): (bool, Option<&str>),
+    (arrival, current): (Option<&deploy::delta::Preview>, Option<&str>),
     candidates: &[init::Candidate],
     would_run: Option<&init::Candidate>,
 ) -> anyhow::Result<()> {
     let manifest = &target.manifest;
+    let present = arrival.is_none();
     outln!(
         "identity   {} ({} / {} / {})",
         identity.machine_id,
@@ -131,6 +137,16 @@ fn print_plan(
         manifest.tag,
         manifest.size
     );
+    match arrival {
+        Some(deploy::delta::Preview::Delta { from, bytes }) => {
+            outln!("arrival    delta from {from}: a pack of {bytes} bytes")
+        }
+        Some(deploy::delta::Preview::Full { bytes, why }) => {
+            let why = why.as_ref().map_or(String::new(), |why| format!(" ({why})"));
+            outln!("arrival    full download of {bytes} bytes{why}")
+        }
+        None => {}
+    }
     if let Some(p) = &target.placement {
         let why = if p.is_in {
             format!("in: bucket {} < {}", p.bucket, (p.percent * 100.0).round())

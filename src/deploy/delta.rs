@@ -17,9 +17,81 @@ pub enum Attempt {
     Rebuilt { rebuilt: Rebuilt, bytes: u64 },
     /// No delta was tried: `why`, when a pack could have been expected.
     Skipped(Option<String>),
-    /// A pack was there but did not give the release: why (the staging dir holds a
-    /// partial tree, to be discarded).
+    /// A pack or the base's index was there but did not give the release: why (the
+    /// staging dir may hold a partial tree, to be discarded).
     Failed(String),
+}
+
+/// Where a delta to `manifest`'s release could start: the index the manifest names,
+/// and the release `current` names here with its archive sha256. `None` when no delta
+/// can be tried (delta off, a manifest without an index, nothing current).
+fn start<'m>(
+    config: &super::Config,
+    state: &StateDir,
+    manifest: &'m Manifest,
+) -> Option<(&'m crate::release::manifest::IndexRef, String, String)> {
+    let index = manifest
+        .index
+        .as_ref()
+        .filter(|_| config.delta == DeltaMode::Auto)?;
+    let tag = state.current()?;
+    let sha256 = state.sha256_of(&tag)?;
+    Some((index, tag, sha256))
+}
+
+/// The path a deploy of `manifest` would take now, and what it would download.
+#[derive(Debug, serde::Serialize)]
+#[serde(tag = "via", rename_all = "lowercase")]
+pub enum Preview {
+    /// One pack of `bytes` from the release `from`, held here.
+    Delta { from: String, bytes: u64 },
+    /// The archive (and its index): `bytes`; `why` when a delta could have served.
+    Full { bytes: u64, why: Option<String> },
+}
+
+/// Says which path a deploy of `manifest` would take, as `plan` shows it: one HEAD of
+/// the pack; nothing is downloaded or written.
+pub async fn preview(
+    config: &super::Config,
+    state: &StateDir,
+    store: &Store,
+    manifest: &Manifest,
+) -> Preview {
+    let full = |why: Option<String>| {
+        let index = manifest
+            .index
+            .as_ref()
+            .filter(|_| config.delta == DeltaMode::Auto)
+            .map_or(0, |index| index.size);
+        Preview::Full {
+            bytes: manifest.size + index,
+            // A store's error may quote what it answered.
+            why: why.map(|why| crate::text::printable(&why, 512)),
+        }
+    };
+    let Some((_, tag, sha256)) = start(config, state, manifest) else {
+        return full(None);
+    };
+    match state.index_of(&tag, config.limits()) {
+        Ok(Some(_)) => {}
+        Ok(None) => return full(Some(format!("no file index is kept for {tag}"))),
+        Err(why) => {
+            return full(Some(format!(
+                "the file index kept for {tag} does not read: {why}"
+            )));
+        }
+    }
+    let key = layout::delta(&manifest.tag, &sha256);
+    match store.size_of(&key).await {
+        Ok(Some(bytes)) if bytes < manifest.size => Preview::Delta { from: tag, bytes },
+        Ok(Some(bytes)) => full(Some(format!(
+            "the delta pack {} is {bytes} bytes, not smaller than the archive ({} bytes)",
+            store.url_of(&key),
+            manifest.size
+        ))),
+        Ok(None) => full(Some(format!("no delta pack from {tag} ({})", store.url_of(&key)))),
+        Err(err) => full(Some(format!("checking the delta pack: {err}"))),
+    }
 }
 
 /// Tries to rebuild `manifest`'s release in `staging` from a delta pack.
@@ -31,17 +103,7 @@ pub async fn attempt(
     staging: &Path,
     progress: Progress,
 ) -> Attempt {
-    let Some(index) = manifest
-        .index
-        .as_ref()
-        .filter(|_| config.delta == DeltaMode::Auto)
-    else {
-        return Attempt::Skipped(None);
-    };
-    let Some(tag) = state.current() else {
-        return Attempt::Skipped(None);
-    };
-    let Some(sha256) = state.sha256_of(&tag) else {
+    let Some((index, tag, sha256)) = start(config, state, manifest) else {
         return Attempt::Skipped(None);
     };
     let mut limits = config.limits();
@@ -49,9 +111,7 @@ pub async fn attempt(
         Ok(Some(index)) => index,
         Ok(None) => return Attempt::Skipped(Some(format!("no file index is kept for {tag}"))),
         Err(why) => {
-            return Attempt::Skipped(Some(format!(
-                "the file index kept for {tag} does not read: {why}"
-            )));
+            return Attempt::Failed(format!("the file index kept for {tag} does not read: {why}"));
         }
     };
     let key = layout::delta(&manifest.tag, &sha256);

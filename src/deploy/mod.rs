@@ -323,7 +323,12 @@ async fn arrive(
                 );
                 return Ok(Arrival::delta(bytes, rebuilt.reused));
             }
-            Attempt::Skipped(why) => why,
+            Attempt::Skipped(why) => {
+                if let Some(why) = &why {
+                    info!("{why}; downloading {tag} in full");
+                }
+                why
+            }
             Attempt::Failed(why) => {
                 // The reason may quote what the pack holds.
                 let why = crate::text::printable(&why, 512);

@@ -70,6 +70,11 @@ struct Seen {
     error: Option<String>,
     #[serde(default)]
     rolled_back_from: Option<SeenRolledBack>,
+    /// How the release of its last deploy arrived (DESIGN §6.9).
+    #[serde(default)]
+    via: Option<crate::report::Via>,
+    #[serde(default)]
+    bytes_downloaded: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +108,10 @@ pub struct Instance {
     pub error: Option<String>,
     /// The tag it rolled back from, when its status is `rolled_back`.
     pub rolled_back_from: Option<String>,
+    /// How the release of its last deploy arrived, and the bytes it downloaded;
+    /// `None` when the last run deployed nothing.
+    pub via: Option<crate::report::Via>,
+    pub bytes_downloaded: Option<u64>,
     pub format_version: u32,
 }
 
@@ -315,6 +324,8 @@ async fn read_one(store: &Store, scope: &Scope, listed: Listed) -> Read {
         hostname: seen.hostname.map(|h| printable(&h, 256)),
         error: seen.error.map(|e| printable(&e, 1024)),
         rolled_back_from: seen.rolled_back_from.map(|r| printable(&r.tag, 128)),
+        via: seen.via,
+        bytes_downloaded: seen.via.and(seen.bytes_downloaded),
         format_version: seen.format_version,
     }))
 }

@@ -44,6 +44,11 @@ pub struct Made {
     pub files: u64,
     pub patches: u64,
     pub removed: u64,
+    /// Whether it was uploaded: a pack not smaller than the new archive saves nothing
+    /// (an instance would not read it), so it is not stored.
+    pub stored: bool,
+    /// The new release's archive, in bytes, for comparison.
+    pub archive_bytes: u64,
 }
 
 /// The manifest of `tag` with its index, for a pack; a tag without one (pushed before
@@ -112,10 +117,15 @@ pub async fn make(
     .context("building the delta pack stopped")?
     .with_context(|| format!("building the delta pack from {from_owned} to {tag}"))?;
     let key = layout::delta(tag, &old_manifest.sha256);
-    store
-        .upload(&key, built.file.path(), &built.sha256, |_| {})
-        .await?;
+    let stored = built.bytes < new_manifest.size;
+    if stored {
+        store
+            .upload(&key, built.file.path(), &built.sha256, |_| {})
+            .await?;
+    }
     Ok(Made {
+        stored,
+        archive_bytes: new_manifest.size,
         tag: tag.to_owned(),
         from: from.to_owned(),
         key,
