@@ -20,10 +20,14 @@ const INIT: &str =
     "echo \"$BOOTLACE_TAG $BOOTLACE_PHASE ${BOOTLACE_PREVIOUS_TAG:--}\" >> \"$LOG_DIR/init.log\"";
 const FAST: &str = "[agent]\ninterval = \"200ms\"\njitter = \"0s\"\n";
 
-/// Pushes and promotes `tag` (with a `version` file): its init logs and then runs
-/// `extra`; `healthy` puts the file the health check looks for into it.
+/// Pushes and promotes `tag` (with a `version` file, and a 64 KiB one that every
+/// release shares, so that an update is worth a delta pack): its init logs and then
+/// runs `extra`; `healthy` puts the file the health check looks for into it.
 fn release(host: &Host, tag: &str, extra: &str, healthy: bool) {
-    let mut files: Vec<(&str, &[u8])> = vec![("version", tag.as_bytes())];
+    let shared: Vec<u8> = (0..65_536u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let mut files: Vec<(&str, &[u8])> = vec![("version", tag.as_bytes()), ("shared.bin", &shared)];
     if healthy {
         files.push(("healthy", b"yes"));
     }
@@ -95,6 +99,8 @@ fn a_promote_reaches_a_running_agent_with_phase_update() {
     assert_eq!(report["trigger"], "agent");
     assert_eq!(report["status"], "ok");
     assert_eq!(report["previous_tag"], "v1");
+    // v2 was pushed with a delta pack from v1, which this instance holds (DESIGN §6.9).
+    assert_eq!(report["via"], "delta", "{report}");
     assert_eq!(current(&host), "releases/v2");
     assert_eq!(stop(agent).code(), Some(0));
 }
@@ -111,6 +117,11 @@ fn a_failing_health_check_is_rolled_back_and_not_retried_until_the_serial_change
     assert_eq!(host.run(&["run"]).code, 0);
     let agent = start_agent(&host);
     release(&host, "v2", "", false);
+    // The rollback to `good` needs no download: v1's archive is away from the store.
+    let v1: Value =
+        serde_json::from_slice(&std::fs::read(host.path("store/builds/v1.json")).unwrap()).unwrap();
+    let archive = host.path(&format!("store/{}", v1["archive"].as_str().unwrap()));
+    std::fs::rename(&archive, host.path("v1-archive")).unwrap();
     assert!(
         eventually(Duration::from_secs(15), || host.inits().len() == 3),
         "{}",
@@ -131,6 +142,8 @@ fn a_failing_health_check_is_rolled_back_and_not_retried_until_the_serial_change
     // Several checks later, v2 has not been tried again.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(host.inits().len(), 3);
+    assert_eq!(report["via"], "delta", "v2 arrived as a pack: {report}");
+    std::fs::rename(host.path("v1-archive"), &archive).unwrap();
     // A new serial is an explicit retry.
     host.promote("v1");
     host.promote("v2");
@@ -799,7 +812,8 @@ fn a_live_agent_keeps_heartbeating_without_a_readable_pointer_or_last_report() {
 #[test]
 fn a_corrupt_target_is_fetched_once_while_held() {
     let dir = tempfile::tempdir().unwrap();
-    let host = Host::new(&config_with_hold("", dir.path()));
+    // The spoiled archive is what is fetched: no delta pack serves around it.
+    let host = Host::new(&config_with_hold("[deploy]\ndelta = \"off\"\n", dir.path()));
     release(&host, "v1", "", true);
     assert_eq!(host.run(&["run"]).code, 0);
     std::fs::write(dir.path().join("hold"), "").unwrap();

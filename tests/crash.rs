@@ -175,3 +175,45 @@ fn kill_9_at_100_random_moments_of_deploy_run_and_rollback_never_breaks_current(
     assert!(killed >= 50, "only {killed} of 100 kills interrupted a command");
     eprintln!("{killed} of 100 kill -9 trials interrupted a command");
 }
+
+#[test]
+fn kill_9_at_30_random_moments_of_a_delta_rebuild_never_breaks_current() {
+    let host = Host::new();
+    host.push("v1");
+    // v3: v1 with its tag file and one other file changed, so that it arrives as a
+    // delta pack (DESIGN §6.9) rebuilt from v1's files.
+    let tree = host.path("tree-v1");
+    std::fs::write(tree.join("tag"), "v3").unwrap();
+    std::fs::write(tree.join("d0/f0"), "changed").unwrap();
+    let tree = tree.to_str().unwrap();
+    host.ok(&["release", "push", tree, "--tag", "v3"]);
+    host.ok(&["release", "delta", "v3", "--from", "v1"]);
+    host.promote("v1");
+    host.ok(&["deploy"]);
+    host.promote("v3");
+    let started = Instant::now();
+    let out = run(host
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .args(["--json", "deploy"]));
+    let full = started.elapsed();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let deployed: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(deployed["arrival"]["via"], "delta", "{deployed}");
+    let mut rng = fastrand::Rng::with_seed(26);
+    let mut killed = 0;
+    for _ in 0..30 {
+        host.ok(&["rollback", "--to", "v1"]);
+        host.forget("v3");
+        killed += usize::from(host.kill_during(&["deploy"], full, &mut rng));
+        host.ok(&["deploy"]);
+        assert_eq!(host.assert_current_complete("after recovery"), "v3");
+        // The base the rebuild copied from is untouched.
+        assert_eq!(
+            std::fs::read_to_string(host.path("state/releases/v1/d0/f0")).unwrap(),
+            "v1 0"
+        );
+    }
+    assert!(killed >= 15, "only {killed} of 30 kills interrupted a rebuild");
+}

@@ -826,3 +826,54 @@ fn a_signing_key_outside_this_machines_trust_keys_is_refused() {
     );
     assert_eq!(s.read("pointers/prod.json"), before);
 }
+
+/// A delta pack carries no signature of its own (DESIGN §6.9): every file it yields is
+/// checked against the index the signed manifest names. So an attacker who can write
+/// to the bucket, but has no key, can only make an instance download in full.
+#[test]
+fn a_delta_pack_written_without_the_key_only_costs_a_full_download() {
+    let s = Signed::new();
+    // Releases with a file big enough that a pack is worth reading: v3 runs, v4 is
+    // its update, and the attacker's own release shares the file too.
+    let big: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let files: [(&str, &[u8]); 1] = [("data.bin", &big)];
+    let log = |tag: &str| format!("echo {tag} >> \"$LOG_DIR/init.log\"");
+    s.host.push("v3", Some(&log("v3")), &files, true);
+    assert_eq!(s.host.run(&["run"]).code, 0);
+    s.host.push("v4", Some(&log("v4")), &files, false);
+    s.host.push("evil", Some(&log("evil")), &files, false);
+    let base = {
+        let manifest: serde_json::Value = serde_json::from_slice(&s.read("builds/v3.json")).unwrap();
+        manifest["sha256"].as_str().unwrap().to_owned()
+    };
+    s.operator(&["release", "delta", "v4", "--from", "v3"]);
+    s.operator(&["release", "delta", "evil", "--from", "v3"]);
+    // The attacker's pack relabelled as v4's: the header names v4 and v4's signed
+    // index, the payloads give the attacker's tree.
+    let (genuine, _) = support::archives::split_delta_pack(&s.read(&format!("deltas/v4/{base}")));
+    let (mut header, rest) = support::archives::split_delta_pack(&s.read(&format!("deltas/evil/{base}")));
+    header["tag"] = "v4".into();
+    header["index_sha256"] = genuine["index_sha256"].clone();
+    s.write(
+        &format!("deltas/v4/{base}"),
+        support::archives::join_delta_pack(&header, &rest),
+    );
+    s.operator(&["release", "promote", "v4", "--env", "prod"]);
+    let out = s.host.run(&["--json", "run"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(s.host.link("current").as_deref(), Some("releases/v4"));
+    let report = s.host.report();
+    assert_eq!(report["via"], "full", "{report}");
+    let why = report["fallback"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("its index has sha256") && why.contains("the manifest names"),
+        "{why}"
+    );
+    assert_eq!(s.host.inits().last().map(String::as_str), Some("v4"));
+    assert!(
+        !s.host.inits().contains(&"evil".to_owned()),
+        "the attacker's init ran"
+    );
+}
