@@ -1,9 +1,13 @@
 //! Files written whole or not at all: the state dir's records, the reports kept on the
 //! instance, the trust ledger, the secrets marker and the fleet page all go through
-//! [`write_atomic`]. The ground floor: imports nothing of the crate.
+//! [`write_atomic`]. Files read beneath a folder without following a link anywhere on
+//! the way ([`open_beneath`]). The ground floor: imports nothing of the crate.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -32,9 +36,102 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// A regular file opened for reading beneath a folder, with the folder that holds it.
+pub struct Beneath {
+    /// The folder the file is in, for `linkat` and the like.
+    pub dir: OwnedFd,
+    /// The file's last name, as `dir` knows it.
+    pub name: CString,
+    pub file: File,
+}
+
+/// Opens `rel` (names joined by `/`) under `root` for reading, each step with
+/// `O_NOFOLLOW`: a link anywhere on the way, or at the end, is refused (so is the root
+/// itself being one), and so is anything but a regular file at the end. `O_NONBLOCK`
+/// keeps a FIFO planted there from holding the open for ever.
+pub fn open_beneath(root: &Path, rel: &str) -> io::Result<Beneath> {
+    let invalid = || io::Error::other(format!("{rel:?}: not a path beneath {}", root.display()));
+    let parts: Vec<&str> = rel.split('/').collect();
+    let Some((last, folders)) = parts.split_last() else {
+        return Err(invalid());
+    };
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0'))
+    {
+        return Err(invalid());
+    }
+    let folder = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let root = CString::new(root.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: a NUL-terminated path; the result is checked before use.
+    let mut dir = owned(unsafe { libc::open(root.as_ptr(), folder) })?;
+    for name in folders {
+        let name = CString::new(*name).map_err(io::Error::other)?;
+        // SAFETY: a valid directory descriptor and a NUL-terminated name.
+        dir = owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), folder) })?;
+    }
+    let name = CString::new(*last).map_err(io::Error::other)?;
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: as above.
+    let file = File::from(owned(unsafe {
+        libc::openat(dir.as_raw_fd(), name.as_ptr(), flags)
+    })?);
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    // A regular file reads the same with O_NONBLOCK set, but the flag is not kept.
+    // SAFETY: a valid descriptor; F_SETFL with plain flags.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, libc::O_RDONLY) };
+    Ok(Beneath { dir, name, file })
+}
+
+/// A descriptor from a call that returns one, or its error.
+fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just opened, owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_beneath_refuses_links_anywhere_and_anything_but_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("release");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f"), "yes").unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut open_beneath(&root, "a/b/f").unwrap().file, &mut text).unwrap();
+        assert_eq!(text, "yes");
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        std::fs::write(dir.path().join("outside/f"), "no").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), root.join("a/link")).unwrap();
+        std::os::unix::fs::symlink("b/f", root.join("a/f")).unwrap();
+        assert!(
+            open_beneath(&root, "a/link/f").is_err(),
+            "a folder on the way is a link"
+        );
+        assert!(open_beneath(&root, "a/f").is_err(), "the file is a link");
+        assert!(open_beneath(&root, "a/b").is_err(), "a folder");
+        assert!(open_beneath(&root, "a/../a/b/f").is_err());
+        assert!(open_beneath(&root, "").is_err());
+        std::os::unix::fs::symlink(&root, dir.path().join("root-link")).unwrap();
+        assert!(
+            open_beneath(&dir.path().join("root-link"), "a/b/f").is_err(),
+            "the root is a link"
+        );
+        let fifo = CString::new(root.join("a/fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(
+            open_beneath(&root, "a/fifo").is_err(),
+            "a FIFO is refused, without waiting"
+        );
+    }
 
     #[test]
     fn a_file_is_replaced_whole_with_its_mode_and_nothing_left_beside_it() {

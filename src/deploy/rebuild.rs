@@ -6,9 +6,9 @@
 //! is the one the manifest names or the rebuild fails (and the caller deploys in full).
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -138,10 +138,7 @@ pub fn rebuild(
                         "a patch, but the base has no such file".into(),
                     ));
                 };
-                Some(read_base(
-                    &base.dir.join(&old.path),
-                    old.size.unwrap_or_default(),
-                )?)
+                Some(read_base(&base.dir, &old.path, old.size.unwrap_or_default())?)
             }
         };
         let path = dest.join(&entry.path);
@@ -185,14 +182,13 @@ pub fn rebuild(
                         file_error(&entry.path, "neither carried nor held by the base".into())
                     })?,
                 };
-                let have = reuse(
-                    &base.dir.join(from),
-                    &path,
-                    entry.mode & MODE_MASK,
-                    expected.reuse,
-                    per_file,
-                )
-                .map_err(|e| file_error(from, format!("copying it from the base release: {e}")))?;
+                let target = Target {
+                    path: &path,
+                    mode: entry.mode & MODE_MASK,
+                    size: entry.size.unwrap_or_default(),
+                };
+                let have = reuse(&base.dir, from, &target, expected.reuse, per_file)
+                    .map_err(|e| file_error(from, format!("copying it from the base release: {e}")))?;
                 if have != sha256 {
                     return Err(file_error(
                         from,
@@ -217,50 +213,87 @@ pub fn rebuild(
     })
 }
 
-/// Opens a file of the base release for reading: a regular file, never through a
-/// symlink at its last component.
-fn open_base(path: &Path) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other("not a regular file"));
+/// Opens `rel`, a file of the base release at `root`, for reading: a regular file of
+/// `size` bytes, reached without following a link anywhere on the way (a folder of the
+/// base swapped for a link would otherwise have the new release read, or share, files
+/// from outside the state dir). A different size is a file changed since it was
+/// deployed, refused before a byte is copied (a sparse file of a terabyte, say).
+fn open_base(root: &Path, rel: &str, size: u64) -> io::Result<crate::files::Beneath> {
+    let opened = crate::files::open_beneath(root, rel)?;
+    let has = opened.file.metadata()?.len();
+    if has != size {
+        return Err(io::Error::other(format!(
+            "it has {has} bytes, its index says {size}: changed after it was deployed"
+        )));
     }
-    Ok(file)
+    Ok(opened)
 }
 
 /// The bytes of the base's file a patch refers to: the `size` its index gives, no more.
-fn read_base(path: &Path, size: u64) -> Result<Vec<u8>, DeltaError> {
+fn read_base(root: &Path, rel: &str, size: u64) -> Result<Vec<u8>, DeltaError> {
     let mut bytes = Vec::with_capacity(size.min(delta::PATCH_MAX) as usize);
-    open_base(path)
-        .and_then(|f| f.take(delta::PATCH_MAX + 1).read_to_end(&mut bytes))
+    open_base(root, rel, size)
+        .and_then(|f| f.file.take(delta::PATCH_MAX + 1).read_to_end(&mut bytes))
         .map_err(|e| DeltaError::File {
-            path: path.display().to_string(),
+            path: crate::text::printable(rel, 256),
             why: format!("reading the base release's copy: {e}"),
         })?;
     Ok(bytes)
 }
 
-/// Gives `to` the bytes of `from` (a file of the base release) by `how`; the sha256 of
-/// what `to` holds afterwards.
-fn reuse(from: &Path, to: &Path, mode: u32, how: Reuse, per_file: bool) -> io::Result<String> {
-    let mut source = open_base(from)?;
-    if how == Reuse::Hardlink && source.metadata()?.mode() & 0o7777 == mode {
+/// Where a reused file goes in the new release, and what the index says of it.
+struct Target<'a> {
+    path: &'a Path,
+    mode: u32,
+    size: u64,
+}
+
+/// Gives `to` the bytes of `rel` (a file of the base release at `root`) by `how`; the
+/// sha256 of what `to` holds afterwards.
+fn reuse(root: &Path, rel: &str, to: &Target, how: Reuse, per_file: bool) -> io::Result<String> {
+    let crate::files::Beneath { dir, name, file } = open_base(root, rel, to.size)?;
+    let mut source = file;
+    let meta = source.metadata()?;
+    if how == Reuse::Hardlink && meta.mode() & 0o7777 == to.mode {
         let sha256 = hash(&mut source)?;
-        fs::hard_link(from, to)?;
+        link(&dir, &name, to.path)?;
+        // The name may have been swapped between the open and the link: the link must
+        // be the inode that was hashed.
+        let linked = fs::symlink_metadata(to.path)?;
+        if (linked.dev(), linked.ino()) != (meta.dev(), meta.ino()) {
+            fs::remove_file(to.path)?;
+            return Err(io::Error::other("it was replaced while it was linked"));
+        }
         return Ok(sha256);
     }
-    let mut target = create(to, mode)?;
+    let mut target = create(to.path, to.mode)?;
     if !clone(&source, &target) {
         // std's copy between two files is copy_file_range, which shares blocks too
-        // where the file system can, and copies in the kernel where it cannot.
-        io::copy(&mut source, &mut target)?;
+        // where the file system can, and copies in the kernel where it cannot; never
+        // more than one byte past the size the index gives, however the file grows.
+        io::copy(&mut (&mut source).take(to.size + 1), &mut target)?;
     }
     if per_file {
         target.sync_all()?;
     }
-    hash(&mut open_base(to)?)
+    drop(target);
+    let mut written = File::open(to.path)?;
+    hash(&mut written)
+}
+
+/// A hard link at `to` to the file `name` in the folder `dir`: `linkat` without
+/// following a link at `name`.
+fn link(dir: &std::os::fd::OwnedFd, name: &std::ffi::CStr, to: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let to = std::ffi::CString::new(to.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: a valid folder descriptor and NUL-terminated names; flags 0 links the
+    // name itself, never what a link there points at.
+    let done = unsafe { libc::linkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_FDCWD, to.as_ptr(), 0) };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `FICLONE`: the whole file shared block for block, where the file system has reflinks.
