@@ -356,6 +356,8 @@ pub struct Builder<'a, W: Write> {
     wanted: HashMap<&'a str, &'a Entry>,
     /// Old bytes of the paths a patch may be made against.
     bases: HashMap<String, Vec<u8>>,
+    /// What the base's index says each of its files hashes to.
+    base_sha256: HashMap<&'a str, &'a str>,
     records: Vec<Record>,
     index_bytes: u64,
     out: W,
@@ -375,15 +377,33 @@ impl<'a, W: Write> Builder<'a, W> {
                 .map(|e| (e.path.as_str(), e))
                 .collect(),
             bases: HashMap::new(),
+            base_sha256: base
+                .entries
+                .iter()
+                .filter_map(|e| Some((e.path.as_str(), e.sha256.as_deref()?)))
+                .collect(),
             records: Vec::new(),
             index_bytes: patch.len() as u64,
             out,
         })
     }
 
-    /// Gives the old bytes of `path` (one of [`Builder::patch_bases`]).
-    pub fn add_base(&mut self, path: String, bytes: Vec<u8>) {
+    /// Gives the old bytes of `path` (one of [`Builder::patch_bases`]), checked against
+    /// the base's index: a base archive that is not what its index says would make a
+    /// pack no instance can use.
+    pub fn add_base(&mut self, path: String, bytes: Vec<u8>) -> Result<(), DeltaError> {
+        let have = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let expected = self.base_sha256.get(path.as_str()).copied().unwrap_or_default();
+        if have != expected {
+            return Err(DeltaError::File {
+                path: crate::text::printable(&path, 256),
+                why: format!(
+                    "the base release's archive has it with sha256 {have}, its index says {expected}"
+                ),
+            });
+        }
         self.bases.insert(path, bytes);
+        Ok(())
     }
 
     /// Whether `path` is one the pack still needs.
@@ -518,7 +538,7 @@ mod tests {
 
         let mut builder = Builder::new(&old, &new, Vec::new()).unwrap();
         assert_eq!(patch_bases(&old, &new), HashSet::from(["app.conf".to_owned()]));
-        builder.add_base("app.conf".into(), old_conf.clone());
+        builder.add_base("app.conf".into(), old_conf.clone()).unwrap();
         builder.add_file("fresh", &b"brand new"[..]).unwrap();
         builder.add_file("app.conf", &new_conf[..]).unwrap();
         let (header, payloads) = builder.finish("v2", &"a".repeat(64)).unwrap();

@@ -45,7 +45,7 @@ pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit
                 ..
             } => {
                 let deltas = match (delta_from.is_empty(), no_delta) {
-                    (false, _) => Deltas::From(delta_from.clone()),
+                    (false, _) => Deltas::From(distinct(delta_from)),
                     (true, true) => Deltas::Recent(0),
                     (true, false) => Deltas::Recent(DEFAULT_DELTAS),
                 };
@@ -213,6 +213,12 @@ fn print_made(made: &crate::release::delta::Made) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `tags` in their order, each once: a base named twice makes one pack.
+fn distinct(tags: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    tags.iter().filter(|t| seen.insert(t.as_str())).cloned().collect()
+}
+
 /// `release delta TAG --from OLD…`: one pack from each OLD.
 async fn delta_cmd(op: &Op<'_>, tag: &str, from: &[String]) -> anyhow::Result<()> {
     let Op {
@@ -222,11 +228,12 @@ async fn delta_cmd(op: &Op<'_>, tag: &str, from: &[String]) -> anyhow::Result<()
         ..
     } = *op;
     check_tag(tag)?;
-    for base in from {
-        check_tag(base)?;
+    let from = distinct(from);
+    for base in &from {
+        crate::release::delta::check_base(store, tag, base, "--from").await?;
     }
     let mut made = Vec::new();
-    for base in from {
+    for base in &from {
         let pack = crate::release::delta::make(
             store,
             tag,

@@ -70,6 +70,27 @@ async fn indexed(store: &Store, tag: &str, limits: Limits) -> anyhow::Result<(Ma
     Ok((manifest, index))
 }
 
+/// Checks, before anything is made or spent, that `base` can start a pack to `tag`:
+/// another tag, a release in the store, with a file index. `flag` names the option
+/// that gave it; each refusal is the user's input (exit 2).
+pub async fn check_base(store: &Store, tag: &str, base: &str, flag: &str) -> anyhow::Result<()> {
+    super::check_tag(base)?;
+    if base == tag {
+        return Err(BadInput(format!(
+            "{flag} {base}: a delta from {tag} to itself saves nothing"
+        ))
+        .into());
+    }
+    match Manifest::load(store, base).await? {
+        Some(manifest) if manifest.index.is_some() => Ok(()),
+        Some(_) => Err(BadInput(format!(
+            "{flag} {base}: that release has no file index (pushed by an older bootlace)"
+        ))
+        .into()),
+        None => Err(BadInput(format!("{flag} {base}: no release {base} in {}", store.url())).into()),
+    }
+}
+
 /// Makes the pack from `from` to `tag` and uploads it.
 pub async fn make(
     store: &Store,
@@ -164,18 +185,34 @@ fn build(
     // One read of the old archive, for the old bytes a patch needs.
     if let Some((old_archive, old_compression, wanted)) = old_archive {
         let mut budget = BASES_BUDGET;
-        let decoder = old_compression.decoder(BufReader::with_capacity(1 << 20, old_archive))?;
+        // Hashed as it is read: old bytes from an archive that is not the one the
+        // manifest names would make a pack no instance can use.
+        let mut hashing = Hashing::new(old_archive);
+        let decoder = old_compression.decoder(BufReader::with_capacity(1 << 20, &mut hashing))?;
+        let mut failed = None;
         walk(decoder, limits, |checked, entry| {
             if checked.kind == Kind::File && wanted.contains(&checked.path) && entry.size() <= budget {
                 let mut bytes = Vec::with_capacity(entry.size() as usize);
                 entry.take(PATCH_MAX + 1).read_to_end(&mut bytes)?;
                 budget -= bytes.len() as u64;
-                builder.add_base(checked.path.clone(), bytes);
+                if let Err(err) = builder.add_base(checked.path.clone(), bytes) {
+                    let message = err.to_string();
+                    failed = Some(err);
+                    return Err(io::Error::other(message));
+                }
             }
             // Read to its end: what a header is allowed is counted from there.
             io::copy(entry, &mut io::sink()).map(drop)
         })
-        .map_err(|e| anyhow::anyhow!("reading the old archive: {e}"))?;
+        .map_err(|e| match failed.take() {
+            Some(err) => anyhow::Error::new(err),
+            None => anyhow::anyhow!("reading the old archive: {e}"),
+        })?;
+        io::copy(&mut hashing, &mut io::sink()).context("reading the old archive")?;
+        let (_, have, _) = hashing.finish();
+        if have != base_sha256 {
+            anyhow::bail!("the old archive has sha256 {have}, not {base_sha256} as its manifest says");
+        }
     }
     match source {
         Source::Dir(root) => {

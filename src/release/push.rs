@@ -83,23 +83,7 @@ pub async fn push(
     // The packs asked for by name must be possible before the tag is spent.
     if let Deltas::From(bases) = deltas {
         for base in bases {
-            super::check_tag(base)?;
-            match Manifest::load(store, base).await? {
-                Some(manifest) if manifest.index.is_some() => {}
-                Some(_) => {
-                    return Err(BadInput(format!(
-                        "--delta-from {base}: that release has no file index (pushed by an older bootlace)"
-                    ))
-                    .into());
-                }
-                None => {
-                    return Err(BadInput(format!(
-                        "--delta-from {base}: no release {base} in {}",
-                        store.url()
-                    ))
-                    .into());
-                }
-            }
+            super::delta::check_base(store, tag, base, "--delta-from").await?;
         }
     }
     // The temp archive (if any) lives until the push ends, and no longer.
