@@ -218,9 +218,9 @@ impl Dirs {
 
     pub(super) fn explicit(&mut self, path: &str, mode: u32) -> io::Result<()> {
         self.ensure(path)?;
-        if mode != 0o755 {
-            self.modes.push((path.to_owned(), mode));
-        }
+        // Every one, 0755 too: a folder is made with the umask's mode (0700 under
+        // umask 077), not the archive's.
+        self.modes.push((path.to_owned(), mode));
         Ok(())
     }
 
