@@ -228,6 +228,24 @@ impl Store {
         local::check_folders(root, key).map_err(|e| self.io_error(action, key, e))
     }
 
+    /// On a `file://` store: refuses to read a key that is there but is not a regular
+    /// file (a FIFO planted in the store would hold the read, and the state dir's lock,
+    /// for ever; a device would never end).
+    fn regular(&self, key: &str) -> Result<(), StoreError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        match std::fs::metadata(root.join(key)) {
+            Ok(meta) if !meta.is_file() => Err(StoreError {
+                refused: true,
+                action: "reading",
+                url: self.url_of(key),
+                reason: "not a regular file; not read".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn error(&self, action: &'static str, key: &str, err: &object_store::Error) -> StoreError {
         StoreError {
             refused: false,
@@ -256,6 +274,7 @@ impl Store {
         cap: u64,
     ) -> Result<Fetched, StoreError> {
         use futures::StreamExt;
+        self.regular(key)?;
         let options = object_store::GetOptions {
             if_none_match: e_tag.map(str::to_owned),
             ..Default::default()
@@ -327,6 +346,7 @@ impl Store {
         StoreError,
     > {
         use futures::StreamExt;
+        self.regular(key)?;
         let options = object_store::GetOptions {
             range: from.map(object_store::GetRange::Offset),
             ..Default::default()
@@ -360,6 +380,7 @@ impl Store {
     /// into one buffer). A server that answers a range request with the whole object
     /// gives [`RangeAnswer::Ignored`].
     pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<RangeAnswer, StoreError> {
+        self.regular(key)?;
         let options = object_store::GetOptions {
             range: Some(range.into()),
             ..Default::default()
@@ -379,6 +400,7 @@ impl Store {
 
     /// The size of the object at `key`, or `None` when there is none.
     pub async fn size_of(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.regular(key)?;
         match self.objects.head(&self.path(key)).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -444,6 +466,7 @@ impl Store {
     /// When the object at `key` was last written, by the store's clock; `None` when
     /// there is none.
     pub async fn modified(&self, key: &str) -> Result<Option<std::time::SystemTime>, StoreError> {
+        self.regular(key)?;
         match self.objects.head(&self.path(key)).await {
             Ok(meta) => Ok(Some(system_time(&meta))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
