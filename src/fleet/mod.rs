@@ -70,11 +70,23 @@ struct Seen {
     error: Option<String>,
     #[serde(default)]
     rolled_back_from: Option<SeenRolledBack>,
-    /// How the release of its last deploy arrived (DESIGN §6.9).
-    #[serde(default)]
+    /// How the release of its last deploy arrived (DESIGN §6.9); a way this bootlace
+    /// does not know (a newer one's), or a size that is not one, is shown as none, not
+    /// a reason to drop the report.
+    #[serde(default, deserialize_with = "lenient")]
     via: Option<crate::report::Via>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     bytes_downloaded: Option<u64>,
+}
+
+/// A field that is not what this bootlace expects reads as absent.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(value.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 #[derive(Deserialize)]
