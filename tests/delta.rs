@@ -576,7 +576,15 @@ fn a_pack_no_smaller_than_the_archive_is_not_stored() {
     let tiny = fleet.path("tiny");
     put(&tiny, "one.txt", "one\n");
     let push = |tag: &str| {
-        let args = ["release", "push", tiny.to_str().unwrap(), "--tag", tag, "--env", "prod"];
+        let args = [
+            "release",
+            "push",
+            tiny.to_str().unwrap(),
+            "--tag",
+            tag,
+            "--env",
+            "prod",
+        ];
         fleet.ok("operator", &args)
     };
     push("v1");
@@ -589,4 +597,169 @@ fn a_pack_no_smaller_than_the_archive_is_not_stored() {
     assert_eq!(deployed["arrival"]["via"], "full", "{deployed}");
     let why = deployed["arrival"]["fallback"].as_str().unwrap_or_default();
     assert!(why.starts_with("no delta pack from v1"), "{deployed}");
+}
+
+/// Makes a FIFO at `path`, where a file was.
+fn fifo_at(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::remove_file(path).unwrap();
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn a_fifo_in_the_held_release_or_for_its_kept_index_is_a_fallback_not_a_hang() {
+    falls_back(
+        |fleet, _| fifo_at(&fleet.release("a", "v1").join("lib/d3/f7.txt")),
+        "lib/d3/f7.txt: copying it from the base release: not a regular file",
+    );
+    falls_back(
+        |fleet, _| fifo_at(&fleet.path("a/indexes/v1.json.zst")),
+        "the file index kept for v1 does not read",
+    );
+    // And in a `file://` store, where the pack should be.
+    falls_back(|_, pack| fifo_at(pack), "not a regular file; not read");
+}
+
+#[test]
+fn a_held_file_grown_sparse_is_refused_before_a_byte_is_copied() {
+    let fleet = Fleet::new();
+    v1_then_v2(&fleet, &[]);
+    let grown = fleet.release("a", "v1").join("lib/d3/f7.txt");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&grown)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let deployed = fleet.deploy("a");
+    assert_eq!(deployed["arrival"]["via"], "full", "{deployed}");
+    let why = deployed["arrival"]["fallback"].as_str().unwrap();
+    assert!(
+        why.contains("lib/d3/f7.txt") && why.contains("it has 1099511627776 bytes, its index says"),
+        "{why}"
+    );
+    assert_eq!(fleet.current("a"), "v2");
+}
+
+#[test]
+fn a_folder_of_the_held_release_swapped_for_a_link_is_never_read_or_linked_through() {
+    let fleet = Fleet::new();
+    v1_then_v2(&fleet, &[]);
+    let config = write(
+        fleet.dir.path(),
+        "config.toml",
+        "[deploy]\nreuse = \"hardlink\"\n",
+    );
+    let d5 = fleet.release("a", "v1").join("lib/d5");
+    let outside = fleet.path("outside");
+    std::fs::rename(&d5, &outside).unwrap();
+    symlink(&outside, &d5).unwrap();
+    let out = run(fleet
+        .command("a")
+        .env("BOOTLACE_CONFIG", &config)
+        .args(["--json", "deploy"]));
+    assert_eq!(out.code, 0, "{}", out.all());
+    let deployed: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(deployed["arrival"]["via"], "full", "{deployed}");
+    let why = deployed["arrival"]["fallback"].as_str().unwrap();
+    assert!(why.contains("lib/d5/"), "{why}");
+    use std::os::unix::fs::MetadataExt;
+    for entry in std::fs::read_dir(&outside).unwrap() {
+        let meta = entry.unwrap().metadata().unwrap();
+        assert_eq!(
+            meta.nlink(),
+            1,
+            "a file outside the state dir was linked into the release"
+        );
+    }
+}
+
+#[test]
+fn a_pack_is_not_made_from_a_base_archive_that_is_not_what_its_manifest_says() {
+    let fleet = Fleet::new();
+    fleet.push("v1", &[]);
+    fleet.edit_config();
+    fleet.push_only("v2", &["--no-delta"]);
+    // v1's archive swapped for one of the same size whose config file says otherwise:
+    // a valid archive, but not the one v1's manifest and index name.
+    let manifest = fleet.manifest("v1");
+    let key = fleet.path(&format!("store/{}", manifest["archive"].as_str().unwrap()));
+    let original = std::fs::read(&key).unwrap();
+    let mut tar = zstd::decode_all(&original[..]).unwrap();
+    let at = tar.windows(9).position(|w| w == b"value 310").unwrap();
+    tar[at..at + 9].copy_from_slice(b"VALUE 310");
+    let mut forged = zstd::encode_all(&tar[..], 19).unwrap();
+    let pad = original.len() - forged.len();
+    assert!(pad >= 8, "the forgery must not be larger");
+    // A skippable zstd frame fills the rest.
+    forged.extend_from_slice(&0x184D2A50u32.to_le_bytes());
+    forged.extend_from_slice(&((pad - 8) as u32).to_le_bytes());
+    forged.resize(original.len(), 0);
+    std::fs::write(&key, &forged).unwrap();
+
+    let out = fleet.run("operator", &["release", "delta", "v2", "--from", "v1"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("etc/app.conf") && out.stderr.contains("its index says"),
+        "{}",
+        out.stderr
+    );
+    assert!(!fleet.pack_path("v2", "v1").exists(), "no pack stored");
+}
+
+#[test]
+fn a_base_named_twice_or_the_tag_itself_is_said_plainly() {
+    let fleet = Fleet::new();
+    v1_then_v2(&fleet, &["--no-delta"]);
+    let out = fleet.ok(
+        "operator",
+        &["release", "delta", "v2", "--from", "v1", "--from", "v1"],
+    );
+    assert_eq!(out.matches("delta from v1:").count(), 1, "{out}");
+    let tree = fleet.path("tree");
+    let args = [
+        "release",
+        "push",
+        tree.to_str().unwrap(),
+        "--tag",
+        "v3",
+        "--delta-from",
+        "v3",
+    ];
+    let out = fleet.run("operator", &args);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("to itself"), "{}", out.stderr);
+    let out = fleet.run("operator", &["release", "delta", "v2", "--from", "nope"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr.contains("--from nope: no release nope"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn folders_keep_their_mode_under_a_strict_umask_by_either_path() {
+    use std::os::unix::process::CommandExt;
+    let fleet = Fleet::new();
+    v1_then_v2(&fleet, &[]);
+    for (state, via) in [("a", "delta"), ("b", "full")] {
+        let mut command = fleet.command(state);
+        // SAFETY: umask is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::umask(0o077);
+                Ok(())
+            })
+        };
+        let out = run(command.args(["--json", "deploy"]));
+        assert_eq!(out.code, 0, "{}", out.all());
+        let deployed: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(deployed["arrival"]["via"], via, "{deployed}");
+        let listing = support::archives::tree_listing(&fleet.release(state, "v2"));
+        assert_eq!(listing["lib/d0"], "dir 755", "{state}");
+        assert_eq!(listing["var/empty"], "dir 755", "{state}");
+    }
 }

@@ -79,9 +79,12 @@ pub fn tree_listing(root: &std::path::Path) -> std::collections::BTreeMap<String
             } else if meta.is_dir() {
                 out.insert(name, format!("dir {mode:o}"));
                 walk(root, &path, out);
-            } else {
+            } else if meta.is_file() {
                 let bytes = std::fs::read(&path).unwrap();
                 out.insert(name, format!("file {mode:o} {}", sha256_hex(&bytes)));
+            } else {
+                // A FIFO or a device: never read (a FIFO would wait for a writer).
+                out.insert(name, format!("other {mode:o}"));
             }
         }
     }
