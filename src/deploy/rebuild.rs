@@ -163,16 +163,16 @@ pub fn rebuild(
     // any path that does.
     let sources = delta::sources(&base.index);
     let carried = header.files.len() as u64;
-    let mut reused = 0u64;
     let carried_paths: std::collections::HashSet<&str> =
         header.files.iter().map(|r| r.path.as_str()).collect();
+    let mut jobs = Vec::new();
     for entry in &new.entries {
-        let path = dest.join(&entry.path);
         match entry.kind {
             EntryKind::Directory => {}
-            EntryKind::Symlink => {
-                std::os::unix::fs::symlink(entry.target.as_deref().unwrap_or_default(), &path)?
-            }
+            EntryKind::Symlink => std::os::unix::fs::symlink(
+                entry.target.as_deref().unwrap_or_default(),
+                dest.join(&entry.path),
+            )?,
             EntryKind::File if carried_paths.contains(entry.path.as_str()) => {}
             EntryKind::File => {
                 let sha256 = entry.sha256.as_deref().unwrap_or_default();
@@ -182,25 +182,17 @@ pub fn rebuild(
                         file_error(&entry.path, "neither carried nor held by the base".into())
                     })?,
                 };
-                let target = Target {
-                    path: &path,
+                jobs.push(Job {
+                    from,
+                    to: dest.join(&entry.path),
                     mode: entry.mode & MODE_MASK,
                     size: entry.size.unwrap_or_default(),
-                };
-                let have = reuse(&base.dir, from, &target, expected.reuse, per_file)
-                    .map_err(|e| file_error(from, format!("copying it from the base release: {e}")))?;
-                if have != sha256 {
-                    return Err(file_error(
-                        from,
-                        format!(
-                            "the base release's copy has sha256 {have}, not {sha256} as its index says: changed after it was deployed"
-                        ),
-                    ));
-                }
-                reused += 1;
+                    sha256,
+                });
             }
         }
     }
+    let reused = reuse_all(&base.dir, &jobs, expected.reuse, per_file)?;
     dirs.apply_modes()?;
     match expected.sync {
         SyncMode::Filesystem => sync_filesystem(dest)?,
@@ -213,87 +205,179 @@ pub fn rebuild(
     })
 }
 
-/// Opens `rel`, a file of the base release at `root`, for reading: a regular file of
-/// `size` bytes, reached without following a link anywhere on the way (a folder of the
-/// base swapped for a link would otherwise have the new release read, or share, files
-/// from outside the state dir). A different size is a file changed since it was
-/// deployed, refused before a byte is copied (a sparse file of a terabyte, say).
-fn open_base(root: &Path, rel: &str, size: u64) -> io::Result<crate::files::Beneath> {
-    let opened = crate::files::open_beneath(root, rel)?;
-    let has = opened.file.metadata()?.len();
-    if has != size {
-        return Err(io::Error::other(format!(
-            "it has {has} bytes, its index says {size}: changed after it was deployed"
-        )));
+/// One file of the new release to be had from the base.
+struct Job<'a> {
+    /// Its path in the base.
+    from: &'a str,
+    to: PathBuf,
+    mode: u32,
+    size: u64,
+    sha256: &'a str,
+}
+
+/// Threads that copy from the base: the work is mostly waiting on the disk (a cold
+/// base is read file by file), so more than there are cores.
+const REUSE_THREADS: usize = 8;
+/// Files a thread takes at a time: neighbours in path order, so that the folders it
+/// keeps open serve the next ones.
+const REUSE_CHUNK: usize = 64;
+
+/// Gives every job its file from the base at `root`, on [`REUSE_THREADS`] threads;
+/// the first failure stops them all. Returns how many were reused.
+fn reuse_all(root: &Path, jobs: &[Job], how: Reuse, per_file: bool) -> Result<u64, DeltaError> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let failed: Mutex<Option<DeltaError>> = Mutex::new(None);
+    let reflinks = AtomicBool::new(true);
+    let threads = REUSE_THREADS.min(jobs.len().div_ceil(REUSE_CHUNK)).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let fail = |err: DeltaError| {
+                    stop.store(true, Ordering::Relaxed);
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(err);
+                };
+                let mut base = match crate::files::Beneath::new(root) {
+                    Ok(base) => base,
+                    Err(err) => return fail(err.into()),
+                };
+                let mut buffer = vec![0u8; COPY_BUFFER];
+                while !stop.load(Ordering::Relaxed) {
+                    let start = next.fetch_add(REUSE_CHUNK, Ordering::Relaxed);
+                    let Some(chunk) = jobs.get(start..jobs.len().min(start + REUSE_CHUNK)) else {
+                        break;
+                    };
+                    for job in chunk {
+                        let copied = Copier {
+                            how,
+                            per_file,
+                            reflinks: &reflinks,
+                        }
+                        .reuse(&mut base, job, &mut buffer);
+                        if let Err(err) = copied {
+                            return fail(err);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(err) => Err(err),
+        None => Ok(jobs.len() as u64),
     }
-    Ok(opened)
+}
+
+/// Bytes copied through a thread's buffer at a time.
+const COPY_BUFFER: usize = 256 << 10;
+
+/// How files are had from the base, as one thread does it.
+struct Copier<'a> {
+    how: Reuse,
+    per_file: bool,
+    /// Cleared at the first `FICLONE` the file system refuses: not asked again.
+    reflinks: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Copier<'_> {
+    /// Gives `job.to` the bytes of `job.from`, and checks them against the index.
+    fn reuse(
+        &self,
+        base: &mut crate::files::Beneath,
+        job: &Job,
+        buffer: &mut [u8],
+    ) -> Result<(), DeltaError> {
+        let failed = |why: String| DeltaError::File {
+            path: crate::text::printable(job.from, 256),
+            why: format!("copying it from the base release: {why}"),
+        };
+        let have = self.copy(base, job, buffer).map_err(|e| failed(e.to_string()))?;
+        if have != job.sha256 {
+            return Err(failed(format!(
+                "it has sha256 {have}, not {} as its index says: changed after it was deployed",
+                job.sha256
+            )));
+        }
+        Ok(())
+    }
+
+    /// The copy (or link) itself; the sha256 of the bytes `job.to` holds.
+    fn copy(&self, base: &mut crate::files::Beneath, job: &Job, buffer: &mut [u8]) -> io::Result<String> {
+        use std::sync::atomic::Ordering;
+        let mut source = base.open(job.from)?;
+        let meta = source.metadata()?;
+        // A different size is a file changed since it was deployed, refused before a
+        // byte is copied (a sparse file of a terabyte, say).
+        if meta.len() != job.size {
+            return Err(io::Error::other(format!(
+                "it has {} bytes, its index says {}: changed after it was deployed",
+                meta.len(),
+                job.size
+            )));
+        }
+        if self.how == Reuse::Hardlink && meta.mode() & 0o7777 == job.mode {
+            let sha256 = hash(&mut source, buffer)?;
+            base.link(job.from, &job.to)?;
+            // The name may have been swapped between the open and the link: the link
+            // must be the inode that was hashed.
+            let linked = fs::symlink_metadata(&job.to)?;
+            if (linked.dev(), linked.ino()) != (meta.dev(), meta.ino()) {
+                fs::remove_file(&job.to)?;
+                return Err(io::Error::other("it was replaced while it was linked"));
+            }
+            return Ok(sha256);
+        }
+        let mut target = create(&job.to, job.mode)?;
+        let sha256 = if self.reflinks.load(Ordering::Relaxed) && clone(&source, &target) {
+            hash(&mut source, buffer)?
+        } else {
+            if self.reflinks.load(Ordering::Relaxed) {
+                self.reflinks.store(false, Ordering::Relaxed);
+            }
+            // Read once, hashed and written from the same buffer; never more than one
+            // byte past the size the index gives, however the file grows meanwhile.
+            let mut hashing = Hashing::new(&mut target);
+            let mut limited = (&mut source).take(job.size + 1);
+            loop {
+                let n = limited.read(buffer)?;
+                if n == 0 {
+                    break;
+                }
+                io::Write::write_all(&mut hashing, &buffer[..n])?;
+            }
+            hashing.finish().1
+        };
+        if self.per_file {
+            target.sync_all()?;
+        }
+        Ok(sha256)
+    }
 }
 
 /// The bytes of the base's file a patch refers to: the `size` its index gives, no more.
 fn read_base(root: &Path, rel: &str, size: u64) -> Result<Vec<u8>, DeltaError> {
+    let failed = |why: String| DeltaError::File {
+        path: crate::text::printable(rel, 256),
+        why: format!("reading the base release's copy: {why}"),
+    };
+    let mut source = crate::files::open_beneath(root, rel).map_err(|e| failed(e.to_string()))?;
+    let has = source.metadata()?.len();
+    if has != size {
+        return Err(failed(format!(
+            "it has {has} bytes, its index says {size}: changed after it was deployed"
+        )));
+    }
     let mut bytes = Vec::with_capacity(size.min(delta::PATCH_MAX) as usize);
-    open_base(root, rel, size)
-        .and_then(|f| f.file.take(delta::PATCH_MAX + 1).read_to_end(&mut bytes))
-        .map_err(|e| DeltaError::File {
-            path: crate::text::printable(rel, 256),
-            why: format!("reading the base release's copy: {e}"),
-        })?;
+    (&mut source)
+        .take(delta::PATCH_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| failed(e.to_string()))?;
     Ok(bytes)
-}
-
-/// Where a reused file goes in the new release, and what the index says of it.
-struct Target<'a> {
-    path: &'a Path,
-    mode: u32,
-    size: u64,
-}
-
-/// Gives `to` the bytes of `rel` (a file of the base release at `root`) by `how`; the
-/// sha256 of what `to` holds afterwards.
-fn reuse(root: &Path, rel: &str, to: &Target, how: Reuse, per_file: bool) -> io::Result<String> {
-    let crate::files::Beneath { dir, name, file } = open_base(root, rel, to.size)?;
-    let mut source = file;
-    let meta = source.metadata()?;
-    if how == Reuse::Hardlink && meta.mode() & 0o7777 == to.mode {
-        let sha256 = hash(&mut source)?;
-        link(&dir, &name, to.path)?;
-        // The name may have been swapped between the open and the link: the link must
-        // be the inode that was hashed.
-        let linked = fs::symlink_metadata(to.path)?;
-        if (linked.dev(), linked.ino()) != (meta.dev(), meta.ino()) {
-            fs::remove_file(to.path)?;
-            return Err(io::Error::other("it was replaced while it was linked"));
-        }
-        return Ok(sha256);
-    }
-    let mut target = create(to.path, to.mode)?;
-    if !clone(&source, &target) {
-        // std's copy between two files is copy_file_range, which shares blocks too
-        // where the file system can, and copies in the kernel where it cannot; never
-        // more than one byte past the size the index gives, however the file grows.
-        io::copy(&mut (&mut source).take(to.size + 1), &mut target)?;
-    }
-    if per_file {
-        target.sync_all()?;
-    }
-    drop(target);
-    let mut written = File::open(to.path)?;
-    hash(&mut written)
-}
-
-/// A hard link at `to` to the file `name` in the folder `dir`: `linkat` without
-/// following a link at `name`.
-fn link(dir: &std::os::fd::OwnedFd, name: &std::ffi::CStr, to: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    let to = std::ffi::CString::new(to.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: a valid folder descriptor and NUL-terminated names; flags 0 links the
-    // name itself, never what a link there points at.
-    let done = unsafe { libc::linkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_FDCWD, to.as_ptr(), 0) };
-    if done < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// `FICLONE`: the whole file shared block for block, where the file system has reflinks.
@@ -303,8 +387,14 @@ fn clone(source: &File, target: &File) -> bool {
     unsafe { libc::ioctl(target.as_raw_fd(), libc::FICLONE, source.as_raw_fd()) == 0 }
 }
 
-fn hash(file: &mut File) -> io::Result<String> {
+fn hash(file: &mut File, buffer: &mut [u8]) -> io::Result<String> {
     let mut hashing = Hashing::new(io::sink());
-    io::copy(file, &mut hashing)?;
+    loop {
+        let n = file.read(buffer)?;
+        if n == 0 {
+            break;
+        }
+        io::Write::write_all(&mut hashing, &buffer[..n])?;
+    }
     Ok(hashing.finish().1)
 }

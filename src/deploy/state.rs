@@ -179,7 +179,7 @@ impl StateDir {
         let mut stored = Vec::new();
         // Not through a link, and not a FIFO that would hold the read (and the lock).
         crate::files::open_beneath(&self.root, &format!("{INDEXES}/{tag}.json.zst"))
-            .and_then(|f| f.file.take(index::MAX_STORED_BYTES + 1).read_to_end(&mut stored))
+            .and_then(|f| f.take(index::MAX_STORED_BYTES + 1).read_to_end(&mut stored))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Index::from_stored(&stored, &sha256, limits)
             .map(Some)
