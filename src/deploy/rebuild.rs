@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::unpack::{Dirs, MODE_MASK, SyncMode, create, sync_filesystem};
 use crate::archive::Hashing;
 use crate::archive::delta::{self, DeltaError, How};
-use crate::archive::index::{EntryKind, Index};
+use crate::archive::index::{Entry, EntryKind, Index};
 use crate::archive::policy::Limits;
 
 /// `deploy.delta`: whether an update may come as a delta pack.
@@ -76,21 +76,7 @@ pub fn rebuild(
     dest: &Path,
 ) -> Result<Rebuilt, DeltaError> {
     let header = delta::read_header(&mut pack)?;
-    let base_index = base.index.digest().0;
-    let made_for = [
-        ("tag", &header.tag, &expected.tag),
-        ("base archive", &header.base_sha256, &base.sha256),
-        ("base index", &header.base_index_sha256, &base_index),
-        ("index", &header.index_sha256, &expected.index_sha256),
-    ];
-    for (what, has, wanted) in made_for {
-        if has != wanted {
-            return Err(DeltaError::Mismatch(format!(
-                "it is for {what} {}, not {wanted}",
-                crate::text::printable(has, 80)
-            )));
-        }
-    }
+    check_made_for(&header, base, expected)?;
     let new = delta::read_index(
         &mut pack,
         &header,
@@ -108,16 +94,64 @@ pub fn rebuild(
             _ => dirs.parent_of(&entry.path)?,
         }
     }
-    let entries: HashMap<&str, &crate::archive::index::Entry> =
-        new.entries.iter().map(|e| (e.path.as_str(), e)).collect();
-    let old: HashMap<&str, &crate::archive::index::Entry> =
-        base.index.entries.iter().map(|e| (e.path.as_str(), e)).collect();
-    let file_error = |path: &str, why: String| DeltaError::File {
+    let old: HashMap<&str, &Entry> = base.index.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    write_carried(&mut pack, &header, &new, &old, base, dest, per_file)?;
+    if !pack.fill_buf()?.is_empty() {
+        return Err(DeltaError::Mismatch("bytes after its last payload".into()));
+    }
+    let jobs = reuse_jobs(&header, &new, &old, &base.index, dest)?;
+    let reused = reuse_all(&base.dir, &jobs, expected.reuse, per_file)?;
+    dirs.apply_modes()?;
+    match expected.sync {
+        SyncMode::Filesystem => sync_filesystem(dest)?,
+        SyncMode::Files => dirs.sync_all()?,
+    }
+    Ok(Rebuilt {
+        index: new,
+        reused,
+        carried: header.files.len() as u64,
+    })
+}
+
+/// Refuses a pack made for another tag, base or index than this rebuild's.
+fn check_made_for(header: &delta::Header, base: &Base, expected: &Expected) -> Result<(), DeltaError> {
+    let base_index = base.index.digest().0;
+    let made_for = [
+        ("tag", &header.tag, &expected.tag),
+        ("base archive", &header.base_sha256, &base.sha256),
+        ("base index", &header.base_index_sha256, &base_index),
+        ("index", &header.index_sha256, &expected.index_sha256),
+    ];
+    for (what, has, wanted) in made_for {
+        if has != wanted {
+            return Err(DeltaError::Mismatch(format!(
+                "it is for {what} {}, not {wanted}",
+                crate::text::printable(has, 80)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn file_error(path: &str, why: String) -> DeltaError {
+    DeltaError::File {
         path: crate::text::printable(path, 256),
         why,
-    };
+    }
+}
 
-    // What the pack carries, in its order, as it streams in.
+/// Writes what the pack carries, in its order, as it streams in: each file decoded
+/// (whole, or patched against the base's file at its path) and checked against `new`.
+fn write_carried(
+    pack: &mut impl BufRead,
+    header: &delta::Header,
+    new: &Index,
+    old: &HashMap<&str, &Entry>,
+    base: &Base,
+    dest: &Path,
+    per_file: bool,
+) -> Result<(), DeltaError> {
+    let entries: HashMap<&str, &Entry> = new.entries.iter().map(|e| (e.path.as_str(), e)).collect();
     for record in &header.files {
         let Some(entry) = entries.get(record.path.as_str()) else {
             return Err(file_error(&record.path, "carried, but not in the index".into()));
@@ -143,7 +177,7 @@ pub fn rebuild(
         };
         let path = dest.join(&entry.path);
         let mut file = create(&path, entry.mode & MODE_MASK)?;
-        let have = delta::decode(&mut pack, record.bytes, reference.as_deref(), size, &mut file)
+        let have = delta::decode(&mut *pack, record.bytes, reference.as_deref(), size, &mut file)
             .map_err(|e| file_error(&record.path, e.to_string()))?;
         if have != sha256 {
             return Err(file_error(
@@ -155,16 +189,21 @@ pub fn rebuild(
             file.sync_all()?;
         }
     }
-    if !pack.fill_buf()?.is_empty() {
-        return Err(DeltaError::Mismatch("bytes after its last payload".into()));
-    }
+    Ok(())
+}
 
-    // Everything else, from the base: the same path when it holds the same bytes, else
-    // any path that does.
-    let sources = delta::sources(&base.index);
-    let carried = header.files.len() as u64;
-    let carried_paths: std::collections::HashSet<&str> =
-        header.files.iter().map(|r| r.path.as_str()).collect();
+/// Makes the symlinks of `new`, and lists every file the pack does not carry with where
+/// the base has its bytes: the same path when it holds the same bytes, else any path
+/// that does.
+fn reuse_jobs<'a>(
+    header: &'a delta::Header,
+    new: &'a Index,
+    old: &HashMap<&str, &'a Entry>,
+    base: &'a Index,
+    dest: &Path,
+) -> Result<Vec<Job<'a>>, DeltaError> {
+    let sources = delta::sources(base);
+    let carried: std::collections::HashSet<&str> = header.files.iter().map(|r| r.path.as_str()).collect();
     let mut jobs = Vec::new();
     for entry in &new.entries {
         match entry.kind {
@@ -173,7 +212,7 @@ pub fn rebuild(
                 entry.target.as_deref().unwrap_or_default(),
                 dest.join(&entry.path),
             )?,
-            EntryKind::File if carried_paths.contains(entry.path.as_str()) => {}
+            EntryKind::File if carried.contains(entry.path.as_str()) => {}
             EntryKind::File => {
                 let sha256 = entry.sha256.as_deref().unwrap_or_default();
                 let from = match old.get(entry.path.as_str()) {
@@ -192,17 +231,7 @@ pub fn rebuild(
             }
         }
     }
-    let reused = reuse_all(&base.dir, &jobs, expected.reuse, per_file)?;
-    dirs.apply_modes()?;
-    match expected.sync {
-        SyncMode::Filesystem => sync_filesystem(dest)?,
-        SyncMode::Files => dirs.sync_all()?,
-    }
-    Ok(Rebuilt {
-        index: new,
-        reused,
-        carried,
-    })
+    Ok(jobs)
 }
 
 /// One file of the new release to be had from the base.
