@@ -363,7 +363,8 @@ impl Copier<'_> {
         }
         let mut target = create(&job.to, job.mode)?;
         let sha256 = if self.reflinks.load(Ordering::Relaxed) && clone(&source, &target) {
-            hash(&mut source, buffer)?
+            // What the clone holds, read back: the blocks it shares are the ones checked.
+            hash(&mut File::open(&job.to)?, buffer)?
         } else {
             if self.reflinks.load(Ordering::Relaxed) {
                 self.reflinks.store(false, Ordering::Relaxed);
