@@ -74,22 +74,14 @@ pub async fn preview(
     };
     match state.index_of(&tag, config.limits()) {
         Ok(Some(_)) => {}
-        Ok(None) => return full(Some(format!("no file index is kept for {tag}"))),
-        Err(why) => {
-            return full(Some(format!(
-                "the file index kept for {tag} does not read: {why}"
-            )));
-        }
+        Ok(None) => return full(Some(no_index(&tag))),
+        Err(why) => return full(Some(unreadable_index(&tag, &why))),
     }
     let key = layout::delta(&manifest.tag, &sha256);
     match store.size_of(&key).await {
         Ok(Some(bytes)) if bytes < manifest.size => Preview::Delta { from: tag, bytes },
-        Ok(Some(bytes)) => full(Some(format!(
-            "the delta pack {} is {bytes} bytes, not smaller than the archive ({} bytes)",
-            store.url_of(&key),
-            manifest.size
-        ))),
-        Ok(None) => full(Some(format!("no delta pack from {tag} ({})", store.url_of(&key)))),
+        Ok(Some(bytes)) => full(Some(too_large(&store.url_of(&key), bytes, manifest))),
+        Ok(None) => full(Some(no_pack(&tag, &store.url_of(&key)))),
         Err(err) => full(Some(format!("checking the delta pack: {err}"))),
     }
 }
@@ -109,24 +101,21 @@ pub async fn attempt(
     let mut limits = config.limits();
     let base_index = match state.index_of(&tag, limits) {
         Ok(Some(index)) => index,
-        Ok(None) => return Attempt::Skipped(Some(format!("no file index is kept for {tag}"))),
+        Ok(None) => return Attempt::Skipped(Some(no_index(&tag))),
         Err(why) => {
-            return Attempt::Failed(format!("the file index kept for {tag} does not read: {why}"));
+            return Attempt::Failed(unreadable_index(&tag, &why));
         }
     };
     let key = layout::delta(&manifest.tag, &sha256);
     let url = store.url_of(&key);
     let (size, stream) = match store.open_stream(&key, None).await {
         Ok(Some(opened)) => opened,
-        Ok(None) => return Attempt::Skipped(Some(format!("no delta pack from {tag} ({url})"))),
+        Ok(None) => return Attempt::Skipped(Some(no_pack(&tag, &url))),
         Err(err) => return Attempt::Failed(format!("reading the delta pack: {err}")),
     };
     // A pack larger than the archive saves nothing, and is not read.
     if size >= manifest.size {
-        return Attempt::Failed(format!(
-            "the delta pack {url} is {size} bytes, not smaller than the archive ({} bytes)",
-            manifest.size
-        ));
+        return Attempt::Failed(too_large(&url, size, manifest));
     }
     limits.max_unpacked_bytes = limits.max_unpacked_bytes.min(manifest.unpacked_bytes);
     let base = Base {
@@ -178,4 +167,27 @@ pub async fn attempt(
         }
         Err(err) => Attempt::Failed(format!("the delta pack from {tag} ({url}): {err}")),
     }
+}
+
+/// Why no delta was tried from `tag`: the instance kept no index for it.
+fn no_index(tag: &str) -> String {
+    format!("no file index is kept for {tag}")
+}
+
+/// Why no delta could be had from `tag`: the index kept for it does not read.
+fn unreadable_index(tag: &str, why: &str) -> String {
+    format!("the file index kept for {tag} does not read: {why}")
+}
+
+/// Why no delta was tried from `tag`: the store has no pack at `url`.
+fn no_pack(tag: &str, url: &str) -> String {
+    format!("no delta pack from {tag} ({url})")
+}
+
+/// Why the pack at `url`, of `size` bytes, is not read: it saves nothing.
+fn too_large(url: &str, size: u64, manifest: &Manifest) -> String {
+    format!(
+        "the delta pack {url} is {size} bytes, not smaller than the archive ({} bytes)",
+        manifest.size
+    )
 }
