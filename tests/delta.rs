@@ -750,3 +750,103 @@ fn folders_keep_their_mode_under_a_strict_umask_by_either_path() {
         assert_eq!(listing["var/empty"], "dir 755", "{state}");
     }
 }
+
+/// On a file system with reflinks (XFS on a loop device, mounted in a private mount
+/// namespace over the instance's state dir): reused files share the base's blocks; the
+/// tree is the pushed one; a base file edited long enough ago, or just now, is caught
+/// either way (the first by hashing the base, the second by reading the clone back);
+/// a base file only touched just now is still reused.
+#[test]
+fn on_a_reflink_file_system_reused_files_share_blocks_and_edits_are_still_caught() {
+    for tool in ["mkfs.xfs", "filefrag", "unshare"] {
+        assert!(
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .unwrap()
+                .status
+                .success(),
+            "{tool} is missing: apt-get install xfsprogs e2fsprogs util-linux (scripts/test.sh does)"
+        );
+    }
+    let fleet = Fleet::new();
+    fleet.push("v1", &[]);
+    fleet.edit_config();
+    fleet.push("v2", &[]);
+    let image = fleet.path("xfs.img");
+    std::fs::File::create(&image).unwrap().set_len(512 << 20).unwrap();
+    let made = run(Command::new("mkfs.xfs")
+        .args(["-q", "-m", "reflink=1"])
+        .arg(&image));
+    assert_eq!(made.code, 0, "mkfs.xfs: {}", made.all());
+    std::fs::create_dir(fleet.path("a")).unwrap();
+    let (a, bootlace) = (fleet.path("a"), env!("CARGO_BIN_EXE_bootlace"));
+    let out_dir = fleet.path("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    // Each deploy of v2 starts from v1 with v2 gone: `again` rolls back and removes it.
+    let script = format!(
+        r#"set -e
+mount -o loop "{image}" "{a}"
+again() {{ "{bootlace}" -q rollback --to v1 >/dev/null; rm -rf "{a}/releases/v2"; }}
+"{bootlace}" -q --json deploy --tag v1 > "{out}/v1.json"
+sleep 2.2
+"{bootlace}" -q --json deploy > "{out}/settled.json"
+filefrag -v "{a}/releases/v2/bin/app" > "{out}/extents"
+again
+touch "{a}/releases/v1/bin/app"
+"{bootlace}" -q --json deploy > "{out}/touched.json"
+again
+printf 'edited\n' > "{a}/releases/v1/lib/d3/f7.txt"
+"{bootlace}" -q --json deploy > "{out}/edited-now.json"
+again
+printf 'edited\n' > "{a}/releases/v1/lib/d4/f7.txt"
+sleep 2.2
+"{bootlace}" -q --json deploy > "{out}/edited-before.json"
+tar -C "{a}/releases" -cf "{out}/v2.tar" v2"#,
+        image = image.display(),
+        a = a.display(),
+        out = out_dir.display(),
+    );
+    let out =
+        run(support::with_env_of(&fleet.command("a"), "unshare").args(["--mount", "sh", "-c", &script]));
+    assert_eq!(
+        out.code,
+        0,
+        "needs root and a loop device (mount -o loop): {}",
+        out.all()
+    );
+    let report = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(out_dir.join(name)).unwrap()).unwrap()
+    };
+    let files = fleet.manifest("v2")["files"].as_u64().unwrap();
+    for name in ["settled.json", "touched.json"] {
+        let arrival = &report(name)["arrival"];
+        assert_eq!(arrival["via"], "delta", "{name}: {arrival}");
+        assert_eq!(arrival["files_reused"], files - 1, "{name}: {arrival}");
+    }
+    let extents = std::fs::read_to_string(out_dir.join("extents")).unwrap();
+    assert!(
+        extents.contains("shared"),
+        "a reflink shares the base's blocks: {extents}"
+    );
+    for name in ["edited-now.json", "edited-before.json"] {
+        let arrival = &report(name)["arrival"];
+        assert_eq!(arrival["via"], "full", "{name}: {arrival}");
+        let why = arrival["fallback"].as_str().unwrap_or_default();
+        assert!(why.contains("changed after it was deployed"), "{name}: {why}");
+    }
+    // The last tree (a full deploy) is the pushed one; the delta-built ones matched
+    // their index file by file, or the deploy would have fallen back.
+    let unpacked = fleet.path("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    let untar = run(Command::new("tar")
+        .arg("-C")
+        .arg(&unpacked)
+        .arg("-xf")
+        .arg(out_dir.join("v2.tar")));
+    assert_eq!(untar.code, 0, "{}", untar.all());
+    assert_eq!(
+        support::archives::tree_listing(&unpacked.join("v2")),
+        support::archives::tree_listing(&fleet.path("tree"))
+    );
+}

@@ -350,7 +350,7 @@ impl Copier<'_> {
             )));
         }
         if self.how == Reuse::Hardlink && meta.mode() & 0o7777 == job.mode {
-            let sha256 = hash(&mut source, buffer)?;
+            let sha256 = hash((&mut source).take(job.size + 1), buffer)?;
             base.link(job.from, &job.to)?;
             // The name may have been swapped between the open and the link: the link
             // must be the inode that was hashed.
@@ -363,8 +363,19 @@ impl Copier<'_> {
         }
         let mut target = create(&job.to, job.mode)?;
         let sha256 = if self.reflinks.load(Ordering::Relaxed) && clone(&source, &target) {
-            // What the clone holds, read back: the blocks it shares are the ones checked.
-            hash(&mut File::open(&job.to)?, buffer)?
+            // The clone shares the source's blocks but not its page cache: reading the
+            // source (which an instance running it often has in memory) costs less than
+            // reading the clone from disk. The bytes hashed are the clone's if no write
+            // reached the source between the stat before the clone and the one after
+            // the hash: every write moves its ctime, which nothing can set back. A file
+            // changed within the last seconds could share a coarse timestamp with a
+            // write during the copy, so its clone is read back instead.
+            let hashed = hash((&mut source).take(job.size + 1), buffer)?;
+            if settled(&meta) && unchanged(&meta, &source.metadata()?) {
+                hashed
+            } else {
+                hash(File::open(&job.to)?.take(job.size + 1), buffer)?
+            }
         } else {
             if self.reflinks.load(Ordering::Relaxed) {
                 self.reflinks.store(false, Ordering::Relaxed);
@@ -410,6 +421,32 @@ fn read_base(root: &Path, rel: &str, size: u64) -> Result<Vec<u8>, DeltaError> {
     Ok(bytes)
 }
 
+/// Whether a file's last change is far enough in the past (2 s) that a later write
+/// cannot leave its ctime as it was, however coarse the file system's clock.
+fn settled(meta: &fs::Metadata) -> bool {
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec() as u32);
+    std::time::SystemTime::now()
+        .duration_since(changed)
+        .is_ok_and(|age| age >= std::time::Duration::from_secs(2))
+}
+
+/// Whether no write reached a file between two looks at it.
+fn unchanged(before: &fs::Metadata, after: &fs::Metadata) -> bool {
+    let stamp = |m: &fs::Metadata| {
+        (
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.mtime(),
+            m.mtime_nsec(),
+        )
+    };
+    stamp(before) == stamp(after)
+}
+
 /// `FICLONE`: the whole file shared block for block, where the file system has reflinks.
 fn clone(source: &File, target: &File) -> bool {
     use std::os::fd::AsRawFd;
@@ -417,10 +454,12 @@ fn clone(source: &File, target: &File) -> bool {
     unsafe { libc::ioctl(target.as_raw_fd(), libc::FICLONE, source.as_raw_fd()) == 0 }
 }
 
-fn hash(file: &mut File, buffer: &mut [u8]) -> io::Result<String> {
+/// The sha256 of what `reader` yields. Callers bound it (`take`) one byte past the size
+/// they expect, so a file that grows meanwhile is read no further than that.
+fn hash(mut reader: impl Read, buffer: &mut [u8]) -> io::Result<String> {
     let mut hashing = Hashing::new(io::sink());
     loop {
-        let n = file.read(buffer)?;
+        let n = reader.read(buffer)?;
         if n == 0 {
             break;
         }
