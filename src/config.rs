@@ -96,6 +96,7 @@ impl Config {
         }
         self.trust.check().map_err(invalid)?;
         self.identity.check().map_err(invalid)?;
+        self.init.check().map_err(invalid)?;
         Ok(())
     }
 }

@@ -36,6 +36,8 @@ pub enum Exit {
     Degraded = 3,
     /// The target failed its init or health check; the last good release runs again.
     RolledBack = 4,
+    /// `plan --check --exit-code`: the host has drifted from what its playbook sets.
+    Drift = 5,
 }
 
 impl Exit {
@@ -47,6 +49,7 @@ impl Exit {
             Exit::BadInput,
             Exit::Degraded,
             Exit::RolledBack,
+            Exit::Drift,
         ]
         .into_iter()
         .find(|exit| *exit as u8 == code)

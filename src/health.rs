@@ -193,6 +193,7 @@ impl Probe<'_> {
                 let how = crate::process::How {
                     timeout,
                     quiet_stdout: true,
+                    discard_stdout: false,
                     forward_signals,
                     what: "health command",
                     started: None,

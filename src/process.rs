@@ -53,6 +53,8 @@ pub struct How<'a> {
     pub timeout: Duration,
     /// Its stdout goes to our stderr (`--json` runs, whose stdout is the report alone).
     pub quiet_stdout: bool,
+    /// Its stdout goes nowhere (a playbook's check, whose diffs may hold secrets).
+    pub discard_stdout: bool,
     /// SIGTERM and SIGINT to bootlace go to the command (a boot run).
     pub forward_signals: bool,
     /// `init script`, `health command`: for the log.
@@ -109,6 +111,9 @@ pub fn execute(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    if how.discard_stdout {
+        command.stdout(Stdio::null());
+    }
     // From here to the report, SIGTERM and SIGINT are passed on to the script.
     let signals = Signals::catch(forward_signals)?;
     let started = Instant::now();

@@ -106,6 +106,28 @@ pub struct Report {
     /// What went wrong without failing the run (no init script matched, say).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What the agent's last drift check found (DESIGN §6.10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Drift>,
+}
+
+/// A drift check of the current release's playbook, and its repair with `agent.drift =
+/// "apply"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    pub checked_at: String,
+    pub tag: String,
+    /// Tasks that would have changed something.
+    pub changed: u64,
+    /// Their names (capped).
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// Whether the repair (the init again, then the health check) succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<bool>,
+    /// Why the check could not tell (it failed, or timed out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How a release arrived: a delta pack or the full archive, what was downloaded, and
@@ -169,6 +191,18 @@ pub struct Init {
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
     pub output_tail: String,
+    /// The runner, when not a script's (`ansible`, or one the config adds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
+    /// A playbook's totals (DESIGN §6.10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<crate::init::ansible::Tasks>,
+    /// The names of the tasks that changed something, and of those that failed
+    /// (capped); never a diff.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_tasks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_tasks: Vec<String>,
 }
 
 /// The health check of the release that runs now.

@@ -21,6 +21,23 @@ pub struct Config {
     pub report_interval: Duration,
     /// While it exists, a new release is fetched but not switched to.
     pub hold_file: PathBuf,
+    /// How often the current release's playbook is run in check mode between pointer
+    /// checks (plus jitter); off when unset (DESIGN §6.10).
+    #[serde(with = "crate::units::optional_duration")]
+    pub drift_interval: Option<Duration>,
+    /// What drift leads to: a report, or the same release's init run again.
+    pub drift: DriftMode,
+}
+
+/// `agent.drift`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftMode {
+    /// The stored report says what drifted; nothing is changed.
+    #[default]
+    Report,
+    /// The release's init runs again (`BOOTLACE_PHASE=drift`), then its health check.
+    Apply,
 }
 
 impl Default for Config {
@@ -30,6 +47,8 @@ impl Default for Config {
             jitter: None,
             report_interval: Duration::from_secs(3600),
             hold_file: PathBuf::from("/run/bootlace/hold"),
+            drift_interval: None,
+            drift: DriftMode::Report,
         }
     }
 }
@@ -44,6 +63,12 @@ impl Config {
             return Err(Invalid::new(
                 "agent.interval",
                 "at least 100ms (each check is a request to the store from every instance; minutes are usual)",
+            ));
+        }
+        if self.drift_interval.is_some_and(|d| d < Duration::from_secs(1)) {
+            return Err(Invalid::new(
+                "agent.drift_interval",
+                "at least 1s (each check runs the whole playbook in check mode; hours are usual)",
             ));
         }
         Ok(())

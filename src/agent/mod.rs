@@ -10,6 +10,7 @@
 //! timeouts).
 
 pub mod config;
+mod drift;
 mod report;
 mod service;
 
@@ -65,6 +66,7 @@ pub async fn run(config: &crate::config::Config, once: bool, json: bool) -> anyh
         last_pointer: None,
         placement: None,
         json,
+        last_drift_refusal: None,
     };
     // Started: systemd's start timeout does not wait for a recovery or a first update,
     // which have bounds of their own (and widen the watchdog while they run).
@@ -74,9 +76,15 @@ pub async fn run(config: &crate::config::Config, once: bool, json: bool) -> anyh
         return Ok(stopping(&stop, recovered));
     }
     let watchdog = watchdog();
+    let mut next_drift = agent.next_drift();
     loop {
         agent.reported.set(false);
         let exit = stop.busy(agent.check()).await;
+        // `--once` checks for drift too when drift checks are on.
+        if next_drift.is_some_and(|at| once || std::time::Instant::now() >= at) && !stop.requested() {
+            stop.busy(agent.drift()).await;
+            next_drift = agent.next_drift();
+        }
         if once {
             // As `status` would say: the check's exit when it wrote a report, else the
             // recovery's when that did something.
@@ -86,7 +94,13 @@ pub async fn run(config: &crate::config::Config, once: bool, json: bool) -> anyh
         if stop.requested() {
             return Ok(stopping(&stop, Exit::Ok));
         }
-        let wait = agent.next_wait();
+        // The next pointer check, or the next drift check when that comes first.
+        let wait = match next_drift {
+            Some(at) => agent
+                .next_wait()
+                .min(at.saturating_duration_since(std::time::Instant::now())),
+            None => agent.next_wait(),
+        };
         notify(&[sd_notify::NotifyState::Status(&agent.status_line(wait))]);
         match wait_for(&stop, &mut hangup, wait, watchdog).await {
             Woke::Timer => {}
@@ -132,6 +146,8 @@ struct Agent<'a> {
     /// Whether SIGTERM or SIGINT came.
     stop: StopSeen,
     json: bool,
+    /// Why drift cannot be checked (no playbook init), said once.
+    last_drift_refusal: Option<String>,
 }
 
 impl Agent<'_> {

@@ -91,13 +91,18 @@ impl Agent<'_> {
         };
         report.checked_at = Some(crate::release::now());
         report.rollout.clone_from(&self.placement);
-        // Refreshed in place: a heartbeat is not a run, and adds nothing to runs/.
+        self.refresh(&report).await;
+    }
+
+    /// Writes `report` over the last one and uploads it: a heartbeat or a drift check
+    /// is not a run, and adds nothing to runs/.
+    pub(super) async fn refresh(&self, report: &Report) {
         if let Err(err) = report.refresh(self.state.root()) {
             warn!("refreshing the report: {err}");
         }
         if self.config.report.upload
             && let Err(err) =
-                crate::run::upload_report(&report, &self.identity, &self.store, &self.config.report).await
+                crate::run::upload_report(report, &self.identity, &self.store, &self.config.report).await
         {
             warn!("uploading the report: {err}");
         }

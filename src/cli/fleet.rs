@@ -189,7 +189,7 @@ pub(super) fn print_instances(fleet: &Fleet) -> anyhow::Result<()> {
                     i.tag.clone().unwrap_or_else(|| "-".into()),
                     format!("{}{stale}", status_name(i.status).replace('_', " ")),
                     fleet::age(i.age_s),
-                    i.init_script.clone().unwrap_or_else(|| "-".into()),
+                    init_cell(i),
                     i.bootlace_version.clone().unwrap_or_else(|| "-".into()),
                     arrived(i),
                 ]
@@ -213,6 +213,26 @@ pub(super) fn print_instances(fleet: &Fleet) -> anyhow::Result<()> {
         )?;
     }
     print_unreadable(fleet)
+}
+
+/// The init's script, and for a playbook what its tasks did and what the last drift
+/// check found: `b/prod/bootstrapper.yml (2 changed; drift repaired)`.
+fn init_cell(instance: &fleet::Instance) -> String {
+    let script = instance.init_script.clone().unwrap_or_else(|| "-".into());
+    let mut notes = Vec::new();
+    if let Some(tasks) = instance.init_tasks {
+        notes.push(match tasks.failed {
+            0 => format!("{} changed", tasks.changed),
+            failed => format!("{failed} failed"),
+        });
+    }
+    if let Some(drift) = instance.drift {
+        notes.push(format!("drift {drift}"));
+    }
+    match notes.is_empty() {
+        true => script,
+        false => format!("{script} ({})", notes.join("; ")),
+    }
 }
 
 /// How an instance's last deployed release arrived: `delta 491 B`, `full 12.0 MiB`.

@@ -71,7 +71,15 @@ pub enum Command {
     /// Print this instance's identity (user-data secrets redacted)
     Identity,
     /// Dry run: identity, pointer, cache, init candidates; changes nothing
-    Plan,
+    Plan {
+        /// Run the current release's playbook with --check --diff (under the lock) and
+        /// list the tasks that would change
+        #[arg(long)]
+        check: bool,
+        /// With --check: exit 5 when something would change
+        #[arg(long, requires = "check")]
+        exit_code: bool,
+    },
     /// Deploy the pointer's release (or TAG) and make it current
     Deploy {
         /// Deploy this tag instead of the pointer's
@@ -293,6 +301,9 @@ pub enum ReleaseCommand {
         #[command(flatten)]
         sign: SignArgs,
     },
+    /// Install bootstrap/requirements.yml's roles and collections into the tree DIR
+    /// with ansible-galaxy, and write bootstrap/vendor.lock.json
+    Vendor { dir: PathBuf },
     /// Add the delta pack that rebuilds TAG from a release OLD instances hold
     Delta {
         tag: String,
@@ -380,7 +391,11 @@ impl Cli {
             Command::Identity => identity::run(global),
             Command::Demo => demo::run(global),
             Command::Run => run::run(global),
-            Command::Plan => run::plan(global),
+            Command::Plan { check: false, .. } => run::plan(global),
+            Command::Plan {
+                check: true,
+                exit_code,
+            } => run::plan_check(global, *exit_code),
             Command::Deploy { tag } => deploy::deploy(global, tag.as_deref()),
             Command::Rollback { to } => deploy::rollback(global, to.as_deref()),
             Command::Status { wait } => run::status(global, *wait),

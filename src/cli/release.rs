@@ -15,6 +15,9 @@ use crate::store::{self, layout};
 
 pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit> {
     let config = global.settings()?;
+    if let ReleaseCommand::Vendor { dir } = command {
+        return vendor(global, &config, dir);
+    }
     let runtime = runtime()?;
     let guard = runtime.enter();
     let access = match command {
@@ -54,6 +57,8 @@ pub fn run(global: &GlobalArgs, command: &ReleaseCommand) -> anyhow::Result<Exit
                     .map(|()| Exit::Ok)
             }
             ReleaseCommand::Delta { tag, from } => delta_cmd(op, tag, from).await.map(|()| Exit::Ok),
+            // Handled before the store is opened.
+            ReleaseCommand::Vendor { dir } => vendor(global, &config, dir),
             ReleaseCommand::Promote {
                 tag,
                 env,
@@ -109,6 +114,12 @@ async fn push_cmd(
         author,
     } = *op;
     check_tag(tag)?;
+    // Before the tag is spent: a release whose init is ambiguous or whose playbooks
+    // need what it does not carry is refused (DESIGN §6.10).
+    if path.is_dir() {
+        let found = crate::init::lint::candidates_in(&config.init, path)?;
+        crate::init::lint::check_playbooks(&config.init, path, &found)?;
+    }
     let pointer = env
         .map(|env| pointer_name(&config.deploy.pointer, env))
         .transpose()?;
@@ -384,6 +395,7 @@ impl ReleaseCommand {
             ReleaseCommand::Rollout(R::Status { .. })
             | ReleaseCommand::List { .. }
             | ReleaseCommand::Delta { .. }
+            | ReleaseCommand::Vendor { .. }
             | ReleaseCommand::Show { .. } => None,
         }
     }
@@ -447,4 +459,35 @@ fn print_moved(name: &str, moved: &Moved) -> anyhow::Result<()> {
 
 fn pointer_json(name: &str, moved: &Moved) -> serde_json::Value {
     json!({"name": name, "changed": moved.changed, "retries": moved.retries, "pointer": moved.pointer})
+}
+
+/// `release vendor DIR`: needs no store, only ansible-galaxy.
+fn vendor(global: &GlobalArgs, config: &Config, dir: &Path) -> anyhow::Result<Exit> {
+    if !dir.is_dir() {
+        return Err(BadInput(format!("release vendor: {} is not a directory", dir.display())).into());
+    }
+    let lock = crate::init::vendor::vendor(&config.init, dir, global.json)?;
+    if global.json {
+        print_json(&lock)?;
+        return Ok(Exit::Ok);
+    }
+    let root = config.init.root(dir);
+    outln!(
+        "vendored into {}: {} roles, {} collections; lock {}",
+        root.display(),
+        lock.roles.len(),
+        lock.collections.len(),
+        root.join("vendor.lock.json").display()
+    );
+    for (kind, items) in [("role", &lock.roles), ("collection", &lock.collections)] {
+        for item in items {
+            outln!(
+                "  {kind:10} {} {} from {}",
+                item.name,
+                item.version.as_deref().unwrap_or("(no version)"),
+                item.source.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    Ok(Exit::Ok)
 }

@@ -77,6 +77,7 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
     let current = state.current();
     let candidates = init::candidates(&config.init, &identity, &release_dir)?;
     let would_run = present.then(|| candidates.iter().find(|c| c.present)).flatten();
+    let runner = would_run.and_then(|c| init::readiness(&c.runner));
     // Names and sources only: plan fetches nothing.
     let secrets = crate::secrets::plan(&config.secrets, &identity)?;
     let secrets_dir = (!secrets.is_empty()).then(|| crate::secrets::dir_note(&config.secrets));
@@ -88,7 +89,7 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
         print_json(&json!({
             "identity": identity, "pointer": pointer, "tag": manifest.tag, "sha256": manifest.sha256,
             "present": present, "arrival": arrival, "current": current, "candidates": listed,
-            "would_run": would_run.map(|c| &c.script), "rollout": target.placement,
+            "would_run": would_run.map(|c| &c.script), "runner": runner, "rollout": target.placement,
             "refused": target.refused, "secrets": secrets,
             "secrets_dir": secrets_dir.as_ref().map(|_| &config.secrets.dir),
         }))?;
@@ -103,8 +104,87 @@ pub fn plan(global: &GlobalArgs) -> anyhow::Result<Exit> {
         &candidates,
         would_run,
     )?;
+    if let Some(runner) = &runner {
+        match (&runner.program, &runner.missing) {
+            (_, Some(missing)) => outln!("runner     {}: {missing}", runner.name),
+            (Some(program), None) => outln!(
+                "runner     {}: {}{}",
+                runner.name,
+                program.display(),
+                runner
+                    .version
+                    .as_ref()
+                    .map_or(String::new(), |v| format!(" ({v})"))
+            ),
+            (None, None) => {}
+        }
+    }
     print_secrets(&secrets, secrets_dir.as_deref())?;
     Ok(Exit::Ok)
+}
+
+/// `plan --check`: the current release's playbook in check mode, under the lock.
+pub fn plan_check(global: &GlobalArgs, exit_code: bool) -> anyhow::Result<Exit> {
+    let config = global.settings()?;
+    let runtime = runtime()?;
+    let _entered = runtime.enter();
+    let state = crate::deploy::state::StateDir::open(&config.deploy.state_dir)
+        .map_err(|e| anyhow::anyhow!("opening state dir {}: {e}", config.deploy.state_dir.display()))?;
+    let _lock = state.lock(config.deploy.lock_timeout)?;
+    let identity = runtime.block_on(identity::resolve(&config.identity, &config.identity.source))?;
+    let flow = crate::run::Flow {
+        config: &config,
+        state: &state,
+        identity: &identity,
+        phase: init::Phase::Check,
+        json: global.json,
+    };
+    let checked = flow.check_drift()?;
+    if !checked.completed() {
+        let failed = match checked.failed_tasks.first() {
+            Some(task) => format!(" (task {task:?} failed)"),
+            None => String::new(),
+        };
+        anyhow::bail!(
+            "checking {}'s {}: ansible-playbook exited with {}{failed}",
+            checked.tag,
+            checked.script,
+            checked.exit_code.map_or("no code".into(), |c| c.to_string())
+        );
+    }
+    if global.json {
+        let mut value = serde_json::to_value(&checked)?;
+        value["drift"] = checked.drifted().into();
+        print_json(&value)?;
+    } else {
+        outln!(
+            "check      {}: {} ({}), {} ms",
+            checked.tag,
+            checked.script,
+            checked.runner,
+            checked.duration_ms
+        );
+        let total = checked.tasks.ok + checked.tasks.skipped + checked.tasks.failed;
+        if checked.drifted() {
+            outln!(
+                "drift      {} of {total} tasks would change:",
+                checked.tasks.changed
+            );
+            for task in &checked.changed_tasks {
+                outln!("  {task}");
+            }
+            for path in &checked.paths {
+                outln!("  path     {path}");
+            }
+        } else {
+            outln!("drift      none: {total} tasks, none would change");
+        }
+    }
+    Ok(if exit_code && checked.drifted() {
+        Exit::Drift
+    } else {
+        Exit::Ok
+    })
 }
 
 /// `plan`'s text: the identity, the pointer and what it names, the instance's place in

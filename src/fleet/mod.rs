@@ -77,6 +77,8 @@ struct Seen {
     via: Option<crate::report::Via>,
     #[serde(default, deserialize_with = "lenient")]
     bytes_downloaded: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    drift: Option<SeenDrift>,
 }
 
 /// A field that is not what this bootlace expects reads as absent.
@@ -92,6 +94,25 @@ where
 #[derive(Deserialize)]
 struct SeenInit {
     script: String,
+    /// A playbook's totals (DESIGN §6.10).
+    #[serde(default, deserialize_with = "lenient")]
+    tasks: Option<SeenTasks>,
+}
+
+#[derive(Deserialize)]
+struct SeenTasks {
+    changed: u64,
+    failed: u64,
+}
+
+/// The agent's last drift check.
+#[derive(Deserialize)]
+struct SeenDrift {
+    changed: u64,
+    #[serde(default)]
+    repaired: Option<bool>,
+    #[serde(default)]
+    error: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -124,7 +145,20 @@ pub struct Instance {
     /// `None` when the last run deployed nothing.
     pub via: Option<crate::report::Via>,
     pub bytes_downloaded: Option<u64>,
+    /// A playbook init's changed and failed tasks, at its last run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_tasks: Option<InitTasks>,
+    /// The agent's last drift check: `none`, `drifted`, `repaired`, `repair failed`,
+    /// or `unknown` (the check could not tell).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<&'static str>,
     pub format_version: u32,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct InitTasks {
+    pub changed: u64,
+    pub failed: u64,
 }
 
 /// Instances per status.
@@ -331,6 +365,24 @@ async fn read_one(store: &Store, scope: &Scope, listed: Listed) -> Read {
         reported_at: humantime::format_rfc3339_seconds(reported).to_string(),
         age_s: age.as_secs(),
         age,
+        init_tasks: seen
+            .init
+            .as_ref()
+            .and_then(|i| i.tasks.as_ref())
+            .map(|t| InitTasks {
+                changed: t.changed,
+                failed: t.failed,
+            }),
+        drift: seen
+            .drift
+            .as_ref()
+            .map(|d| match (d.repaired, &d.error, d.changed) {
+                (_, Some(_), _) => "unknown",
+                (Some(true), _, _) => "repaired",
+                (Some(false), _, _) => "repair failed",
+                (None, None, 0) => "none",
+                (None, None, _) => "drifted",
+            }),
         init_script: seen.init.map(|i| printable(&i.script, 256)),
         bootlace_version: seen.bootlace_version.map(|v| printable(&v, 64)),
         hostname: seen.hostname.map(|h| printable(&h, 256)),

@@ -9,6 +9,7 @@
 //!   release (exit 4), and not tried again until the pointer's serial changes;
 //! - only with nothing to fall back to does the run fail (exit 1, or 2 for bad input).
 
+mod drift;
 mod record;
 
 use std::time::Instant;
@@ -24,6 +25,7 @@ use crate::report::{self, RolledBackFrom, Trigger};
 use crate::store::{self, Store, StoreError};
 use crate::{health, release, secrets};
 
+pub use drift::Checked;
 pub(crate) use record::upload_report;
 pub use record::{Ran, Run};
 
@@ -464,42 +466,58 @@ impl Flow<'_> {
             run.warnings.push(why);
             return Ok(());
         };
-        info!("running init script {}", chosen.script);
+        let what = init::what(&chosen.runner);
+        info!("running init {what} {}", chosen.script);
         let started = |group: u32| self.record_init(tag, Some(group), false);
         let how = crate::process::How {
             timeout: config.init.timeout,
             quiet_stdout: self.json,
+            discard_stdout: false,
             forward_signals: self.forward_signals(),
-            what: "init script",
+            what: if what == "playbook" {
+                "init playbook"
+            } else {
+                "init script"
+            },
             started: Some(&started),
         };
-        let outcome = init::run(chosen, &release, env, &how)?;
+        let options = init::Options {
+            work: &self.state.root().join("ansible"),
+            mode: init::ansible::Mode::Apply,
+        };
+        let ran = init::run(&config.init, chosen, &release, env, &how, &options)?;
+        let outcome = ran.outcome;
         // Stopped by a signal, it did not finish: recovery runs it again.
         self.record_init(tag, None, outcome.stopped_by.is_none());
-        let succeeded = outcome.succeeded();
+        let succeeded = ran.succeeded;
         let (timed_out, code, stopped_by) = (outcome.timed_out, outcome.exit_code, outcome.stopped_by);
+        let results = ran.results.unwrap_or_default();
         run.init = Some(report::Init {
             script: outcome.script,
             exit_code: outcome.exit_code,
             duration_ms: outcome.duration_ms,
             output_tail: outcome.output_tail,
+            runner: (chosen.runner.kind != init::Kind::Script).then_some(ran.runner),
+            tasks: (chosen.runner.kind != init::Kind::Script && what == "playbook").then_some(results.tasks),
+            changed_tasks: results.changed,
+            failed_tasks: results.failed,
         });
         if let Some(signal) = stopped_by {
             run.stopped = true;
             anyhow::bail!(
-                "stopped: bootlace got {signal} while init script {} ran, and passed it on",
+                "stopped: bootlace got {signal} while init {what} {} ran, and passed it on",
                 chosen.script
             );
         }
         match (succeeded, timed_out) {
             (true, _) => Ok(()),
             (false, true) => anyhow::bail!(
-                "init script {} timed out after {}",
+                "init {what} {} timed out after {}",
                 chosen.script,
                 humantime::format_duration(config.init.timeout)
             ),
             (false, false) => {
-                anyhow::bail!("init script {} exited with {}", chosen.script, code.unwrap_or(-1))
+                anyhow::bail!("init {what} {} exited with {}", chosen.script, code.unwrap_or(-1))
             }
         }
     }

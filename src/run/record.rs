@@ -58,6 +58,8 @@ pub struct Run {
     /// The secrets written for init: their names go into the report, and their values
     /// are scrubbed from the output the report keeps.
     pub(super) secrets: Option<secrets::Fetched>,
+    /// A drift check's finding, for the agent's repair run.
+    pub drift: Option<report::Drift>,
 }
 
 impl Run {
@@ -89,6 +91,7 @@ impl Run {
             stopped: false,
             held: false,
             secrets: None,
+            drift: None,
         }
     }
 
@@ -247,6 +250,7 @@ impl Run {
             exit_code: (exit == Exit::BadInput).then_some(exit as u8),
             secrets: secret_names,
             warnings: std::mem::take(&mut self.warnings),
+            drift: self.drift.take(),
         };
         if let Err(err) = report.save(state.root()) {
             warn!("writing the report to {}: {err}", state.root().display());
