@@ -237,11 +237,7 @@ pub fn command(
         }
     }
     command.arg(playbook);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("ANSIBLE_") {
-            command.env_remove(key);
-        }
-    }
+    without_inherited_settings(&mut command);
     let release_config = setting.release.join("ansible.cfg");
     let config = if release_config.is_file() {
         release_config
@@ -299,6 +295,16 @@ impl Prepared {
     /// Where the callback writes.
     pub fn events(&self) -> &Path {
         &self.scratch.events
+    }
+}
+
+/// No `ANSIBLE_*` variable of bootlace's own environment reaches `command`: Ansible is
+/// configured by the release (and by bootlace), the same on every image.
+pub fn without_inherited_settings(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ANSIBLE_") {
+            command.env_remove(key);
+        }
     }
 }
 

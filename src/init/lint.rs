@@ -32,10 +32,7 @@ pub struct Found {
 /// candidate (the same path but for the runners' suffixes) are an error.
 pub fn candidates_in(config: &Config, release: &Path) -> Result<Vec<Found>, BadInput> {
     let root = config.root(release);
-    let runners = config
-        .runners
-        .resolve()
-        .map_err(|e| BadInput(format!("{}: {}", e.key, e.message)))?;
+    let runners = config.runners()?;
     let mut files = Vec::new();
     walk(&root, "", &mut files)?;
     files.sort();

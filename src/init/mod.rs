@@ -47,6 +47,13 @@ impl Config {
         self.runners.resolve().map(drop)
     }
 
+    /// The runners in order, a bad table as bad input (exit 2).
+    pub fn runners(&self) -> Result<Vec<Runner>, BadInput> {
+        self.runners
+            .resolve()
+            .map_err(|e| BadInput(format!("{}: {}", e.key, e.message)))
+    }
+
     /// The directory the candidates are relative to, for the release at `release`.
     pub fn root(&self, release: &Path) -> PathBuf {
         PathBuf::from(self.root.replace("{release}", &release.display().to_string()))
@@ -88,10 +95,7 @@ pub struct Candidate {
 /// would otherwise depend on the runners' order.
 pub fn candidates(config: &Config, identity: &Identity, release: &Path) -> Result<Vec<Candidate>, BadInput> {
     let root = config.root(release);
-    let runners = config
-        .runners
-        .resolve()
-        .map_err(|e| BadInput(format!("{}: {}", e.key, e.message)))?;
+    let runners = config.runners()?;
     let script_runner = || {
         runners
             .iter()

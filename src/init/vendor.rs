@@ -49,9 +49,7 @@ pub fn vendor(config: &Config, dir: &Path, quiet: bool) -> anyhow::Result<Lock> 
         .into());
     }
     let playbook = config
-        .runners
-        .resolve()
-        .map_err(|e| BadInput(format!("{}: {}", e.key, e.message)))?
+        .runners()?
         .into_iter()
         .find_map(|r| match r.kind {
             Kind::Ansible { command } => Some(command[0].clone()),
@@ -81,11 +79,7 @@ pub fn vendor(config: &Config, dir: &Path, quiet: bool) -> anyhow::Result<Lock> 
             .arg(&requirements)
             .arg("-p")
             .arg(into);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ANSIBLE_") {
-                command.env_remove(key);
-            }
-        }
+        ansible::without_inherited_settings(&mut command);
         let how = How {
             timeout: INSTALL_TIMEOUT,
             quiet_stdout: quiet,
